@@ -1,0 +1,98 @@
+"""Early, explicit checks of user input: each failure names the parameter and the offending value."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+NOT_FITTED = (
+    "This {name} instance is not fitted yet. Call 'fit' with appropriate arguments before using this estimator."
+)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a method needs a fitted estimator (scikit-learn's convention: a ValueError and AttributeError)."""
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """An integer ``>= minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value, name: str) -> float:
+    """A finite real number ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_probability(value, name: str) -> float:
+    """A real number in the open interval (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_choice(value, name: str, choices: tuple) -> str:
+    """One of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _describe(x: np.ndarray) -> str:
+    return f"array of shape {x.shape} and dtype {x.dtype}"
+
+
+def check_inputs(x, input_shape: tuple[int, ...], clip_values=None, name: str = "x") -> np.ndarray:
+    """Validate a batch of inputs and return it as a float32 array.
+
+    :param x: Inputs of shape ``(N, *input_shape)``.
+    :param input_shape: The estimator's ``input_shape``.
+    :param clip_values: ``(min, max)`` allowed range, or ``None``.
+    :param name: Parameter name for messages.
+    """
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold real numbers, got {_describe(x)}")
+    if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, input_shape))}), got {_describe(x)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: got {_describe(x)}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    if clip_values is not None:
+        low, high = (np.asarray(v, dtype=np.float64) for v in clip_values)
+        tol = 1e-6
+        below, above = x < low - tol, x > high + tol
+        if below.any() or above.any():
+            raise ValueError(
+                f"{name} has values outside clip_values={tuple(np.asarray(clip_values).tolist())}: "
+                f"min {float(x.min())!r}, max {float(x.max())!r}"
+            )
+    return x.astype(np.float32, copy=False)
+
+
+def check_labels(y, nb_samples: int, nb_classes: int, name: str = "y") -> np.ndarray:
+    """Validate labels (integer indices ``(N,)`` or one-hot ``(N, nb_classes)``) and return int64 indices."""
+    if not isinstance(y, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(y).__name__}")
+    if y.ndim == 2 and y.shape[1] == nb_classes and y.shape[1] > 1:
+        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
+            raise ValueError(f"{name} is 2-D but not one-hot (each row must hold a single 1): {_describe(y)}")
+        y = y.argmax(axis=1)
+    elif y.ndim != 1:
+        raise ValueError(f"{name} must have shape ({nb_samples},) or ({nb_samples}, {nb_classes}), got {_describe(y)}")
+    elif y.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class indices, got {_describe(y)}")
+    if y.shape[0] != nb_samples:
+        raise ValueError(f"{name} has {y.shape[0]} labels but x has {nb_samples} samples")
+    if y.size and (y.min() < 0 or y.max() >= nb_classes):
+        bad = y[(y < 0) | (y >= nb_classes)]
+        raise ValueError(f"{name} has labels outside [0, {nb_classes - 1}] (nb_classes={nb_classes}): {bad[:5]}")
+    return y.astype(np.int64)

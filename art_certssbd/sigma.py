@@ -1,0 +1,143 @@
+"""Sample-specific sigma by stochastic gradient ascent on a differentiable radius surrogate (pure torch).
+
+For each sample ``x`` the optimiser maximises
+
+    R(s) = s / 2 * (Phi^-1(p1(s)) - Phi^-1(p2(s)))
+
+where ``p(s)`` is the model's softmax averaged over ``S`` reparameterised noisy copies ``x + s * eps`` and ``p1``,
+``p2`` are its two largest entries, clamped to ``[0.02, 0.98]`` (method.md, step 1; DDRS, Alfarra et al. 2022).
+
+The ``S`` noise draws of each step are *common random numbers*: one tensor ``eps[t]`` of shape ``(S, *input_shape)``
+per step, shared by every sample. Each sample's optimisation is separate, so sharing draws across samples costs no
+statistical validity and makes ``sigma_x`` a function of ``(x, model, seed)`` alone: the same input gets the same
+sigma whatever batch, order or chunk it arrives in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from art_certssbd.noise import expand_sigma, gaussian, make_generator
+
+logger = logging.getLogger(__name__)
+
+SIGMA_UPDATES = ("gradient", "reference")
+
+
+def radius_surrogate(
+    probs: torch.Tensor, sigma: torch.Tensor, p_min: float = 0.02, p_max: float = 0.98
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The differentiable radius ``s/2 * (Phi^-1(p1) - Phi^-1(p2))`` and its gap ``Phi^-1(p1) - Phi^-1(p2)``.
+
+    :param probs: Mean class probabilities, shape ``(N, C)`` with ``C >= 2``.
+    :param sigma: Noise magnitudes, shape ``(N,)``.
+    :param p_min: Lower clamp of the probabilities (keeps ``Phi^-1`` finite).
+    :param p_max: Upper clamp of the probabilities.
+    :return: ``(radius, gap)``, each of shape ``(N,)``.
+    """
+    top2 = probs.topk(2, dim=1).values.clamp(p_min, p_max)
+    gap = torch.special.ndtri(top2[:, 0]) - torch.special.ndtri(top2[:, 1])
+    return sigma / 2 * gap, gap
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode and restore its previous mode afterwards (the caller's model is left as it was)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def optimize_sigma(
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    sigma0: float,
+    *,
+    steps: int = 30,
+    lr: float = 5e-3,
+    n_samples: int = 16,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    update: str = "gradient",
+    seed: int = 0,
+    batch_size: int = 256,
+    p_clamp: tuple[float, float] = (0.02, 0.98),
+    verbose: bool = False,
+) -> torch.Tensor:
+    """Optimise one sigma per sample of ``x`` by stochastic gradient ascent on :func:`radius_surrogate`.
+
+    Gradients are taken with respect to the sigmas only (``torch.autograd.grad``): the model's parameters, their
+    ``.grad`` fields and its train/eval mode are left exactly as they were.
+
+    :param model: Classifier returning logits of shape ``(N, C)``; evaluated in eval mode.
+    :param x: Inputs, shape ``(N, *input_shape)``, on the model's device.
+    :param sigma0: Starting sigma of every sample.
+    :param steps: Number of ascent steps ``T`` (0 returns ``sigma0`` everywhere).
+    :param lr: Step size.
+    :param n_samples: Noise draws ``S`` per step.
+    :param sigma_min: Lower bound on sigma (default ``sigma0``: sigma never shrinks below the RAB value).
+    :param sigma_max: Upper bound on sigma (default ``4 * sigma0``).
+    :param update: ``"gradient"`` (true gradient through the model, default) or ``"reference"`` (the official code's
+           detached update ``s += lr * gap / 2``, under which sigma never decreases).
+    :param seed: Seed of the common random numbers.
+    :param batch_size: Samples per batch; memory grows with ``batch_size * n_samples``.
+    :param p_clamp: Clamp of the probabilities inside the surrogate.
+    :param verbose: Show a progress bar over batches.
+    :return: Sigmas, shape ``(N,)``, on ``x``'s device, detached.
+    """
+    sigma_min = sigma0 if sigma_min is None else sigma_min
+    sigma_max = 4 * sigma0 if sigma_max is None else sigma_max
+    if not sigma0 > 0:
+        raise ValueError(f"sigma0 must be > 0, got {sigma0!r}")
+    if not 0 < sigma_min <= sigma0 <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma0 <= sigma_max, got ({sigma_min!r}, {sigma0!r}, {sigma_max!r})")
+    if update not in SIGMA_UPDATES:
+        raise ValueError(f"update must be one of {SIGMA_UPDATES}, got {update!r}")
+    if steps < 0 or n_samples < 1 or batch_size < 1:
+        raise ValueError(f"need steps >= 0, n_samples >= 1, batch_size >= 1, got ({steps}, {n_samples}, {batch_size})")
+
+    sigma = torch.full((x.shape[0],), float(sigma0), device=x.device, dtype=x.dtype)
+    if steps == 0 or x.shape[0] == 0:
+        return sigma
+    # Common random numbers: eps[t] is shared by all samples at step t.
+    generator = make_generator(seed, x.device)
+    eps = gaussian((steps, n_samples) + tuple(x.shape[1:]), generator, dtype=x.dtype)
+
+    context = _eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
+    with context:
+        for start in tqdm(range(0, x.shape[0], batch_size), desc="Sigma SGA", disable=not verbose):
+            x_b = x[start : start + batch_size]
+            sigma[start : start + batch_size] = _ascend(
+                model, x_b, sigma[start : start + batch_size], eps, lr, sigma_min, sigma_max, update, p_clamp
+            )
+    return sigma
+
+
+def _ascend(model, x_b, s, eps, lr, sigma_min, sigma_max, update, p_clamp) -> torch.Tensor:
+    """Run all ascent steps for one batch of samples."""
+    n_b, n_samples = x_b.shape[0], eps.shape[1]
+    for eps_t in eps:
+        s = s.detach().requires_grad_(update == "gradient")
+        with torch.set_grad_enabled(update == "gradient"):
+            # Step 1: S reparameterised noisy copies of every sample, x + s * eps.
+            noisy = x_b.unsqueeze(1) + expand_sigma(s, x_b.dim() + 1) * eps_t.unsqueeze(0)
+            # Step 2: mean softmax over the copies.
+            logits = model(noisy.reshape((n_b * n_samples,) + tuple(x_b.shape[1:])))
+            probs = torch.softmax(logits, dim=-1).reshape(n_b, n_samples, -1).mean(dim=1)
+            # Step 3: the radius surrogate and its derivative in s.
+            radius, gap = radius_surrogate(probs, s, *p_clamp)
+            if update == "gradient":
+                (grad,) = torch.autograd.grad(radius.sum(), s)
+            else:
+                grad = gap.detach() / 2
+        # Step 4: ascend and project onto [sigma_min, sigma_max].
+        s = (s.detach() + lr * grad).clamp(sigma_min, sigma_max)
+    return s.detach()
