@@ -428,3 +428,14 @@ class RABEstimator(_SmoothedEnsembleEstimator):
 
     | Paper link: https://arxiv.org/abs/2003.08904
     """
+
+    def __init__(self, model, loss, input_shape, nb_classes, optimizer=None, channels_first=True, clip_values=None,
+                 preprocessing_defences=None, postprocessing_defences=None, preprocessing=(0.0, 1.0),
+                 device_type="gpu", *, nb_models=100, scale=0.12, alpha=0.001, bound="clopper-pearson",
+                 draws_per_model=1, noise="fixed", warmup_epochs=0, vectorize=True, memory_budget=2**30,
+                 random_state=None, verbose=False):  # fmt: skip
+        super().__init__(model, loss, input_shape, nb_classes, optimizer, channels_first, clip_values,
+                         preprocessing_defences, postprocessing_defences, preprocessing, device_type,
+                         nb_models=nb_models, scale=scale, alpha=alpha, bound=bound, draws_per_model=draws_per_model,
+                         noise=noise, warmup_epochs=warmup_epochs, vectorize=vectorize, memory_budget=memory_budget,
+                         random_state=random_state, verbose=verbose)  # fmt: skip
