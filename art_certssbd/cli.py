@@ -94,12 +94,22 @@ def run_demo(args: argparse.Namespace) -> dict:
     from art_certssbd.datasets import load_digits
     from art_certssbd.experiment import ExperimentConfig, run_experiment
     from art_certssbd.models import DigitsCNN
-    from art_certssbd.report import markdown_table, plot_certified_accuracy, write_json, write_text
+    from art_certssbd.report import plot_certified_accuracy, write_json, write_text
 
-    config = ExperimentConfig(trigger=args.trigger, delta=args.delta, poison_rate=args.poison_rate,
-                              nb_models=args.nb_models, nb_epochs=args.epochs, scale=args.scale, alpha=args.alpha,
-                              bound=args.bound, sigma_steps=args.sigma_steps, radii=args.radii,
-                              random_state=args.seed, device_type=args.device)  # fmt: skip
+    config = ExperimentConfig(
+        trigger=args.trigger,
+        delta=args.delta,
+        poison_rate=args.poison_rate,
+        nb_models=args.nb_models,
+        nb_epochs=args.epochs,
+        scale=args.scale,
+        alpha=args.alpha,
+        bound=args.bound,
+        sigma_steps=args.sigma_steps,
+        radii=args.radii,
+        random_state=args.seed,
+        device_type=args.device,
+    )
     data = load_digits(random_state=args.seed)
     results = run_experiment(data, lambda: DigitsCNN(10), 10, config, verbose=not args.quiet)
     results["dataset"] = "scikit-learn digits (1,797 8x8 images, 10 classes; stratified 75/25 split)"
@@ -112,9 +122,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     for name in ("rab", "cert-ssbd"):
         for split, values in results["methods"][name]["certified_accuracy"].items():
             curves[f"{name} ({split})"] = values
-    plot = plot_certified_accuracy(curves, config.radii, out / "certified_accuracy.png",
-                                   title=f"digits, {config.trigger} trigger, M={config.nb_models}, "
-                                   f"sigma0={config.scale}")  # fmt: skip
+    plot = plot_certified_accuracy(
+        curves,
+        config.radii,
+        out / "certified_accuracy.png",
+        title=f"digits, {config.trigger} trigger, M={config.nb_models}, sigma0={config.scale}",
+    )
     written = [out / "results.json", out / "results.md"] + ([plot] if plot else [])
     sys.stdout.write("wrote " + ", ".join(str(p) for p in written) + "\n")
     return results
@@ -125,13 +138,18 @@ def render(results: dict) -> str:
     from art_certssbd.report import markdown_table
 
     cfg, methods = results["config"], results["methods"]
-    lines = [f"# Cert-SSBD demo: {cfg['trigger']} trigger (delta={cfg['delta']}), {results['nb_poisoned']} poisoned "
-             f"training samples -> class {cfg['target']}; M={cfg['nb_models']}, sigma0={cfg['scale']}, "
-             f"alpha={cfg['alpha']}, {cfg['bound']}", "",
-             "| model | clean accuracy | accuracy on triggered inputs | attack success rate |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"# Cert-SSBD demo: {cfg['trigger']} trigger (delta={cfg['delta']}), {results['nb_poisoned']} poisoned "
+        f"training samples -> class {cfg['target']}; M={cfg['nb_models']}, sigma0={cfg['scale']}, "
+        f"alpha={cfg['alpha']}, {cfg['bound']}",
+        "",
+        "| model | clean accuracy | accuracy on triggered inputs | attack success rate |",
+        "|---|---:|---:|---:|",
+    ]
     for name, m in methods.items():
-        lines.append(f"| {name} | {m['clean_accuracy']:.3f} | {m['triggered_accuracy']:.3f} | "
-                     f"{m['attack_success_rate']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {m['clean_accuracy']:.3f} | {m['triggered_accuracy']:.3f} | {m['attack_success_rate']:.3f} |"
+        )
     for key, label in (("certified_accuracy", "paper radius"), ("certified_accuracy_conservative", "conservative")):
         rows = {f"{name} {split}": v for name, m in methods.items() if key in m for split, v in m[key].items()}
         if rows:

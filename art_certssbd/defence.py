@@ -46,10 +46,16 @@ class CertSSBDTrainer(Trainer):
         optimizer = type(classifier.optimizer)(model.parameters(), **classifier.optimizer.defaults)
         # building the estimator validates every parameter now, before any training
         self._estimator = METHODS[method](
-            model, classifier._loss, classifier.input_shape, classifier.nb_classes, optimizer=optimizer,
-            channels_first=classifier.channels_first, clip_values=classifier.clip_values,
-            device_type=classifier._device_type, **kwargs,
-        )  # fmt: skip
+            model,
+            classifier._loss,
+            classifier.input_shape,
+            classifier.nb_classes,
+            optimizer=optimizer,
+            channels_first=classifier.channels_first,
+            clip_values=classifier.clip_values,
+            device_type=classifier._device_type,
+            **kwargs,
+        )
 
     @property
     def estimator(self) -> CertSSBDEstimator | RABEstimator:

@@ -16,7 +16,6 @@ in the core (``sigma``, ``n``, ``p_a_lower``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
@@ -44,12 +43,23 @@ from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 from art_certssbd.result import CertificationResult
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
-from art_certssbd.training import NOISE_MODES, fit_model, optimizer_factory_from, train_members
+from art_certssbd.training import NOISE_MODES, fit_model, init_member, optimizer_factory_from, train_members
 
 logger = logging.getLogger(__name__)
 
-_ENSEMBLE_PARAMS = ["nb_models", "scale", "alpha", "bound", "draws_per_model", "noise", "warmup_epochs",
-                    "vectorize", "memory_budget", "random_state", "verbose"]  # fmt: skip
+_ENSEMBLE_PARAMS = [
+    "nb_models",
+    "scale",
+    "alpha",
+    "bound",
+    "draws_per_model",
+    "noise",
+    "warmup_epochs",
+    "vectorize",
+    "memory_budget",
+    "random_state",
+    "verbose",
+]
 _SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
 
 
@@ -60,22 +70,54 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
     # fixed sigma unless a subclass exposes the sigma parameters
     sigma_steps, sigma_lr, sigma_samples, sigma_bounds, sigma_update, use_memory = 0, 0.0, 1, None, "gradient", False
 
-    def __init__(self, model, loss, input_shape, nb_classes, optimizer=None, channels_first=True, clip_values=None,
-                 preprocessing_defences=None, postprocessing_defences=None, preprocessing=(0.0, 1.0),
-                 device_type="gpu", *, nb_models=100, scale=0.12, alpha=0.001, bound="clopper-pearson",
-                 draws_per_model=1, noise="fixed", warmup_epochs=0, vectorize=True, memory_budget=2**30,
-                 random_state=None, verbose=False, **sigma_params):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        loss,
+        input_shape,
+        nb_classes,
+        optimizer=None,
+        channels_first=True,
+        clip_values=None,
+        preprocessing_defences=None,
+        postprocessing_defences=None,
+        preprocessing=(0.0, 1.0),
+        device_type="gpu",
+        *,
+        nb_models=100,
+        scale=0.12,
+        alpha=0.001,
+        bound="clopper-pearson",
+        draws_per_model=1,
+        noise="fixed",
+        warmup_epochs=0,
+        vectorize=True,
+        memory_budget=2**30,
+        random_state=None,
+        verbose=False,
+        **sigma_params,
+    ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
         self.random_state, self.verbose = random_state, verbose
         for key, value in sigma_params.items():
             setattr(self, key, value)
         super().__init__(
-            model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
-            channels_first=channels_first, clip_values=clip_values, preprocessing_defences=preprocessing_defences,
-            postprocessing_defences=postprocessing_defences, preprocessing=preprocessing, device_type=device_type,
-            sample_size=None, scale=scale, alpha=alpha,
-        )  # fmt: skip
+            model=model,
+            loss=loss,
+            input_shape=input_shape,
+            nb_classes=nb_classes,
+            optimizer=optimizer,
+            channels_first=channels_first,
+            clip_values=clip_values,
+            preprocessing_defences=preprocessing_defences,
+            postprocessing_defences=postprocessing_defences,
+            preprocessing=preprocessing,
+            device_type=device_type,
+            sample_size=None,
+            scale=scale,
+            alpha=alpha,
+        )
         self._check_params()
 
     # ------------------------------------------------------------------------------------------------ parameters
@@ -142,13 +184,27 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
         config = {key: getattr(self, key) for key in keys if key not in ("verbose", "vectorize", "memory_budget")}
-        config.update(random_state=seed, batch_size=batch_size, nb_epochs=nb_epochs, data_sha256=data,
-                      model=type(self.model).__name__, optimizer=type(self._optimizer).__name__,
-                      optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()})  # fmt: skip
+        config.update(
+            random_state=seed,
+            batch_size=batch_size,
+            nb_epochs=nb_epochs,
+            data_sha256=data,
+            model=type(self.model).__name__,
+            optimizer=type(self._optimizer).__name__,
+            optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()},
+        )
         return config
 
-    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10,
-            checkpoint_dir: str | os.PathLike | None = None, verbose: bool | None = None, **kwargs) -> None:  # fmt: skip
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 128,
+        nb_epochs: int = 10,
+        checkpoint_dir: str | os.PathLike | None = None,
+        verbose: bool | None = None,
+        **kwargs,
+    ) -> None:
         """Train the smoothed ensemble on a (possibly poisoned) training set.
 
         :param x: Training inputs, shape ``(N, *input_shape)``, within ``clip_values``.
@@ -169,19 +225,31 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         self._check_output(x[:1])
         seed = int(np.random.SeedSequence().entropy % 2**63) if self.random_state is None else self.random_state
-        store = None if checkpoint_dir is None else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y,
-                                                                                                    batch_size,
-                                                                                                    nb_epochs))
+        store = (
+            None
+            if checkpoint_dir is None
+            else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
+        )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
         factory = optimizer_factory_from(self._optimizer)
 
-        # Step 1: warm up a copy of the wrapped model at sigma0 (it becomes the base model for the sigma optimiser).
-        base = copy.deepcopy(self.model).to(self._device)
+        # Step 1: warm up a fresh copy of the wrapped model at sigma0 (the base model of the sigma optimiser). Like
+        # the members, it is re-initialised from random_state, so fit depends on the architecture, not the weights.
+        base = init_member(self.model, derive_seed(seed, "init", 2**31)).to(self._device)
         if store is not None and store.has("base"):
             base.load_state_dict(store.load("base"))
         elif self.warmup_epochs > 0:
-            fit_model(base, x_t, y_t, self.scale, loss_fn=self._loss, optimizer=factory(base.parameters()),
-                      seed=derive_seed(seed, "init", 2**31), nb_epochs=self.warmup_epochs, batch_size=batch_size)  # fmt: skip
+            fit_model(
+                base,
+                x_t,
+                y_t,
+                self.scale,
+                loss_fn=self._loss,
+                optimizer=factory(base.parameters()),
+                seed=derive_seed(seed, "init", 2**31),
+                nb_epochs=self.warmup_epochs,
+                batch_size=batch_size,
+            )
             if store is not None:
                 store.save("base", base.state_dict())
         # Step 2: one sigma per training sample.
@@ -197,10 +265,21 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         chunk = max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else len(todo) or 1
         for start in range(0, len(todo), chunk):
             members = todo[start : start + chunk]
-            trained = train_members(self.model, x_t, y_t, train_sigma, members, loss_fn=self._loss,
-                                    optimizer_factory=factory, random_state=seed, nb_epochs=nb_epochs,
-                                    batch_size=batch_size, noise=self.noise, vectorize=self.vectorize,
-                                    verbose=verbose)  # fmt: skip
+            trained = train_members(
+                self.model,
+                x_t,
+                y_t,
+                train_sigma,
+                members,
+                loss_fn=self._loss,
+                optimizer_factory=factory,
+                random_state=seed,
+                nb_epochs=nb_epochs,
+                batch_size=batch_size,
+                noise=self.noise,
+                vectorize=self.vectorize,
+                verbose=verbose,
+            )
             for k, state in zip(members, trained):
                 states[k] = state
                 if store is not None:
@@ -222,14 +301,26 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             out = self.model.eval()(torch.from_numpy(x).to(self._device))
             self.model.train(was_training)
         if out.dim() != 2 or out.shape[1] != self.nb_classes:
-            raise ValueError(f"model returns outputs of shape {tuple(out.shape)}, expected (N, nb_classes={self.nb_classes})")
+            raise ValueError(
+                f"model returns outputs of shape {tuple(out.shape)}, expected (N, nb_classes={self.nb_classes})"
+            )
 
     def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
         """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``)."""
         low, high = self.sigma_bounds if self.sigma_bounds is not None else (None, None)
-        return optimize_sigma(model, x, self.scale, steps=self.sigma_steps, lr=self.sigma_lr,
-                              n_samples=self.sigma_samples, sigma_min=low, sigma_max=high, update=self.sigma_update,
-                              seed=seed, verbose=verbose)  # fmt: skip
+        return optimize_sigma(
+            model,
+            x,
+            self.scale,
+            steps=self.sigma_steps,
+            lr=self.sigma_lr,
+            n_samples=self.sigma_samples,
+            sigma_min=low,
+            sigma_max=high,
+            update=self.sigma_update,
+            seed=seed,
+            verbose=verbose,
+        )
 
     def _test_noise(self, members, draws: int, shape) -> torch.Tensor:
         """The fixed test noise ``e_{k, j}`` of members ``members``: shape ``(len(members), draws, *shape)``."""
@@ -247,9 +338,18 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         batch_size = check_int(batch_size, "batch_size")
         x_t = torch.from_numpy(x).to(self._device)
         sigma_x = self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
-        counts = vote(self.ensemble_, x_t, sigma_x, self._test_noise, self.nb_classes,
-                      draws_per_model=self.draws_per_model, nb_votes=n, batch_size=batch_size,
-                      vectorize=self.vectorize, verbose=verbose)  # fmt: skip
+        counts = vote(
+            self.ensemble_,
+            x_t,
+            sigma_x,
+            self._test_noise,
+            self.nb_classes,
+            draws_per_model=self.draws_per_model,
+            nb_votes=n,
+            batch_size=batch_size,
+            vectorize=self.vectorize,
+            verbose=verbose,
+        )
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
 
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
@@ -270,8 +370,16 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         out[np.flatnonzero(keep), pred[keep]] = 1.0
         return out
 
-    def certify(self, x: np.ndarray, n: int | None = None, batch_size: int = 128, *, return_details: bool = False,
-                update_memory: bool = True, verbose: bool | None = None):  # fmt: skip
+    def certify(
+        self,
+        x: np.ndarray,
+        n: int | None = None,
+        batch_size: int = 128,
+        *,
+        return_details: bool = False,
+        update_memory: bool = True,
+        verbose: bool | None = None,
+    ):
         """Certify each input: the smoothed prediction and the L2 radius within which no backdoor can change it.
 
         :param x: Inputs, shape ``(N, *input_shape)``.
@@ -300,8 +408,15 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, np.minimum(radius_conservative, radius))
         if not return_details:
             return pred, radius
-        return CertificationResult(pred=pred, radius=radius, radius_conservative=radius_conservative, sigma=sigma_x,
-                                   p_a_lower=p_a_lower, votes=counts, pred_before_memory=pred_before)  # fmt: skip
+        return CertificationResult(
+            pred=pred,
+            radius=radius,
+            radius_conservative=radius_conservative,
+            sigma=sigma_x,
+            p_a_lower=p_a_lower,
+            votes=counts,
+            pred_before_memory=pred_before,
+        )
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs) -> np.ndarray:
         """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
@@ -312,18 +427,21 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         :return: Gradients of the same shape as ``x``.
         """
         self._check_fitted()
-        x = check_inputs(x, self.input_shape, None)
-        y_t = torch.from_numpy(check_labels(y, len(x), self.nb_classes)).to(self._device)
-        x_t = torch.from_numpy(x).to(self._device).requires_grad_(True)
+        as_tensor = isinstance(x, torch.Tensor)  # ART's PyTorch attacks (e.g. PGD) pass and expect tensors
+        x_np = x.detach().cpu().numpy() if as_tensor else x
+        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
+        x_np = check_inputs(x_np, self.input_shape, None)
+        y_t = torch.from_numpy(check_labels(y_np, len(x_np), self.nb_classes)).to(self._device)
+        x_t = torch.from_numpy(x_np).to(self._device).requires_grad_(True)
         nb_models = self.ensemble_.nb_models
-        chunk = max(1, 8192 // len(x))
+        chunk = max(1, 8192 // len(x_np))
         for m0 in range(0, nb_models, chunk):
             m1 = min(m0 + chunk, nb_models)
-            eps = self._test_noise(range(m0, m1), 1, x.shape[1:])[:, 0]
+            eps = self._test_noise(range(m0, m1), 1, x_np.shape[1:])[:, 0]
             logits = self.ensemble_.logits(x_t.unsqueeze(0) + self.scale * eps.unsqueeze(1), m0, m1, self.vectorize)
             loss = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
             loss.backward()
-        return x_t.grad.cpu().numpy()
+        return x_t.grad.to(x.device) if as_tensor else x_t.grad.cpu().numpy()
 
     def class_gradient(self, x: np.ndarray, label=None, training_mode: bool = False, **kwargs) -> np.ndarray:
         """Not available for a smoothed ensemble (as in ART's ``PyTorchRandomizedSmoothing``)."""
@@ -333,9 +451,16 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
     def save_ensemble(self, directory: str | os.PathLike) -> None:
         """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format)."""
         self._check_fitted()
-        store = EnsembleCheckpoint(directory, {"nb_models": self.nb_models, "nb_classes": self.nb_classes,
-                                               "input_shape": list(self.input_shape), "scale": self.scale,
-                                               "random_state": self.random_state_})  # fmt: skip
+        store = EnsembleCheckpoint(
+            directory,
+            {
+                "nb_models": self.nb_models,
+                "nb_classes": self.nb_classes,
+                "input_shape": list(self.input_shape),
+                "scale": self.scale,
+                "random_state": self.random_state_,
+            },
+        )
         store.save("base", self.model.state_dict())
         store.save("train_sigma", torch.from_numpy(self.train_sigma_))
         store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
@@ -348,8 +473,10 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         store = EnsembleCheckpoint(directory)
         config = store.config
         if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
-            raise ValueError(f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
-                             f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}")
+            raise ValueError(
+                f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
+                f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}"
+            )
         members = store.finished_members()
         if members != list(range(self.nb_models)):
             raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
@@ -371,8 +498,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     ``certify`` optimises ``sigma_x`` per test input, lets every member vote on ``x + sigma_x * e_k``, bounds the top
     class's probability and returns the radius, trimmed by the storage-update memory.
 
-    :param model: PyTorch model returning logits ``(N, nb_classes)``; the architecture of every member (each is
-           re-initialised by its modules' ``reset_parameters``). After ``fit`` it holds the warmed-up base model.
+    :param model: PyTorch model returning logits ``(N, nb_classes)``: the architecture of every member. ``fit``
+           re-initialises each copy by its modules' ``reset_parameters`` under seeds drawn from ``random_state`` (so
+           incoming weights are not used, as in scikit-learn); afterwards ``model`` holds the base model, warmed up
+           for ``warmup_epochs`` at ``scale``, that the sigma optimiser uses.
     :param loss: Training loss on ``(logits, labels)``, e.g. ``torch.nn.CrossEntropyLoss()``.
     :param input_shape: Shape of one input, e.g. ``(1, 28, 28)``.
     :param nb_classes: Number of classes (2 or more).
@@ -406,19 +535,68 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
 
     estimator_params = _SmoothedEnsembleEstimator.estimator_params + _SIGMA_PARAMS
 
-    def __init__(self, model, loss, input_shape, nb_classes, optimizer=None, channels_first=True, clip_values=None,
-                 preprocessing_defences=None, postprocessing_defences=None, preprocessing=(0.0, 1.0),
-                 device_type="gpu", *, nb_models=100, scale=0.12, alpha=0.001, bound="clopper-pearson",
-                 draws_per_model=1, noise="fixed", warmup_epochs=2, vectorize=True, memory_budget=2**30,
-                 random_state=None, verbose=False, sigma_steps=30, sigma_lr=5e-3, sigma_samples=16, sigma_bounds=None,
-                 sigma_update="gradient", use_memory=True):  # fmt: skip
-        super().__init__(model, loss, input_shape, nb_classes, optimizer, channels_first, clip_values,
-                         preprocessing_defences, postprocessing_defences, preprocessing, device_type,
-                         nb_models=nb_models, scale=scale, alpha=alpha, bound=bound, draws_per_model=draws_per_model,
-                         noise=noise, warmup_epochs=warmup_epochs, vectorize=vectorize, memory_budget=memory_budget,
-                         random_state=random_state, verbose=verbose, sigma_steps=sigma_steps, sigma_lr=sigma_lr,
-                         sigma_samples=sigma_samples, sigma_bounds=sigma_bounds, sigma_update=sigma_update,
-                         use_memory=use_memory)  # fmt: skip
+    def __init__(
+        self,
+        model,
+        loss,
+        input_shape,
+        nb_classes,
+        optimizer=None,
+        channels_first=True,
+        clip_values=None,
+        preprocessing_defences=None,
+        postprocessing_defences=None,
+        preprocessing=(0.0, 1.0),
+        device_type="gpu",
+        *,
+        nb_models=100,
+        scale=0.12,
+        alpha=0.001,
+        bound="clopper-pearson",
+        draws_per_model=1,
+        noise="fixed",
+        warmup_epochs=2,
+        vectorize=True,
+        memory_budget=2**30,
+        random_state=None,
+        verbose=False,
+        sigma_steps=30,
+        sigma_lr=5e-3,
+        sigma_samples=16,
+        sigma_bounds=None,
+        sigma_update="gradient",
+        use_memory=True,
+    ):
+        super().__init__(
+            model,
+            loss,
+            input_shape,
+            nb_classes,
+            optimizer,
+            channels_first,
+            clip_values,
+            preprocessing_defences,
+            postprocessing_defences,
+            preprocessing,
+            device_type,
+            nb_models=nb_models,
+            scale=scale,
+            alpha=alpha,
+            bound=bound,
+            draws_per_model=draws_per_model,
+            noise=noise,
+            warmup_epochs=warmup_epochs,
+            vectorize=vectorize,
+            memory_budget=memory_budget,
+            random_state=random_state,
+            verbose=verbose,
+            sigma_steps=sigma_steps,
+            sigma_lr=sigma_lr,
+            sigma_samples=sigma_samples,
+            sigma_bounds=sigma_bounds,
+            sigma_update=sigma_update,
+            use_memory=use_memory,
+        )
 
 
 class RABEstimator(_SmoothedEnsembleEstimator):
@@ -429,13 +607,53 @@ class RABEstimator(_SmoothedEnsembleEstimator):
     | Paper link: https://arxiv.org/abs/2003.08904
     """
 
-    def __init__(self, model, loss, input_shape, nb_classes, optimizer=None, channels_first=True, clip_values=None,
-                 preprocessing_defences=None, postprocessing_defences=None, preprocessing=(0.0, 1.0),
-                 device_type="gpu", *, nb_models=100, scale=0.12, alpha=0.001, bound="clopper-pearson",
-                 draws_per_model=1, noise="fixed", warmup_epochs=0, vectorize=True, memory_budget=2**30,
-                 random_state=None, verbose=False):  # fmt: skip
-        super().__init__(model, loss, input_shape, nb_classes, optimizer, channels_first, clip_values,
-                         preprocessing_defences, postprocessing_defences, preprocessing, device_type,
-                         nb_models=nb_models, scale=scale, alpha=alpha, bound=bound, draws_per_model=draws_per_model,
-                         noise=noise, warmup_epochs=warmup_epochs, vectorize=vectorize, memory_budget=memory_budget,
-                         random_state=random_state, verbose=verbose)  # fmt: skip
+    def __init__(
+        self,
+        model,
+        loss,
+        input_shape,
+        nb_classes,
+        optimizer=None,
+        channels_first=True,
+        clip_values=None,
+        preprocessing_defences=None,
+        postprocessing_defences=None,
+        preprocessing=(0.0, 1.0),
+        device_type="gpu",
+        *,
+        nb_models=100,
+        scale=0.12,
+        alpha=0.001,
+        bound="clopper-pearson",
+        draws_per_model=1,
+        noise="fixed",
+        warmup_epochs=0,
+        vectorize=True,
+        memory_budget=2**30,
+        random_state=None,
+        verbose=False,
+    ):
+        super().__init__(
+            model,
+            loss,
+            input_shape,
+            nb_classes,
+            optimizer,
+            channels_first,
+            clip_values,
+            preprocessing_defences,
+            postprocessing_defences,
+            preprocessing,
+            device_type,
+            nb_models=nb_models,
+            scale=scale,
+            alpha=alpha,
+            bound=bound,
+            draws_per_model=draws_per_model,
+            noise=noise,
+            warmup_epochs=warmup_epochs,
+            vectorize=vectorize,
+            memory_budget=memory_budget,
+            random_state=random_state,
+            verbose=verbose,
+        )

@@ -98,9 +98,15 @@ def run_experiment(
     if "undefended" in config.methods:
         tic = time.perf_counter()
         net = _seeded_model(model_factory, config.random_state)
-        clf = PyTorchClassifier(net, torch.nn.CrossEntropyLoss(), x_train.shape[1:], nb_classes,
-                                optimizer=torch.optim.Adam(net.parameters(), lr=config.lr), clip_values=(0.0, 1.0),
-                                device_type=config.device_type)  # fmt: skip
+        clf = PyTorchClassifier(
+            net,
+            torch.nn.CrossEntropyLoss(),
+            x_train.shape[1:],
+            nb_classes,
+            optimizer=torch.optim.Adam(net.parameters(), lr=config.lr),
+            clip_values=(0.0, 1.0),
+            device_type=config.device_type,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.random_state)
             clf.fit(x_poison, y_poison, batch_size=config.batch_size, nb_epochs=config.nb_epochs, verbose=verbose)
@@ -117,16 +123,32 @@ def run_experiment(
     for name in [m for m in config.methods if m != "undefended"]:
         tic = time.perf_counter()
         net = _seeded_model(model_factory, config.random_state)
-        common = dict(optimizer=torch.optim.Adam(net.parameters(), lr=config.lr), clip_values=(0.0, 1.0),
-                      device_type=config.device_type, nb_models=config.nb_models, scale=config.scale,
-                      alpha=config.alpha, bound=config.bound, random_state=config.random_state, verbose=verbose)  # fmt: skip
+        common = dict(
+            optimizer=torch.optim.Adam(net.parameters(), lr=config.lr),
+            clip_values=(0.0, 1.0),
+            device_type=config.device_type,
+            nb_models=config.nb_models,
+            scale=config.scale,
+            alpha=config.alpha,
+            bound=config.bound,
+            random_state=config.random_state,
+            verbose=verbose,
+        )
         if name == "rab":
             est = RABEstimator(net, torch.nn.CrossEntropyLoss(), x_train.shape[1:], nb_classes, **common)
         else:
-            est = CertSSBDEstimator(net, torch.nn.CrossEntropyLoss(), x_train.shape[1:], nb_classes, **common,
-                                    warmup_epochs=config.warmup_epochs, sigma_steps=config.sigma_steps,
-                                    sigma_lr=config.sigma_lr, sigma_samples=config.sigma_samples,
-                                    sigma_update=config.sigma_update)  # fmt: skip
+            est = CertSSBDEstimator(
+                net,
+                torch.nn.CrossEntropyLoss(),
+                x_train.shape[1:],
+                nb_classes,
+                **common,
+                warmup_epochs=config.warmup_epochs,
+                sigma_steps=config.sigma_steps,
+                sigma_lr=config.sigma_lr,
+                sigma_samples=config.sigma_samples,
+                sigma_update=config.sigma_update,
+            )
         est.fit(x_poison, y_poison, batch_size=config.batch_size, nb_epochs=config.nb_epochs)
         fit_s = time.perf_counter() - tic
         # Step 4: certify the clean test set, then the triggered one (trimmed against, not added to, the memory).

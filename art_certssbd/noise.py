@@ -35,9 +35,7 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def gaussian(
-    shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def gaussian(shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise of ``shape`` drawn from ``generator`` on the generator's device."""
     return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
 

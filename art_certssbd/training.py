@@ -104,7 +104,17 @@ def train_members(
         vectorize = False
     if vectorize:
         return _train_vectorized(
-            template, x, y, sigma, members, loss_fn, optimizer_factory, random_state, nb_epochs, batch_size, noise,
+            template,
+            x,
+            y,
+            sigma,
+            members,
+            loss_fn,
+            optimizer_factory,
+            random_state,
+            nb_epochs,
+            batch_size,
+            noise,
             verbose,
         )
     return [
@@ -165,8 +175,9 @@ def _train_one(template, x, y, sigma, k, loss_fn, optimizer_factory, random_stat
     return {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
 
 
-def _train_vectorized(template, x, y, sigma, members, loss_fn, optimizer_factory, random_state, nb_epochs,
-                      batch_size, noise, verbose):
+def _train_vectorized(
+    template, x, y, sigma, members, loss_fn, optimizer_factory, random_state, nb_epochs, batch_size, noise, verbose
+):
     """All ``members`` at once: stacked parameters, one optimiser over them, ``vmap(functional_call)``."""
     modules = [init_member(template, derive_seed(random_state, "init", k)).to(x.device).train() for k in members]
     params, buffers = stack_module_state(modules)

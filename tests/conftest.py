@@ -14,5 +14,7 @@ REFERENCE_DIR = SHARED / "reference" / "cert-ssb-mnist-onepixel-sigma0.12"
 def reference_dir() -> Path:
     """The official Cert-SSB checkpoints beside the clone (``../shared/reference``); skip when absent."""
     if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"official reference artefacts not found at {REFERENCE_DIR} (they live beside the clone, in ../shared)")
+        pytest.skip(
+            f"official reference artefacts not found at {REFERENCE_DIR} (they live beside the clone, in ../shared)"
+        )
     return REFERENCE_DIR

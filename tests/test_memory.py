@@ -236,7 +236,7 @@ def test_empty_batches_and_empty_memory():
     pred, rad = mem.update(np.zeros((0, 4)), [], [])
     assert pred.shape == (0,) and rad.shape == (0,) and len(mem) == 0
     mem.update(np.zeros((2, 1, 2, 2)), [0, 1], [1.0, 2.0])
-    assert mem.centers.shape == (1, 4) and mem.dim == 4
+    assert mem.centers.shape == (2, 4) and mem.dim == 4 and list(mem.labels) == [0, 0]  # item 1 lies inside item 0
 
 
 def test_bad_chunk_size():
