@@ -1,0 +1,490 @@
+"""The shared ART shell of :class:`CertSSBDEstimator` and :class:`RABEstimator`.
+
+Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`) that
+chain the pure pieces of the package::
+
+    fit:     warm-up of the wrapped model at sigma0 -> sigma.optimize_sigma on every training sample
+             -> training.train_members (M models on x_i + sigma_i * b_k)
+    certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k)
+             -> stats.certify_counts -> memory.CertificationMemory.update (storage-update step)
+
+Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``) and the paper
+in the core (``sigma``, ``n``, ``p_a_lower``).
+
+| Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
+from art.estimators.classification.pytorch import PyTorchClassifier
+
+from art_certssbd import stats
+from art_certssbd._validation import (
+    NOT_FITTED,
+    NotFittedError,
+    check_choice,
+    check_inputs,
+    check_int,
+    check_labels,
+    check_positive,
+    check_probability,
+)
+from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.ensemble import StackedEnsemble, vote
+from art_certssbd.memory import CertificationMemory
+from art_certssbd.noise import derive_seed, gaussian, make_generator
+from art_certssbd.result import CertificationResult
+from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
+from art_certssbd.training import NOISE_MODES, fit_model, init_member, optimizer_factory_from, train_members
+
+logger = logging.getLogger(__name__)
+
+_ENSEMBLE_PARAMS = [
+    "nb_models",
+    "scale",
+    "alpha",
+    "bound",
+    "draws_per_model",
+    "noise",
+    "warmup_epochs",
+    "vectorize",
+    "memory_budget",
+    "random_state",
+    "verbose",
+]
+_SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
+
+
+class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
+    """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
+
+    estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
+    # fixed sigma unless a subclass exposes the sigma parameters
+    sigma_steps, sigma_lr, sigma_samples, sigma_bounds, sigma_update, use_memory = 0, 0.0, 1, None, "gradient", False
+
+    def __init__(
+        self,
+        model,
+        loss,
+        input_shape,
+        nb_classes,
+        optimizer=None,
+        channels_first=True,
+        clip_values=None,
+        preprocessing_defences=None,
+        postprocessing_defences=None,
+        preprocessing=(0.0, 1.0),
+        device_type="gpu",
+        *,
+        nb_models=100,
+        scale=0.12,
+        alpha=0.001,
+        bound="clopper-pearson",
+        draws_per_model=1,
+        noise="fixed",
+        warmup_epochs=0,
+        vectorize=True,
+        memory_budget=2**30,
+        random_state=None,
+        verbose=False,
+        **sigma_params,
+    ):
+        self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
+        self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
+        self.random_state, self.verbose = random_state, verbose
+        for key, value in sigma_params.items():
+            setattr(self, key, value)
+        super().__init__(
+            model=model,
+            loss=loss,
+            input_shape=input_shape,
+            nb_classes=nb_classes,
+            optimizer=optimizer,
+            channels_first=channels_first,
+            clip_values=clip_values,
+            preprocessing_defences=preprocessing_defences,
+            postprocessing_defences=postprocessing_defences,
+            preprocessing=preprocessing,
+            device_type=device_type,
+            sample_size=None,
+            scale=scale,
+            alpha=alpha,
+        )
+        self._check_params()
+
+    # ------------------------------------------------------------------------------------------------ parameters
+    @property
+    def sample_size(self) -> int:
+        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``)."""
+        return self.nb_models * self.draws_per_model
+
+    @sample_size.setter
+    def sample_size(self, value) -> None:
+        if value is not None:
+            raise AttributeError("sample_size is nb_models * draws_per_model: set those instead")
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_int(self.nb_models, "nb_models")
+        check_int(self.draws_per_model, "draws_per_model")
+        check_positive(self.scale, "scale")
+        check_probability(self.alpha, "alpha")
+        check_choice(self.bound, "bound", stats.BOUNDS)
+        check_choice(self.noise, "noise", NOISE_MODES)
+        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        check_int(self.memory_budget, "memory_budget")
+        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
+        check_int(self.sigma_steps, "sigma_steps", minimum=0)
+        check_int(self.sigma_samples, "sigma_samples")
+        if self.sigma_steps:
+            check_positive(self.sigma_lr, "sigma_lr")
+        if self.sigma_bounds is not None:
+            low, high = self.sigma_bounds
+            if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
+                raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
+        if self.random_state is not None:
+            check_int(self.random_state, "random_state", minimum=0)
+        if self.preprocessing_defences or self.postprocessing_defences:
+            raise ValueError(
+                "preprocessing_defences and postprocessing_defences are not supported: the smoothing noise must reach "
+                "the model unchanged for the certificate to hold"
+            )
+        for op in self.preprocessing_operations:
+            if not (np.all(np.asarray(getattr(op, "mean", 1)) == 0) and np.all(np.asarray(getattr(op, "std", 0)) == 1)):
+                raise ValueError(
+                    f"preprocessing={op!r} is not supported: the noise is added to the raw input, so put any "
+                    "normalisation inside the model (e.g. as its first layer)"
+                )
+
+    def set_params(self, **kwargs) -> None:
+        """Set parameters (ART's ``set_params``); on a validation error the estimator is left as it was."""
+        snapshot = dict(self.__dict__)
+        try:
+            super().set_params(**kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
+    # ------------------------------------------------------------------------------------------------- fitting
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ensemble_"):
+            raise NotFittedError(NOT_FITTED.format(name=type(self).__name__))
+
+    def _config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict[str, Any]:
+        """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
+        data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+        keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
+        config = {key: getattr(self, key) for key in keys if key not in ("verbose", "vectorize", "memory_budget")}
+        config.update(
+            random_state=seed,
+            batch_size=batch_size,
+            nb_epochs=nb_epochs,
+            data_sha256=data,
+            model=type(self.model).__name__,
+            optimizer=type(self._optimizer).__name__,
+            optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()},
+        )
+        return config
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 128,
+        nb_epochs: int = 10,
+        checkpoint_dir: str | os.PathLike | None = None,
+        verbose: bool | None = None,
+        **kwargs,
+    ) -> None:
+        """Train the smoothed ensemble on a (possibly poisoned) training set.
+
+        :param x: Training inputs, shape ``(N, *input_shape)``, within ``clip_values``.
+        :param y: Labels, indices ``(N,)`` or one-hot ``(N, nb_classes)``; at least two classes.
+        :param batch_size: Mini-batch size.
+        :param nb_epochs: Epochs per ensemble member.
+        :param checkpoint_dir: Directory where each finished member is stored; a second call with the same directory
+               and configuration resumes and ends with the same ensemble as an uninterrupted run.
+        :param verbose: Progress bars (default: the estimator's ``verbose``).
+        """
+        verbose = self.verbose if verbose is None else verbose
+        x = check_inputs(x, self.input_shape, self.clip_values)
+        y = check_labels(y, x.shape[0], self.nb_classes)
+        if np.unique(y).size < 2:
+            raise ValueError(f"y must hold at least two classes, got only class {int(y[0])}")
+        batch_size, nb_epochs = check_int(batch_size, "batch_size"), check_int(nb_epochs, "nb_epochs")
+        if self._optimizer is None:
+            raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
+        self._check_output(x[:1])
+        seed = int(np.random.SeedSequence().entropy % 2**63) if self.random_state is None else self.random_state
+        store = (
+            None
+            if checkpoint_dir is None
+            else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
+        )
+        x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
+        factory = optimizer_factory_from(self._optimizer)
+
+        # Step 1: warm up a fresh copy of the wrapped model at sigma0 (the base model of the sigma optimiser). Like
+        # the members, it is re-initialised from random_state, so fit depends on the architecture, not the weights.
+        base = init_member(self.model, derive_seed(seed, "init", 2**31)).to(self._device)
+        if store is not None and store.has("base"):
+            base.load_state_dict(store.load("base"))
+        elif self.warmup_epochs > 0:
+            fit_model(
+                base,
+                x_t,
+                y_t,
+                self.scale,
+                loss_fn=self._loss,
+                optimizer=factory(base.parameters()),
+                seed=derive_seed(seed, "init", 2**31),
+                nb_epochs=self.warmup_epochs,
+                batch_size=batch_size,
+            )
+            if store is not None:
+                store.save("base", base.state_dict())
+        # Step 2: one sigma per training sample.
+        if store is not None and store.has("train_sigma"):
+            train_sigma = store.load("train_sigma").to(self._device)
+        else:
+            train_sigma = self._sigma(base, x_t, derive_seed(seed, "sigma_train"), verbose)
+            if store is not None:
+                store.save("train_sigma", train_sigma.cpu())
+        # Step 3: M members trained from scratch on x_i + sigma_i * b_k, in chunks that fit the memory budget.
+        states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
+        todo = [k for k in range(self.nb_models) if k not in states]
+        chunk = max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else len(todo) or 1
+        for start in range(0, len(todo), chunk):
+            members = todo[start : start + chunk]
+            trained = train_members(
+                self.model,
+                x_t,
+                y_t,
+                train_sigma,
+                members,
+                loss_fn=self._loss,
+                optimizer_factory=factory,
+                random_state=seed,
+                nb_epochs=nb_epochs,
+                batch_size=batch_size,
+                noise=self.noise,
+                vectorize=self.vectorize,
+                verbose=verbose,
+            )
+            for k, state in zip(members, trained):
+                states[k] = state
+                if store is not None:
+                    store.save_member(k, state)
+        ensemble = StackedEnsemble.from_state_dicts(self.model, [states[k] for k in range(self.nb_models)])
+
+        # Everything succeeded: commit the fitted state.
+        self.model.load_state_dict(base.state_dict())
+        self.model.eval()
+        self.ensemble_ = ensemble.to(self._device)
+        self.train_sigma_ = train_sigma.cpu().numpy()
+        self.random_state_ = seed
+        self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
+        self.memory_ = CertificationMemory() if self.use_memory else None
+
+    def _check_output(self, x: np.ndarray) -> None:
+        with torch.no_grad():
+            was_training = self.model.training
+            out = self.model.eval()(torch.from_numpy(x).to(self._device))
+            self.model.train(was_training)
+        if out.dim() != 2 or out.shape[1] != self.nb_classes:
+            raise ValueError(
+                f"model returns outputs of shape {tuple(out.shape)}, expected (N, nb_classes={self.nb_classes})"
+            )
+
+    def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
+        """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``)."""
+        low, high = self.sigma_bounds if self.sigma_bounds is not None else (None, None)
+        return optimize_sigma(
+            model,
+            x,
+            self.scale,
+            steps=self.sigma_steps,
+            lr=self.sigma_lr,
+            n_samples=self.sigma_samples,
+            sigma_min=low,
+            sigma_max=high,
+            update=self.sigma_update,
+            seed=seed,
+            verbose=verbose,
+        )
+
+    def _test_noise(self, members, draws: int, shape) -> torch.Tensor:
+        """The fixed test noise ``e_{k, j}`` of members ``members``: shape ``(len(members), draws, *shape)``."""
+        return torch.stack(
+            [gaussian((draws, *shape), make_generator(self.test_noise_seeds_[k], self._device)) for k in members]
+        )
+
+    # ---------------------------------------------------------------------------------------------- prediction
+    def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
+        """Validate ``x`` and return ``(sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
+        self._check_fitted()
+        x = check_inputs(x, self.input_shape, self.clip_values)
+        if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
+            raise ValueError(f"n must be in [1, {self.sample_size}] (nb_models * draws_per_model), got {n!r}")
+        batch_size = check_int(batch_size, "batch_size")
+        x_t = torch.from_numpy(x).to(self._device)
+        sigma_x = self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
+        counts = vote(
+            self.ensemble_,
+            x_t,
+            sigma_x,
+            self._test_noise,
+            self.nb_classes,
+            draws_per_model=self.draws_per_model,
+            nb_votes=n,
+            batch_size=batch_size,
+            vectorize=self.vectorize,
+            verbose=verbose,
+        )
+        return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
+        """Smoothed prediction, in ART's format: one-hot rows, all-zero rows where the ensemble abstains.
+
+        :param x: Inputs, shape ``(N, *input_shape)``.
+        :param batch_size: Inputs per pass.
+        :param verbose: Progress bars.
+        :param is_abstain: ``False`` to return the majority vote even where the bound does not allow a decision.
+        :return: Array of shape ``(N, nb_classes)``.
+        """
+        _, sigma_x, counts = self._votes(x, None, batch_size, verbose)
+        pred, _, _ = stats.certify_counts(counts, sigma_x, self.alpha, self.bound)
+        if kwargs.get("is_abstain", True) is False:
+            pred = counts.argmax(axis=1)
+        out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
+        keep = pred != stats.ABSTAIN
+        out[np.flatnonzero(keep), pred[keep]] = 1.0
+        return out
+
+    def certify(
+        self,
+        x: np.ndarray,
+        n: int | None = None,
+        batch_size: int = 128,
+        *,
+        return_details: bool = False,
+        update_memory: bool = True,
+        verbose: bool | None = None,
+    ):
+        """Certify each input: the smoothed prediction and the L2 radius within which no backdoor can change it.
+
+        :param x: Inputs, shape ``(N, *input_shape)``.
+        :param n: Number of votes (default: all ``nb_models * draws_per_model``).
+        :param batch_size: Inputs per pass.
+        :param return_details: Return a :class:`CertificationResult` instead of ``(pred, radius)``.
+        :param update_memory: Store the certified regions in the memory (``use_memory=True`` only); ``False`` only
+               trims against it.
+        :param verbose: Progress bars (default: the estimator's ``verbose``).
+        :return: ``(pred, radius)`` with ``pred = -1`` and ``radius = 0`` on abstain, or a :class:`CertificationResult`.
+        """
+        verbose = self.verbose if verbose is None else verbose
+        x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
+        # Step 6: bounds and radius with sigma_x, and the conservative radius with min(sigma_x, min_j sigma_j).
+        pred, radius, p_a_lower = stats.certify_counts(counts, sigma_x, self.alpha, self.bound, n=n)
+        sigma_low = np.minimum(sigma_x, float(self.train_sigma_.min()))
+        radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_a_lower, sigma_low))
+        # Step 7: the storage-update step trims against (and adds to) the memory of certified regions.
+        pred_before = pred.copy()
+        if self.memory_ is not None:
+            flat = x.reshape(len(x), -1)
+            if update_memory:
+                pred, radius = self.memory_.update(flat, pred, radius, sigma_x)
+            else:
+                pred, radius = self.memory_.query(flat, pred, radius)
+        radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, np.minimum(radius_conservative, radius))
+        if not return_details:
+            return pred, radius
+        return CertificationResult(
+            pred=pred,
+            radius=radius,
+            radius_conservative=radius_conservative,
+            sigma=sigma_x,
+            p_a_lower=p_a_lower,
+            votes=counts,
+            pred_before_memory=pred_before,
+        )
+
+    def loss_gradient(self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs) -> np.ndarray:
+        """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
+        surrogate ART's evasion attacks need), with the members' fixed test noise at ``scale``.
+
+        :param x: Inputs, shape ``(N, *input_shape)``.
+        :param y: Labels, indices or one-hot.
+        :return: Gradients of the same shape as ``x``.
+        """
+        self._check_fitted()
+        as_tensor = isinstance(x, torch.Tensor)  # ART's PyTorch attacks (e.g. PGD) pass and expect tensors
+        x_np = x.detach().cpu().numpy() if as_tensor else x
+        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
+        x_np = check_inputs(x_np, self.input_shape, None)
+        y_t = torch.from_numpy(check_labels(y_np, len(x_np), self.nb_classes)).to(self._device)
+        x_t = torch.from_numpy(x_np).to(self._device).requires_grad_(True)
+        nb_models = self.ensemble_.nb_models
+        chunk = max(1, 8192 // len(x_np))
+        for m0 in range(0, nb_models, chunk):
+            m1 = min(m0 + chunk, nb_models)
+            eps = self._test_noise(range(m0, m1), 1, x_np.shape[1:])[:, 0]
+            logits = self.ensemble_.logits(x_t.unsqueeze(0) + self.scale * eps.unsqueeze(1), m0, m1, self.vectorize)
+            loss = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
+            loss.backward()
+        return x_t.grad.to(x.device) if as_tensor else x_t.grad.cpu().numpy()
+
+    def class_gradient(self, x: np.ndarray, label=None, training_mode: bool = False, **kwargs) -> np.ndarray:
+        """Not available for a smoothed ensemble (as in ART's ``PyTorchRandomizedSmoothing``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------- storage
+    def save_ensemble(self, directory: str | os.PathLike) -> None:
+        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format)."""
+        self._check_fitted()
+        store = EnsembleCheckpoint(
+            directory,
+            {
+                "nb_models": self.nb_models,
+                "nb_classes": self.nb_classes,
+                "input_shape": list(self.input_shape),
+                "scale": self.scale,
+                "random_state": self.random_state_,
+            },
+        )
+        store.save("base", self.model.state_dict())
+        store.save("train_sigma", torch.from_numpy(self.train_sigma_))
+        store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
+        for k in range(self.ensemble_.nb_models):
+            store.save_member(k, self.ensemble_.state_dict(k))
+
+    def load_ensemble(self, directory: str | os.PathLike) -> None:
+        """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
+        estimator is changed only once everything has loaded."""
+        store = EnsembleCheckpoint(directory)
+        config = store.config
+        if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
+            raise ValueError(
+                f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
+                f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}"
+            )
+        members = store.finished_members()
+        if members != list(range(self.nb_models)):
+            raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
+        ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
+        base = store.load("base")
+        train_sigma = store.load("train_sigma").numpy()
+        seeds = [int(s) for s in store.load("test_noise_seeds")]
+        self.model.load_state_dict(base)
+        self.ensemble_, self.train_sigma_, self.test_noise_seeds_ = ensemble.to(self._device), train_sigma, seeds
+        self.random_state_ = config["random_state"]
+        self.memory_ = CertificationMemory() if self.use_memory else None
