@@ -253,6 +253,7 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             if store is not None:
                 store.save("base", base.state_dict())
         # Step 2: one sigma per training sample.
+        logger.info("Optimising the sigma of %d training samples.", len(x))
         if store is not None and store.has("train_sigma"):
             train_sigma = store.load("train_sigma").to(self._device)
         else:
@@ -262,7 +263,9 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         # Step 3: M members trained from scratch on x_i + sigma_i * b_k, in chunks that fit the memory budget.
         states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
         todo = [k for k in range(self.nb_models) if k not in states]
-        chunk = max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else len(todo) or 1
+        # members of one chunk train together and are checkpointed together; the loop path checkpoints each member
+        chunk = max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1
+        logger.info("Training %d of %d members (%d per chunk).", len(todo), self.nb_models, chunk)
         for start in range(0, len(todo), chunk):
             members = todo[start : start + chunk]
             trained = train_members(
@@ -287,6 +290,9 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         ensemble = StackedEnsemble.from_state_dicts(self.model, [states[k] for k in range(self.nb_models)])
 
         # Everything succeeded: commit the fitted state.
+        logger.info(
+            "Fitted %d members; training sigma in [%.4f, %.4f].", self.nb_models, train_sigma.min(), train_sigma.max()
+        )
         self.model.load_state_dict(base.state_dict())
         self.model.eval()
         self.ensemble_ = ensemble.to(self._device)
