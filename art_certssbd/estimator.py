@@ -11,6 +11,11 @@ from __future__ import annotations
 from art_certssbd._base import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
 
 
+def _arguments(frame_locals: dict) -> dict:
+    """The constructor's arguments, to forward to the shared shell unchanged."""
+    return {key: value for key, value in frame_locals.items() if key not in ("self", "__class__")}
+
+
 class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     """Cert-SSBD: a certified backdoor defence by randomized smoothing with sample-specific noise (Qiao et al.).
 
@@ -88,36 +93,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         sigma_update="gradient",
         use_memory=True,
     ):
-        super().__init__(
-            model,
-            loss,
-            input_shape,
-            nb_classes,
-            optimizer,
-            channels_first,
-            clip_values,
-            preprocessing_defences,
-            postprocessing_defences,
-            preprocessing,
-            device_type,
-            nb_models=nb_models,
-            scale=scale,
-            alpha=alpha,
-            bound=bound,
-            draws_per_model=draws_per_model,
-            noise=noise,
-            warmup_epochs=warmup_epochs,
-            vectorize=vectorize,
-            memory_budget=memory_budget,
-            random_state=random_state,
-            verbose=verbose,
-            sigma_steps=sigma_steps,
-            sigma_lr=sigma_lr,
-            sigma_samples=sigma_samples,
-            sigma_bounds=sigma_bounds,
-            sigma_update=sigma_update,
-            use_memory=use_memory,
-        )
+        super().__init__(**_arguments(locals()))
 
 
 class RABEstimator(_SmoothedEnsembleEstimator):
@@ -154,27 +130,4 @@ class RABEstimator(_SmoothedEnsembleEstimator):
         random_state=None,
         verbose=False,
     ):
-        super().__init__(
-            model,
-            loss,
-            input_shape,
-            nb_classes,
-            optimizer,
-            channels_first,
-            clip_values,
-            preprocessing_defences,
-            postprocessing_defences,
-            preprocessing,
-            device_type,
-            nb_models=nb_models,
-            scale=scale,
-            alpha=alpha,
-            bound=bound,
-            draws_per_model=draws_per_model,
-            noise=noise,
-            warmup_epochs=warmup_epochs,
-            vectorize=vectorize,
-            memory_budget=memory_budget,
-            random_state=random_state,
-            verbose=verbose,
-        )
+        super().__init__(**_arguments(locals()))
