@@ -216,6 +216,8 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         :param verbose: Progress bars (default: the estimator's ``verbose``).
         """
         verbose = self.verbose if verbose is None else verbose
+        if kwargs:
+            logger.warning("fit ignores the arguments %s (ART's PyTorchClassifier options)", sorted(kwargs))
         x = check_inputs(x, self.input_shape, self.clip_values)
         y = check_labels(y, x.shape[0], self.nb_classes)
         if np.unique(y).size < 2:
