@@ -30,14 +30,17 @@ from art_certssbd import stats
 from art_certssbd._validation import (
     NOT_FITTED,
     NotFittedError,
+    check_bool,
     check_choice,
+    check_input_shape,
     check_inputs,
     check_int,
     check_labels,
+    check_pair,
     check_positive,
     check_probability,
 )
-from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble, vote
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
@@ -133,6 +136,11 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
 
     def _check_params(self) -> None:
         super()._check_params()
+        check_int(self.nb_classes, "nb_classes", minimum=2)
+        check_input_shape(self.input_shape)
+        check_choice(self.device_type, "device_type", ("cpu", "gpu"))
+        check_bool(self.vectorize, "vectorize")
+        check_bool(self.use_memory, "use_memory")
         check_int(self.nb_models, "nb_models")
         check_int(self.draws_per_model, "draws_per_model")
         check_positive(self.scale, "scale")
@@ -147,7 +155,7 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         if self.sigma_steps:
             check_positive(self.sigma_lr, "sigma_lr")
         if self.sigma_bounds is not None:
-            low, high = self.sigma_bounds
+            low, high = check_pair(self.sigma_bounds, "sigma_bounds")
             if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
                 raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
         if self.random_state is not None:
@@ -304,14 +312,17 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         self.memory_ = CertificationMemory() if self.use_memory else None
 
     def _check_output(self, x: np.ndarray) -> None:
-        with torch.no_grad():
-            was_training = self.model.training
-            out = self.model.eval()(torch.from_numpy(x).to(self._device))
+        was_training = self.model.training
+        try:
+            with torch.no_grad():
+                out = self.model.eval()(torch.from_numpy(x).to(self._device))
+        except RuntimeError as err:  # e.g. a layer sized for another input shape
+            raise ValueError(f"model cannot process inputs of input_shape={tuple(self.input_shape)}: {err}") from err
+        finally:
             self.model.train(was_training)
-        if out.dim() != 2 or out.shape[1] != self.nb_classes:
-            raise ValueError(
-                f"model returns outputs of shape {tuple(out.shape)}, expected (N, nb_classes={self.nb_classes})"
-            )
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.nb_classes:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={self.nb_classes})")
 
     def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
         """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``)."""
@@ -457,28 +468,27 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
 
     # ------------------------------------------------------------------------------------------------- storage
     def save_ensemble(self, directory: str | os.PathLike) -> None:
-        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format)."""
+        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format, kind
+        ``"ensemble"``) all at once: an earlier save in ``directory`` is replaced only once the new one is complete."""
         self._check_fitted()
-        store = EnsembleCheckpoint(
-            directory,
-            {
-                "nb_models": self.nb_models,
-                "nb_classes": self.nb_classes,
-                "input_shape": list(self.input_shape),
-                "scale": self.scale,
-                "random_state": self.random_state_,
-            },
-        )
-        store.save("base", self.model.state_dict())
-        store.save("train_sigma", torch.from_numpy(self.train_sigma_))
-        store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
-        for k in range(self.ensemble_.nb_models):
-            store.save_member(k, self.ensemble_.state_dict(k))
+        config = {
+            "nb_models": self.nb_models,
+            "nb_classes": self.nb_classes,
+            "input_shape": list(self.input_shape),
+            "scale": self.scale,
+            "random_state": self.random_state_,
+        }
+        with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
+            store.save("base", self.model.state_dict())
+            store.save("train_sigma", torch.from_numpy(self.train_sigma_))
+            store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
+            for k in range(self.ensemble_.nb_models):
+                store.save_member(k, self.ensemble_.state_dict(k))
 
     def load_ensemble(self, directory: str | os.PathLike) -> None:
         """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
         estimator is changed only once everything has loaded."""
-        store = EnsembleCheckpoint(directory)
+        store = EnsembleCheckpoint.open(directory, kind="ensemble")
         config = store.config
         if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
             raise ValueError(
@@ -490,9 +500,16 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
         ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
         base = store.load("base")
-        train_sigma = store.load("train_sigma").numpy()
-        seeds = [int(s) for s in store.load("test_noise_seeds")]
+        StackedEnsemble.from_state_dicts(self.model, [base])  # refuses a base model of another architecture
+        train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
+        if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
+            raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
+        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (self.nb_models,) or seeds.is_floating_point():
+            raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {self.nb_models} integer seeds")
+        if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
+            raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
         self.model.load_state_dict(base)
-        self.ensemble_, self.train_sigma_, self.test_noise_seeds_ = ensemble.to(self._device), train_sigma, seeds
+        self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
+        self.test_noise_seeds_ = [int(s) for s in seeds]
         self.random_state_ = config["random_state"]
         self.memory_ = CertificationMemory() if self.use_memory else None

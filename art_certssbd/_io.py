@@ -11,9 +11,25 @@ from pathlib import Path
 from typing import IO
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename inside it) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where directories cannot be opened
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it is removed.
+
+    The temporary file is named ``.{name}.XXXX.tmp`` in the same directory (so the rename stays on one file system),
+    flushed and fsynced before the rename; the directory is fsynced after it.
 
     :param path: Destination file.
     :param mode: ``"wb"`` or ``"w"``.
@@ -33,6 +49,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: str = "wb") -> None:

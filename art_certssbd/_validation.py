@@ -38,9 +38,34 @@ def check_probability(value, name: str) -> float:
 
 def check_choice(value, name: str, choices: tuple) -> str:
     """One of ``choices``."""
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_bool(value, name: str) -> bool:
+    """A boolean (``True``/``False`` or a numpy bool; strings such as ``"no"`` are refused, not read as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_pair(value, name: str) -> tuple:
+    """A pair ``(low, high)`` (a tuple or list of length 2)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    return tuple(value)
+
+
+def check_input_shape(value, name: str = "input_shape") -> tuple[int, ...]:
+    """A non-empty tuple (or list) of positive integers, e.g. ``(1, 28, 28)``."""
+    if (
+        not isinstance(value, tuple | list)
+        or not value
+        or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in value)
+    ):
+        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def _describe(x: np.ndarray) -> str:
@@ -75,7 +100,10 @@ def check_inputs(x, input_shape: tuple[int, ...], clip_values=None, name: str = 
                 f"{name} has values outside clip_values={tuple(np.asarray(clip_values).tolist())}: "
                 f"min {float(x.min())!r}, max {float(x.max())!r}"
             )
-    return x.astype(np.float32, copy=False)
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and np.abs(x).max() > np.finfo(np.float32).max:
+        raise ValueError(f"{name} has values beyond the float32 range: max |x| {float(np.abs(x).max())!r}")
+    # a C-contiguous, native-endian float32 copy when needed (torch refuses negative strides and foreign byte order)
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def check_labels(y, nb_samples: int, nb_classes: int, name: str = "y") -> np.ndarray:

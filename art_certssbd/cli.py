@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,28 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _output_dir(text: str) -> Path:
+    """A directory that exists or can be created (checked before the run, not after it)."""
+    path = ancestor = Path(text)
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a directory, but {str(ancestor)!r} is a file")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK):
+        raise argparse.ArgumentTypeError(f"directory {str(ancestor)!r} is not writable")
+    return path
 
 
 def _positive_float(text: str) -> float:
@@ -72,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="poison scikit-learn digits, train RAB and Cert-SSBD, certify, print a table")
-    demo.add_argument("--output", type=Path, default=Path("certssbd-demo"), help="directory for JSON/Markdown/PNG")
+    demo.add_argument("--output", type=_output_dir, default=Path("certssbd-demo"), help="directory for the results")
     demo.add_argument("--trigger", choices=tuple(TRIGGERS), default="one-pixel")
     demo.add_argument("--delta", type=_positive_float, default=1.0, help="L2 norm of the trigger")
     demo.add_argument("--poison-rate", type=_rate, default=0.02)
@@ -83,10 +106,74 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bound", choices=("clopper-pearson", "hoeffding"), default="clopper-pearson")
     demo.add_argument("--sigma-steps", type=_positive_int, default=30)
     demo.add_argument("--radii", type=_radii, default=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_non_negative_int, default=0)
     demo.add_argument("--device", choices=("cpu", "gpu"), default="gpu", help="gpu uses CUDA when present")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_benchmark_parser(sub)
     return parser
+
+
+def _add_benchmark_parser(sub) -> None:
+    """``certssbd benchmark mnist --config FILE`` and ``certssbd benchmark official --checkpoints DIR ...``."""
+    bench = sub.add_parser("benchmark", help="run a benchmark and write JSON/Markdown/PNG results")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    mnist = kinds.add_parser("mnist", help="MNIST 1 vs 0: RAB vs Cert-SSBD vs undefended, from a JSON config")
+    mnist.add_argument("--config", type=Path, required=True, help="e.g. benchmarks/configs/mnist-cpu.json")
+    mnist.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for the results")
+    mnist.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
+    mnist.add_argument("--quiet", action="store_true", help="no progress bars")
+    official = kinds.add_parser("official", help="the official Cert-SSB MNIST checkpoints: official eval vs ours")
+    official.add_argument("--checkpoints", type=Path, required=True, help="folder with smoothed_{k}.model")
+    official.add_argument("--sigma-file", type=Path, required=True, help="e.g. mnist_onepixel_sigma0.12.pth")
+    official.add_argument("--nb-models", type=_positive_int, default=None, help="first N checkpoints (default all)")
+    official.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
+    official.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for the results")
+    official.add_argument("--name", default="official_mnist_onepixel", help="file name stem of the results")
+    official.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
+    """``certssbd benchmark ...``: validate everything, run, print the Markdown report, write the result files."""
+    from art_certssbd.report import write_json, write_text
+
+    command = "certssbd " + " ".join(argv)
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file, not a directory")
+    if args.benchmark == "official":
+        from art_certssbd.bench.official import render_official, run_official_benchmark
+
+        results = run_official_benchmark(
+            args.checkpoints.expanduser(),
+            args.sigma_file.expanduser(),
+            data_dir=args.data_dir,
+            nb_models=args.nb_models,
+            verbose=not args.quiet,
+        )
+        results["command"] = command
+        text = render_official(results)
+        write_json(out / f"{args.name}.json", results)
+        write_text(out / f"{args.name}.md", text + "\n")
+        sys.stdout.write(text + "\n")
+        return results
+    from art_certssbd.bench.mnist import load_benchmark_config, run_mnist_benchmark
+    from art_certssbd.bench.render import plot_mnist, render_mnist
+
+    config = load_benchmark_config(args.config)  # all validation before any compute
+
+    def save(partial: dict) -> None:
+        partial["command"] = command
+        write_json(out / f"{config.name}.json", partial)
+
+    results = run_mnist_benchmark(config, data_dir=args.data_dir, verbose=not args.quiet, on_run=save)
+    save(results)
+    text = render_mnist(results)
+    write_text(out / f"{config.name}.md", text + "\n")
+    plot = plot_mnist(results, out / f"{config.name}.png")
+    sys.stdout.write(text + "\n")
+    written = [out / f"{config.name}.json", out / f"{config.name}.md"] + ([plot] if plot else [])
+    sys.stdout.write("wrote " + ", ".join(str(p) for p in written) + "\n")
+    return results
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -167,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args)
+        elif args.command == "benchmark":
+            run_benchmark(args, list(sys.argv[1:] if argv is None else argv))
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"certssbd {args.command}: error: {err}\n")
     return 0

@@ -50,6 +50,7 @@ class ExperimentConfig:
     radii: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
     random_state: int = 0
     device_type: str = "cpu"
+    vectorize: bool = True
     methods: tuple[str, ...] = ("undefended", "rab", "cert-ssbd")
     extra: dict = field(default_factory=dict)
 
@@ -73,6 +74,7 @@ def run_experiment(
     nb_classes: int,
     config: ExperimentConfig,
     verbose: bool = True,
+    on_result: Callable[[str, dict, object], None] | None = None,
 ) -> dict:
     """Run the whole pipeline and return a JSON-ready dict of results.
 
@@ -81,6 +83,9 @@ def run_experiment(
     :param nb_classes: Number of classes.
     :param config: The experiment's settings.
     :param verbose: Progress bars.
+    :param on_result: Called as ``on_result(name, {"clean": result, "triggered": result}, estimator)`` after each
+           ensemble is certified, with the per-sample :class:`~art_certssbd.result.CertificationResult` objects
+           (e.g. to derive other bounds from the same votes).
     """
     x_train, y_train, x_test, y_test = data
     start = time.perf_counter()
@@ -91,6 +96,8 @@ def run_experiment(
     )
     x_test_trigger, _ = PoisoningAttackBackdoor(trigger).poison(x_test, y=y_test)
     non_target = y_test != config.target
+    # The blending trigger is added without clipping (as in RAB and the official code), so its inputs leave [0, 1].
+    clip_values = None if config.trigger == "blending" else (0.0, 1.0)
     results: dict = {"config": asdict(config), "nb_poisoned": int(is_poison.sum()), "timings_s": {}, "methods": {}}
     radii = list(config.radii)
 
@@ -125,8 +132,9 @@ def run_experiment(
         net = _seeded_model(model_factory, config.random_state)
         common = dict(
             optimizer=torch.optim.Adam(net.parameters(), lr=config.lr),
-            clip_values=(0.0, 1.0),
+            clip_values=clip_values,
             device_type=config.device_type,
+            vectorize=config.vectorize,
             nb_models=config.nb_models,
             scale=config.scale,
             alpha=config.alpha,
@@ -155,6 +163,8 @@ def run_experiment(
         clean = est.certify(x_test, return_details=True)
         triggered = est.certify(x_test_trigger, return_details=True, update_memory=False)
         curves = {"clean": clean, "triggered": triggered}
+        if on_result is not None:
+            on_result(name, curves, est)
         results["methods"][name] = {
             "clean_accuracy": float(np.mean(clean.pred == y_test)),
             "abstain_rate": float(np.mean(clean.abstained)),

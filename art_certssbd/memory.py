@@ -324,14 +324,15 @@ class CertificationMemory:
 
 def _read_arrays(path):
     """The checked ``(centers, labels, radii, sigmas)`` of a file written by :meth:`CertificationMemory.save`."""
-    data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError("not an .npz archive")
-    with data:
-        missing = [field for field in _FIELDS if field not in data.files]
-        if missing:
-            raise ValueError(f"missing fields {missing}")
-        arrays = {field: data[field] for field in _FIELDS}
+    with open(path, "rb") as handle:  # our handle: closed even when np.load fails on a damaged archive
+        data = np.load(handle, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
+            missing = [field for field in _FIELDS if field not in data.files]
+            if missing:
+                raise ValueError(f"missing fields {missing}")
+            arrays = {field: data[field] for field in _FIELDS}
     kind, version = str(arrays["format"]), arrays["format_version"]
     if kind != _FORMAT or version.shape != () or int(version) != _FORMAT_VERSION:
         raise ValueError(f"format {kind!r} version {version}, expected {_FORMAT!r} version {_FORMAT_VERSION}")

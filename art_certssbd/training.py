@@ -102,6 +102,10 @@ def train_members(
     if vectorize and has_batchnorm(template):
         logger.warning("The model has BatchNorm layers, which vmap cannot train: using the loop path.")
         vectorize = False
+    if vectorize and any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in template.modules()):
+        # under vmap one generator draws the masks of all members of a chunk, so member k would depend on its chunk
+        logger.warning("The model has dropout layers, whose masks vmap draws per chunk: using the loop path.")
+        vectorize = False
     if vectorize:
         return _train_vectorized(
             template,

@@ -1,0 +1,165 @@
+"""Markdown and PNG views of :func:`art_certssbd.bench.mnist.run_mnist_benchmark`'s results."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from art_certssbd._io import atomic_open
+from art_certssbd.report import markdown_table
+
+logger = logging.getLogger(__name__)
+
+#: (result key, label) of the four certified-accuracy variants of each ensemble.
+VARIANTS = (
+    ("certified_accuracy", "CP, paper radius"),
+    ("certified_accuracy_conservative", "CP, conservative radius"),
+    ("certified_accuracy_hoeffding", "Hoeffding, paper radius"),
+    ("certified_accuracy_hoeffding_conservative", "Hoeffding, conservative radius"),
+)
+
+
+def _run_title(run: dict) -> str:
+    cfg = run["config"]
+    return f"{cfg['trigger']} trigger, sigma0 = {cfg['scale']:g}"
+
+
+def render_mnist(results: dict) -> str:
+    """The Markdown report: setting, headline table, one certified-accuracy table per run, machine and times."""
+    env, data = results["environment"], results["data"]
+    first = results["runs"][0]["config"] if results["runs"] else {}
+    lines = [
+        f"# {results['benchmark']}: {results['task']} ({results['model']}), RAB vs Cert-SSBD vs undefended",
+        "",
+        results.get("description", ""),
+        "",
+        f"Data: {data['train']} training and {data['test']} test images (test per class {data['test_per_class']}). "
+        f"Per run: {first.get('poison_rate', 0) * 100:g}% of the training set poisoned towards class "
+        f"{first.get('target')}, trigger L2 norm delta = {first.get('delta')}; M = {first.get('nb_models')} models "
+        f"per ensemble and {first.get('nb_epochs')} epoch(s) for every method (batch {first.get('batch_size')}, "
+        f"Adam lr {first.get('lr')}); alpha = {first.get('alpha')}; random_state = {first.get('random_state')}.",
+        "",
+        "## Summary",
+        "",
+        "| trigger | sigma0 | method | clean acc. | triggered acc. | ASR | abstain | cert. acc. r=0.25 | "
+        "cert. acc. r=0.5 | cert. acc. r=1 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in results["runs"]:
+        cfg, radii = run["config"], [float(r) for r in run["config"]["radii"]]
+        for name, m in run["methods"].items():
+            cells = []
+            for r in (0.25, 0.5, 1.0):
+                curve = m.get("certified_accuracy", {}).get("clean")
+                cells.append(f"{curve[radii.index(r)]:.3f}" if curve is not None and r in radii else "-")
+            abstain = f"{m['abstain_rate']:.3f}" if "abstain_rate" in m else "-"
+            lines.append(
+                f"| {cfg['trigger']} | {cfg['scale']:g} | {name} | {m['clean_accuracy']:.3f} | "
+                f"{m['triggered_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {abstain} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    lines += [
+        "",
+        "Clean / triggered accuracy are against the true labels (abstentions count as errors); ASR = fraction of "
+        "triggered non-target test images classified as the target. Certified accuracy = fraction of test images "
+        "classified correctly with a certified radius >= r (clean test set, Clopper-Pearson, paper radius).",
+    ]
+    for run in results["runs"]:
+        radii = [float(r) for r in run["config"]["radii"]]
+        rows = {}
+        for name in ("rab", "cert-ssbd"):
+            m = run["methods"].get(name)
+            if m is None:
+                continue
+            for key, label in VARIANTS:
+                if name == "rab" and "conservative" in key:
+                    continue  # identical to the paper radius for RAB (sigma_x = sigma_j = sigma0)
+                for split, values in m.get(key, {}).items():
+                    rows[f"{name}, {split}, {label}"] = values
+        t = run["timings_s"]
+        times = ", ".join(
+            f"{k} {v:.0f} s" if isinstance(v, float) else f"{k} fit {v['fit']:.0f} s + certify {v['certify']:.0f} s"
+            for k, v in t.items()
+        )
+        sigma = run["methods"].get("cert-ssbd", {})
+        lines += ["", f"## {_run_title(run)}", "", markdown_table(rows, radii, first="method, test set, bound, radius")]
+        if "sigma_test" in sigma:
+            lines += [
+                "",
+                f"Cert-SSBD sigma (min/mean/max): training {_mmm(sigma['sigma_train'])}, "
+                f"test {_mmm(sigma['sigma_test'])}; "
+                f"storage update changed {sigma['memory_changed']} clean predictions.",
+            ]
+        lines += ["", f"{run['nb_poisoned']} poisoned training images. Time: {times}; run {run['wall_time_s']:.0f} s."]
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"{env['processor']}, {env['cpu_count']} torch threads, CUDA: {env['cuda']}; Python {env['python']}, torch "
+        f"{env['torch']}, ART {env['art']}, numpy {env['numpy']}, art-certssbd {env['art_certssbd']}. "
+        f"Total wall time {results.get('wall_time_s', 0.0) / 60:.1f} min.",
+    ]
+    if results.get("command"):
+        lines += ["", f"Regenerate with: `{results['command']}`"]
+    return "\n".join(lines)
+
+
+def _mmm(summary: dict) -> str:
+    return f"{summary['min']:.3f}/{summary['mean']:.3f}/{summary['max']:.3f}"
+
+
+def plot_mnist(results: dict, path: str | os.PathLike) -> Path | None:
+    """One panel per run: certified accuracy against radius for RAB and Cert-SSBD (paper and conservative radius,
+    Clopper-Pearson), clean (solid) and triggered (dashed). Needs matplotlib; without it returns ``None``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plot written to %s", path)
+        return None
+    runs = results["runs"]
+    cols = min(3, max(1, len(runs)))
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    styles = {
+        ("rab", "certified_accuracy"): ("tab:blue", "RAB"),
+        ("cert-ssbd", "certified_accuracy"): ("tab:red", "Cert-SSBD (paper radius)"),
+        ("cert-ssbd", "certified_accuracy_conservative"): ("tab:orange", "Cert-SSBD (conservative)"),
+    }
+    for ax, run in zip(axes.flat, runs):
+        radii = [float(r) for r in run["config"]["radii"]]
+        for (name, key), (color, label) in styles.items():
+            curves = run["methods"].get(name, {}).get(key, {})
+            for split, values in curves.items():
+                dashed = split != "clean"
+                ax.plot(
+                    radii,
+                    values,
+                    color=color,
+                    linestyle="--" if dashed else "-",
+                    marker="o",
+                    markersize=2.5,
+                    label=f"{label}, {split}",
+                )
+        ax.set_title(_run_title(run), fontsize=9)
+        ax.set_xlabel("L2 radius r", fontsize=8)
+        ax.set_ylabel("certified accuracy", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(runs) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(
+        f"{results['benchmark']}: {results['task']}, M = {runs[0]['config']['nb_models']}" if runs else "", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)

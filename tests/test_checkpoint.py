@@ -1,0 +1,475 @@
+"""The on-disk formats: the ensemble checkpoint directory (art_certssbd.checkpoint) and the certification memory file.
+
+Guards: the manifest records what is needed to trust and reproduce a checkpoint; a write interrupted at any point
+leaves the previous state loadable and no temporary file behind; a file that fails its checksum is refused; a file
+whose checksum was forged to match still cannot run code (``weights_only``); a manifest of another format, version
+or kind is refused. Bad-input cases of ``load_ensemble`` (truncated files, other versions, wrong sizes) are in
+tests/test_bad_input.py; the memory's round trip and version check are in tests/test_memory.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import art_certssbd
+from art_certssbd import CertificationMemory, CertSSBDEstimator, _io
+from art_certssbd import checkpoint as checkpoint_module
+from art_certssbd import memory as memory_module
+from art_certssbd.checkpoint import FORMAT, FORMAT_VERSION, MANIFEST, CheckpointError, EnsembleCheckpoint
+from art_certssbd.datasets import load_digits
+from art_certssbd.models import DigitsCNN
+
+SMALL = dict(nb_models=3, scale=0.25, alpha=0.1, random_state=5, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
+
+
+def make(**kwargs):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = DigitsCNN(10)
+    return CertSSBDEstimator(
+        net,
+        torch.nn.CrossEntropyLoss(),
+        (1, 8, 8),
+        10,
+        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+        **{**SMALL, **kwargs},
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x_train, y_train, x_test, _ = load_digits(random_state=0)
+    return x_train[:100], y_train[:100], x_test[:6]
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """A fitted estimator, its training checkpoint and its saved ensemble."""
+    root = tmp_path_factory.mktemp("ck")
+    est = make()
+    est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=root / "training")
+    est.save_ensemble(root / "saved")
+    return est, root / "training", root / "saved"
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def tiny_state(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"weight": torch.randn(3, 4, generator=g), "bias": torch.randn(3, generator=g)}
+
+
+def rewrite_entry(directory: Path, name: str, data: bytes) -> None:
+    """Replace an entry's file *and* forge its checksum in the manifest, as an attacker with write access could."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    entry = manifest["entries"][name]
+    (directory / entry["file"]).write_bytes(data)
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+class MkdirOnLoad:
+    """A pickle payload: unpickling it calls ``os.mkdir(marker)``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+# ------------------------------------------------------------------------------------------------- manifest
+def _check_manifest(directory: Path, kind: str, names: set[str]) -> dict:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert manifest["format"] == FORMAT and manifest["format_version"] == FORMAT_VERSION
+    assert manifest["kind"] == kind
+    assert manifest["package_version"] == art_certssbd.__version__
+    assert manifest["torch_version"] == torch.__version__
+    assert set(manifest["entries"]) == names
+    for entry in manifest["entries"].values():  # per-file SHA-256 of the bytes on disk
+        assert hashlib.sha256((directory / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    files = {entry["file"] for entry in manifest["entries"].values()} | {MANIFEST}
+    assert {p.name for p in directory.iterdir()} == files  # nothing else: no temporary files left behind
+    return manifest
+
+
+def test_training_manifest_records_versions_config_seeds_and_checksums(trained, digits):
+    _, training, _ = trained
+    names = {"base", "train_sigma"} | {f"member_{k:05d}" for k in range(3)}
+    config = _check_manifest(training, "training", names)["config"]
+    assert config["random_state"] == SMALL["random_state"]  # the seed every stream is derived from
+    for key in ("nb_models", "scale", "alpha", "bound", "noise", "sigma_steps", "nb_epochs", "batch_size"):
+        assert key in config
+    x, y = digits[0], digits[1].astype(np.int64)
+    assert config["data_sha256"] == hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+
+
+def test_saved_ensemble_manifest(trained):
+    est, _, saved = trained
+    names = {"base", "train_sigma", "test_noise_seeds"} | {f"member_{k:05d}" for k in range(3)}
+    config = _check_manifest(saved, "ensemble", names)["config"]
+    assert config == {"nb_models": 3, "nb_classes": 10, "input_shape": [1, 8, 8], "scale": 0.25, "random_state": 5}
+    seeds = EnsembleCheckpoint.open(saved).load("test_noise_seeds")
+    assert [int(s) for s in seeds] == est.test_noise_seeds_
+
+
+def test_loads_use_weights_only(trained, monkeypatch):
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "load", spy)
+    make().load_ensemble(trained[2])
+    assert len(calls) == 6 and all(flag is True for flag in calls)
+
+
+# ------------------------------------------------------------------------------------------- atomic writes
+class Crash(RuntimeError):
+    pass
+
+
+def _no_temporaries(directory: Path) -> None:
+    assert not [p.name for p in directory.iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+def test_atomic_write_crash_mid_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old content")
+
+    def half_then_crash(handle):
+        handle.write(b"new con")
+        raise Crash("killed mid-write")
+
+    with pytest.raises(Crash):
+        _io.atomic_write(path, half_then_crash)
+    assert path.read_bytes() == b"old content"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_atomic_write_crash_at_the_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "file.txt"
+    path.write_text("old")
+    monkeypatch.setattr(_io.os, "replace", lambda *a: (_ for _ in ()).throw(Crash("power cut")))
+    with pytest.raises(Crash):
+        _io.atomic_write(path, lambda handle: handle.write("new"), mode="w")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_crash_while_writing_a_member_leaves_the_checkpoint_as_it_was(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    store.save_member(0, tiny_state(0))
+    before, manifest_before = tree_bytes(tmp_path / "ck"), json.dumps(store.manifest)
+    real_fsync = os.fsync
+
+    def crash_fsync(fd):  # the member's bytes are in the temporary file when the process "dies"
+        raise Crash("killed before the rename")
+
+    monkeypatch.setattr(_io.os, "fsync", crash_fsync)
+    with pytest.raises(Crash):
+        store.save_member(1, tiny_state(1))
+    monkeypatch.setattr(_io.os, "fsync", real_fsync)
+    assert tree_bytes(tmp_path / "ck") == before and json.dumps(store.manifest) == manifest_before
+    reopened = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    assert reopened.finished_members() == [0] and states_equal(reopened.load_member(0), tiny_state(0))
+    reopened.save_member(1, tiny_state(1))  # and the next attempt succeeds
+    assert EnsembleCheckpoint(tmp_path / "ck").finished_members() == [0, 1]
+
+
+def test_crash_while_writing_the_manifest_keeps_the_previous_manifest(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    store.save_member(0, tiny_state(0))
+    manifest_bytes = (tmp_path / "ck" / MANIFEST).read_bytes()
+    real = checkpoint_module.atomic_write
+
+    def crash_on_manifest(path, write, mode="wb"):
+        if Path(path).name == MANIFEST:
+            raise Crash("killed while writing the manifest")
+        return real(path, write, mode)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", crash_on_manifest)
+    with pytest.raises(Crash):
+        store.save_member(1, tiny_state(1))
+    assert (tmp_path / "ck" / MANIFEST).read_bytes() == manifest_bytes
+    assert store.finished_members() == [0]  # the in-memory manifest did not move ahead of the disk either
+    # the member file reached the disk but is not listed: a resume trains member 1 again and overwrites it
+    assert EnsembleCheckpoint(tmp_path / "ck").finished_members() == [0]
+    _no_temporaries(tmp_path / "ck")
+
+
+def test_overwriting_an_entry_never_touches_the_file_the_manifest_points_to(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck")
+    store.save("base", tiny_state(0))
+    old_file = store.manifest["entries"]["base"]["file"]
+    real = checkpoint_module.atomic_write
+
+    def crash_on_manifest(path, write, mode="wb"):
+        if Path(path).name == MANIFEST:
+            raise Crash("killed between the new file and the manifest")
+        return real(path, write, mode)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", crash_on_manifest)
+    with pytest.raises(Crash):
+        store.save("base", tiny_state(1))
+    monkeypatch.setattr(checkpoint_module, "atomic_write", real)
+    # the old entry still loads (its file was not overwritten in place), and a completed overwrite cleans up
+    assert states_equal(EnsembleCheckpoint(tmp_path / "ck").load("base"), tiny_state(0))
+    store.save("base", tiny_state(2))
+    assert states_equal(EnsembleCheckpoint(tmp_path / "ck").load("base"), tiny_state(2))
+    assert store.manifest["entries"]["base"]["file"] != old_file
+    listed = {entry["file"] for entry in store.manifest["entries"].values()} | {MANIFEST}
+    present = {p.name for p in (tmp_path / "ck").iterdir()}
+    assert old_file not in present and listed <= present
+    assert len(present - listed) <= 1  # at most the unlisted file of the crashed attempt, never read
+
+
+def test_save_ensemble_is_all_or_nothing(trained, tmp_path, monkeypatch):
+    est, _, saved = trained
+    target = tmp_path / "ens"
+    est.save_ensemble(target)
+    before = tree_bytes(target)
+    calls = {"n": 0}
+    real = EnsembleCheckpoint.save
+
+    def crash_after_two(self, name, obj):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Crash("killed in the middle of save_ensemble")
+        return real(self, name, obj)
+
+    monkeypatch.setattr(EnsembleCheckpoint, "save", crash_after_two)
+    with pytest.raises(Crash):
+        est.save_ensemble(target)
+    assert tree_bytes(target) == before  # the previous save is intact: no mix of old and new members
+    assert [p.name for p in tmp_path.iterdir()] == ["ens"]  # and the staging directory is gone
+    monkeypatch.setattr(EnsembleCheckpoint, "save", real)
+    est.save_ensemble(target)  # replacing a complete save works and leaves nothing behind
+    assert [p.name for p in tmp_path.iterdir()] == ["ens"]
+    make().load_ensemble(target)
+
+
+def test_save_ensemble_refuses_to_replace_a_directory_that_is_not_a_checkpoint(trained, tmp_path):
+    est = trained[0]
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(CheckpointError, match=r"holds no manifest.json: refusing to replace"):
+        est.save_ensemble(tmp_path / "photos")
+    est.save_ensemble(tmp_path / "ens")
+    (tmp_path / "ens" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"holds files that are not part of the checkpoint \(\['notes.txt'\]\)"):
+        est.save_ensemble(tmp_path / "ens")
+    assert (tmp_path / "photos" / "holiday.jpg").exists() and (tmp_path / "ens" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens", "photos"]
+
+
+# ----------------------------------------------------------------------------------- checksums and pickles
+def test_a_corrupted_member_is_refused_by_its_checksum(trained, tmp_path):
+    _, _, saved = trained
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    member = target / "member_00002.pt"
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    member.write_bytes(bytes(data))
+    est = make()
+    with pytest.raises(CheckpointError, match=rf"'{member}' fails its SHA-256 check"):
+        est.load_ensemble(target)
+    assert not hasattr(est, "ensemble_")
+
+
+def test_a_corrupted_training_checkpoint_stops_the_resume(trained, digits, tmp_path):
+    import shutil
+
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    sigma = copy / "train_sigma.pt"
+    sigma.write_bytes(sigma.read_bytes()[:-8] + b"\x00" * 8)
+    before, est = tree_bytes(copy), make()
+    with pytest.raises(CheckpointError, match=rf"'{sigma}' fails its SHA-256 check"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
+
+
+@pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
+def test_a_pickle_payload_with_a_forged_checksum_is_refused_without_running(trained, tmp_path, container):
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    if container == "torch.save":
+        torch.save({"weight": MkdirOnLoad(marker)}, buffer)
+    else:
+        pickle.dump({"weight": MkdirOnLoad(marker)}, buffer, protocol=2)
+    payload = buffer.getvalue()
+    # control: the payload is live (a plain unpickling runs it)
+    if container == "torch.save":
+        torch.load(io.BytesIO(payload), weights_only=False)
+    else:
+        pickle.loads(payload)
+    assert marker.is_dir()
+    marker.rmdir()
+    rewrite_entry(target, "member_00001", payload)
+    est = make()
+    weights = {k: v.clone() for k, v in est.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"passes its checksum but is refused by torch.load\(weights_only=True\)"):
+        est.load_ensemble(target)
+    assert not marker.exists()
+    assert not hasattr(est, "ensemble_") and all(torch.equal(v, weights[k]) for k, v in est.model.state_dict().items())
+
+
+def test_a_training_checkpoint_with_a_pickle_payload_is_refused_on_resume(trained, digits, tmp_path):
+    import shutil
+
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save(MkdirOnLoad(marker), buffer)
+    rewrite_entry(copy, "base", buffer.getvalue())
+    with pytest.raises(CheckpointError, match=r"refused by torch.load\(weights_only=True\)"):
+        make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    assert not marker.exists()
+
+
+def test_a_member_that_is_not_a_state_dict_is_refused(trained, tmp_path):
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    buffer = io.BytesIO()
+    torch.save([torch.zeros(3)], buffer)  # loads fine with weights_only, but is no state_dict
+    rewrite_entry(target, "member_00000", buffer.getvalue())
+    with pytest.raises(CheckpointError, match=r"member_00000 is not a state_dict of tensors"):
+        make().load_ensemble(target)
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"file": "../outside.pt", "sha256": "0" * 64}, r"entry 'member_00000' -> .* is not a plain file"),
+        ({"file": "/etc/passwd", "sha256": "0" * 64}, r"is not a plain file in the directory"),
+        ({"file": MANIFEST, "sha256": "0" * 64}, r"is not a plain file in the directory"),
+        ({"file": "member_00000.pt", "sha256": "abc"}, r"entry 'member_00000' has sha256 'abc'"),
+        ({"file": "member_00000.pt"}, r"is not a plain file in the directory"),
+    ],
+)
+def test_a_manifest_pointing_outside_the_directory_is_refused(trained, tmp_path, entry, match):
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    manifest = json.loads((target / MANIFEST).read_text())
+    manifest["entries"]["member_00000"] = entry
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=match):
+        make().load_ensemble(target)
+
+
+def test_a_training_manifest_of_another_version_is_refused_on_resume(trained, digits, tmp_path):
+    import shutil
+
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["format_version"] = 0
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    before = tree_bytes(copy)
+    with pytest.raises(CheckpointError, match=r"has format_version 0; .* reads format_version 1"):
+        make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    assert tree_bytes(copy) == before
+
+
+def test_a_checkpoint_from_another_torch_version_resumes_with_a_warning(tmp_path, caplog):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    store.save_member(0, tiny_state(0))
+    manifest = json.loads((tmp_path / "ck" / MANIFEST).read_text())
+    manifest["torch_version"] = "1.0.0"
+    (tmp_path / "ck" / MANIFEST).write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="art_certssbd.checkpoint"):
+        assert EnsembleCheckpoint(tmp_path / "ck", {"seed": 1}).finished_members() == [0]
+    assert "written with torch 1.0.0" in caplog.text
+
+
+def test_config_is_compared_after_the_json_round_trip(tmp_path):
+    EnsembleCheckpoint(tmp_path / "ck", {"shape": (1, 8, 8), "seed": np.int64(4), "s": np.float32(0.5)}).save(
+        "base", tiny_state(0)
+    )
+    EnsembleCheckpoint(tmp_path / "ck", {"shape": [1, 8, 8], "seed": 4, "s": 0.5})  # the same config
+    with pytest.raises(CheckpointError, match=r"written with seed=4, but this run has seed=5"):
+        EnsembleCheckpoint(tmp_path / "ck", {"shape": [1, 8, 8], "seed": 5, "s": 0.5})
+    with pytest.raises(CheckpointError, match=r"config must be JSON-serialisable with finite numbers"):
+        EnsembleCheckpoint(tmp_path / "other", {"scale": float("nan")})
+    with pytest.raises(ValueError, match=r"name must be a plain file-name stem .*got '../x'"):
+        EnsembleCheckpoint(tmp_path / "ck").save("../x", tiny_state(0))
+
+
+# --------------------------------------------------------------------------------------- certification memory
+def _memory() -> CertificationMemory:
+    rng = np.random.default_rng(0)
+    memory = CertificationMemory()
+    memory.update(rng.normal(size=(20, 4)), rng.integers(0, 3, 20), rng.uniform(0.1, 1, 20), sigma=0.5)
+    return memory
+
+
+def test_memory_file_holds_plain_arrays_only(tmp_path):
+    _memory().save(tmp_path / "memory.npz")
+    with np.load(tmp_path / "memory.npz", allow_pickle=False) as data:
+        assert str(data["format"]) == "art-certssbd/certification-memory" and int(data["format_version"]) == 1
+        assert all(data[name].dtype != object for name in data.files)
+
+
+def test_memory_save_crash_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "memory.npz"
+    CertificationMemory().save(path)
+    before = path.read_bytes()
+
+    def partial_savez(handle, **arrays):
+        handle.write(b"PK\x03\x04 half an archive")
+        raise Crash("killed while saving the memory")
+
+    monkeypatch.setattr(memory_module.np, "savez", partial_savez)
+    with pytest.raises(Crash):
+        _memory().save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["memory.npz"]
+    assert len(CertificationMemory.load(path)) == 0
+
+
+def test_memory_file_with_a_flipped_byte_is_refused_by_its_crc(tmp_path):
+    path = tmp_path / "memory.npz"
+    _memory().save(path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("radii.npy")
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size - 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"is not a CertificationMemory file: Bad CRC-32 for file 'radii.npy'"):
+        CertificationMemory.load(path)
+
+
+def test_memory_file_with_a_pickle_payload_is_refused_without_running(tmp_path):
+    path, marker = tmp_path / "memory.npz", tmp_path / "pwned"
+    _memory().save(path)
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["centers"] = np.array([MkdirOnLoad(marker)], dtype=object)  # a valid archive, CRCs and all
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"Object arrays cannot be loaded when allow_pickle=False"):
+        CertificationMemory.load(path)
+    assert not marker.exists()

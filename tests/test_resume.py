@@ -1,0 +1,95 @@
+"""Resume after a real kill: ``fit`` with a checkpoint directory in a subprocess, SIGKILL once some but not all
+members are stored, run the same command again, and compare with an uninterrupted run.
+
+The in-process variant (members dropped from the manifest) is tests/test_estimator.py
+``test_checkpoint_resume_gives_the_same_ensemble``; crashes inside single writes are in tests/test_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "resume_fit.py"
+
+
+def _helper():
+    spec = importlib.util.spec_from_file_location("resume_fit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _members_in(directory: Path) -> int:
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    return sum(key.startswith("member_") for key in manifest["entries"])
+
+
+def _command(checkpoint_dir: Path, output: Path) -> list[str]:
+    return [sys.executable, str(SCRIPT), str(checkpoint_dir), str(output), "--pause", "0.2"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(HERE.parent)}
+
+
+def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_ensemble(tmp_path):
+    helper = _helper()
+    total = helper.NB_MODELS
+    checkpoint_dir, output = tmp_path / "ck", tmp_path / "out.pt"
+
+    # Step 1: start the fit and kill it (SIGKILL: no clean-up code runs) once 3 or more members are stored.
+    proc = subprocess.Popen(
+        _command(checkpoint_dir, output), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=HERE.parent
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while _members_in(checkpoint_dir) < 3:
+            if proc.poll() is not None:
+                pytest.fail(f"the fit ended before it could be killed:\n{proc.stderr.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no member was stored within 120 s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not output.exists()
+    finished = _members_in(checkpoint_dir)
+    assert 3 <= finished < total, f"{finished} members stored at the kill"
+
+    # Step 2: the same command again runs to completion and trains only the missing members.
+    rerun = subprocess.run(
+        _command(checkpoint_dir, output), capture_output=True, text=True, env=_env(), cwd=HERE.parent, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(rf"Training {total - finished} of {total} members", rerun.stderr), rerun.stderr[-3000:]
+    assert _members_in(checkpoint_dir) == total
+
+    # Step 3: identical to an uninterrupted run (in this process, no checkpoint): members, base model, sigmas, votes.
+    resumed, reference = torch.load(output, weights_only=True), helper.run(None)
+    assert len(resumed["members"]) == len(reference["members"]) == total
+    for k, (a, b) in enumerate(zip(resumed["members"], reference["members"])):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"member {k}, {name}"
+    for name in reference["base"]:
+        assert torch.equal(resumed["base"][name], reference["base"][name]), name
+    for key in ("train_sigma", "sigma", "votes", "radius"):
+        assert torch.equal(resumed[key], reference[key]), key
