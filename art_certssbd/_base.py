@@ -234,7 +234,11 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         self._check_output(x[:1])
-        seed = int(np.random.SeedSequence().entropy % 2**63) if self.random_state is None else self.random_state
+        seed = self.random_state
+        if seed is None and checkpoint_dir is not None:  # resuming with random_state=None: the checkpoint's seed
+            seed = EnsembleCheckpoint(checkpoint_dir).config.get("random_state")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**63)
         store = (
             None
             if checkpoint_dir is None
@@ -494,6 +498,10 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             raise ValueError(
                 f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
                 f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}"
+            )
+        if config.get("scale") != self.scale:  # the members were trained with noise at the stored scale
+            raise ValueError(
+                f"{str(directory)!r} holds an ensemble trained at scale={config.get('scale')!r}, not {self.scale!r}"
             )
         members = store.finished_members()
         if members != list(range(self.nb_models)):

@@ -153,8 +153,9 @@ class EnsembleCheckpoint:
                     self.manifest.get("torch_version"),
                     torch.__version__,
                 )
-            if config is not None:
+            if config is not None:  # a writer (fit resuming): check the config, drop what a killed writer left
                 self._check_config(self.manifest["config"], to_json(config))
+                self._remove_stale_temporaries()
         elif must_exist:
             if not self.path.exists():
                 raise FileNotFoundError(f"checkpoint directory {str(self.path)!r} does not exist")
@@ -238,6 +239,14 @@ class EnsembleCheckpoint:
                 f"{str(path)!r} holds files that are not part of the checkpoint ({foreign[:5]}): refusing to replace it"
             )
         return True
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writes that never completed (``.{name}.XXXX.tmp``, see ``atomic_open``)."""
+        for entry in self.path.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    logger.info("removed %s, left by an interrupted write", entry)
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:

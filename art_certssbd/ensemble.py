@@ -1,9 +1,18 @@
 """M models of one architecture held as stacked parameters, evaluated with ``torch.func`` (pure torch).
 
 :class:`StackedEnsemble` keeps member ``k``'s parameters at index ``k`` of stacked tensors
-(:func:`torch.func.stack_module_state`) and runs all members at once with ``vmap(functional_call)``. Every
-vectorised path has a loop twin (``vectorize=False``) that runs one member at a time on the same inputs and noise;
-the two agree to floating-point rounding.
+(:func:`torch.func.stack_module_state`). Two fast backends evaluate them, chosen by ``backend``:
+
+* ``"vmap"``: all members of a chunk at once with ``vmap(functional_call)`` (one grouped kernel per layer; the
+  default on CUDA, where the members' small kernels would otherwise be launch-bound);
+* ``"sequential"``: one ``functional_call`` per member on a slice of the stacked parameters, convolution weights in
+  channels-last layout (the default on CPU, where oneDNN runs one member's large batch 2-4x faster than vmap's grouped
+  convolution and its max-pooling with indices; measured in ``benchmarks/speed.py``).
+
+``"auto"`` picks ``"vmap"`` on CUDA and ``"sequential"`` elsewhere. Every path has a loop twin (``vectorize=False``)
+that rebuilds member ``k`` as an ordinary module and runs it on the same inputs and noise; all agree to
+floating-point rounding. Mixed precision (``amp="bf16"`` / ``"fp16"``) and ``torch.compile`` (``compile=True``) are
+opt-in and CUDA-only: on another device they are refused with a ``ValueError``.
 
 :func:`vote` implements step 5 of the method: member ``k`` classifies ``x + sigma_x * e_k`` where ``e_k`` is a fixed
 per-member test noise drawn from the member's own generator, and the votes are counted with one ``bincount``.
@@ -11,6 +20,7 @@ per-member test noise drawn from the member's own generator, and the votes are c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Callable, Sequence
@@ -26,10 +36,75 @@ logger = logging.getLogger(__name__)
 #: ``noise_fn(ks, draws, shape)`` returns the test noise of members ``ks``: shape ``(len(ks), draws, *shape)``.
 NoiseFn = Callable[[Sequence[int], int, Sequence[int]], torch.Tensor]
 
+BACKENDS = ("auto", "vmap", "sequential")
+#: Mixed-precision options: autocast dtype by name (CUDA only).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def has_batchnorm(module: torch.nn.Module) -> bool:
     """Whether ``module`` contains batch normalisation (whose running statistics cannot be updated under vmap)."""
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def resolve_backend(backend: str, device: torch.device | str, vectorize: bool = True) -> str:
+    """The backend that ``backend`` means on ``device``: ``"auto"`` is ``"vmap"`` on CUDA, ``"sequential"`` elsewhere;
+    ``vectorize=False`` always gives ``"loop"`` (the reference twin).
+
+    :param backend: One of :data:`BACKENDS`.
+    :param device: Device of the computation.
+    :param vectorize: ``False`` selects the loop twin whatever ``backend`` says.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not vectorize:
+        return "loop"
+    if backend == "auto":
+        return "vmap" if torch.device(device).type == "cuda" else "sequential"
+    return backend
+
+
+def check_accelerators(device: torch.device | str, amp: str | None, compile: bool) -> None:
+    """Refuse mixed precision and ``torch.compile`` off CUDA, and unknown ``amp`` names, with a clear message.
+
+    :param device: Device of the computation.
+    :param amp: ``None``, ``"bf16"`` or ``"fp16"``.
+    :param compile: Whether ``torch.compile`` is requested.
+    """
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None or one of {tuple(AMP_DTYPES)}, got {amp!r}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be a bool, got {compile!r}")
+    device = torch.device(device)
+    if (amp is not None or compile) and device.type != "cuda":
+        option = f"amp={amp!r}" if amp is not None else "compile=True"
+        raise ValueError(
+            f"{option} is only supported on CUDA, but the computation runs on {device.type!r}: on CPU the fp32 "
+            "path is used (leave amp=None and compile=False)"
+        )
+
+
+def autocast(device: torch.device | str, amp: str | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` with the dtype named by ``amp``, or a no-op context when ``amp`` is ``None``."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def to_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor with explicit channels-last strides (``Tensor.contiguous`` keeps NCHW strides when a dimension is
+    1, e.g. a one-channel convolution weight, which would leave oneDNN in NCHW); other tensors unchanged."""
+    if t.dim() != 4 or t.stride() == torch.empty_like(t, memory_format=torch.channels_last).stride():
+        return t
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+
+
+def module_to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Convert the 4-D parameters of ``module`` (convolution weights) to channels-last strides, in place."""
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.dim() == 4:
+                param.data = to_channels_last(param.data)
+    return module
 
 
 class StackedEnsemble:
@@ -44,10 +119,10 @@ class StackedEnsemble:
         sizes = {t.shape[0] for t in list(params.values()) + list(buffers.values())}
         if len(sizes) != 1:
             raise ValueError(f"stacked parameters must share their first axis, got sizes {sorted(sizes)}")
-        # inference only: eval mode, so that dropout is off and batch norm uses its running statistics
-        self.template = copy.deepcopy(template).to("meta").eval()
+        self.template = copy.deepcopy(template).to("meta")
         self.params = {name: p.detach() for name, p in params.items()}
         self.buffers = {name: b.detach() for name, b in buffers.items()}
+        self._compiled: dict[str, Callable] = {}
 
     @classmethod
     def from_modules(cls, modules: Sequence[torch.nn.Module]) -> StackedEnsemble:
@@ -84,6 +159,7 @@ class StackedEnsemble:
         """Move the stacked parameters and buffers to ``device`` (in place) and return ``self``."""
         self.params = {n: p.to(device) for n, p in self.params.items()}
         self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
+        self._compiled = {}
         return self
 
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
@@ -99,21 +175,55 @@ class StackedEnsemble:
     def _chunk(self, start: int, stop: int) -> tuple[dict, dict]:
         return ({n: p[start:stop] for n, p in self.params.items()}, {n: b[start:stop] for n, b in self.buffers.items()})
 
-    def logits(self, x: torch.Tensor, start: int = 0, stop: int | None = None, vectorize: bool = True) -> torch.Tensor:
-        """Logits of members ``start:stop``, member ``k`` on ``x[k - start]``.
+    def member_state(self, k: int, channels_last: bool = False) -> tuple[dict, dict]:
+        """Views of member ``k``'s parameters and buffers (convolution weights copied to channels-last if asked)."""
+        convert = to_channels_last if channels_last else (lambda t: t)
+        return {n: convert(p[k]) for n, p in self.params.items()}, {n: b[k] for n, b in self.buffers.items()}
 
-        :param x: Per-member inputs, shape ``(stop - start, B, *input_shape)``.
-        :return: Logits, shape ``(stop - start, B, C)``.
-        """
-        stop = self.nb_models if stop is None else stop
-        if vectorize:
-            params, buffers = self._chunk(start, stop)
+    def _function(self, backend: str, compile: bool) -> Callable:
+        """``f(params, buffers, x)`` of one member (``"sequential"``) or of a chunk (``"vmap"``), compiled if asked."""
+        key = f"{backend}:{compile}"
+        if key not in self._compiled:
 
             def call(p, b, xk):
                 return functional_call(self.template, (p, b), (xk,))
 
-            return vmap(call)(params, buffers, x)
-        return torch.stack([self.member(k)(x[k - start]) for k in range(start, stop)])
+            fn = vmap(call) if backend == "vmap" else call
+            self._compiled[key] = torch.compile(fn) if compile else fn
+        return self._compiled[key]
+
+    def logits(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        vectorize: bool = True,
+        *,
+        backend: str = "auto",
+        amp: str | None = None,
+        compile: bool = False,
+    ) -> torch.Tensor:
+        """Logits of members ``start:stop``, member ``k`` on ``x[k - start]``.
+
+        :param x: Per-member inputs, shape ``(stop - start, B, *input_shape)``.
+        :param vectorize: ``False`` runs the loop twin (members rebuilt as ordinary modules).
+        :param backend: One of :data:`BACKENDS` (see the module docstring).
+        :param amp: Mixed precision on CUDA (``"bf16"`` or ``"fp16"``); logits are returned in float32.
+        :param compile: ``torch.compile`` the forward function (CUDA only).
+        :return: Logits, shape ``(stop - start, B, C)``.
+        """
+        stop = self.nb_models if stop is None else stop
+        check_accelerators(x.device, amp, compile)
+        backend = resolve_backend(backend, x.device, vectorize)
+        with autocast(x.device, amp):
+            if backend == "vmap":
+                out = self._function("vmap", compile)(*self._chunk(start, stop), x)
+            elif backend == "sequential":
+                fn, cl = self._function("sequential", compile), x.device.type == "cpu"
+                out = torch.stack([fn(*self.member_state(k, cl), x[k - start]) for k in range(start, stop)])
+            else:
+                out = torch.stack([self.member(k)(x[k - start]) for k in range(start, stop)])
+        return out.float() if amp is not None else out
 
 
 def count_votes(pred: torch.Tensor, nb_classes: int) -> torch.Tensor:
@@ -123,7 +233,6 @@ def count_votes(pred: torch.Tensor, nb_classes: int) -> torch.Tensor:
     return torch.bincount((pred + offsets).reshape(-1), minlength=n * nb_classes).reshape(n, nb_classes)
 
 
-@torch.no_grad()
 def vote(
     ensemble: StackedEnsemble,
     x: torch.Tensor,
@@ -133,13 +242,21 @@ def vote(
     *,
     draws_per_model: int = 1,
     nb_votes: int | None = None,
+    start_vote: int = 0,
     soft: bool = False,
     batch_size: int = 256,
-    max_images_per_pass: int = 8192,
+    max_images_per_pass: int | None = None,
     vectorize: bool = True,
+    backend: str = "auto",
+    amp: str | None = None,
+    compile: bool = False,
     verbose: bool = False,
 ) -> torch.Tensor:
     """Smoothed votes of the ensemble on ``x``: member ``k`` classifies ``x + sigma * e_{k,j}``, ``j < draws``.
+
+    Votes are numbered in member-major order (vote ``v`` is draw ``v % draws`` of member ``v // draws``); votes
+    ``start_vote .. nb_votes - 1`` are counted, so consecutive calls with adjacent ranges add up to one call over
+    their union (adaptive certification relies on this).
 
     :param ensemble: The trained members.
     :param x: Inputs, shape ``(N, *input_shape)``, on the ensemble's device.
@@ -147,11 +264,16 @@ def vote(
     :param noise_fn: Fixed per-member test noise (see :data:`NoiseFn`).
     :param nb_classes: Number of classes C.
     :param draws_per_model: Noise draws per member.
-    :param nb_votes: Use only the first ``nb_votes`` votes in member-major order (default: all ``M * draws``).
+    :param nb_votes: End (exclusive) of the counted votes (default: all ``M * draws``).
+    :param start_vote: First counted vote (default 0).
     :param soft: Return summed softmax scores (the official code's soft votes) instead of hard-vote counts.
     :param batch_size: Inputs per pass.
-    :param max_images_per_pass: Bound on ``members * draws * inputs`` evaluated in one vectorised pass.
-    :param vectorize: ``vmap`` over members (default) or loop over them.
+    :param max_images_per_pass: Bound on ``members * draws * inputs`` evaluated in one vectorised pass (it also
+           bounds the test noise held at once); default 8192 on CPU and 65536 on CUDA.
+    :param vectorize: Use a fast backend (default) or the loop twin (``False``).
+    :param backend: One of :data:`BACKENDS`: ``"auto"`` (default), ``"vmap"`` or ``"sequential"``.
+    :param amp: Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` autocast (default ``None``, float32).
+    :param compile: ``torch.compile`` the forward function on CUDA.
     :param verbose: Progress bar over member chunks.
     :return: ``(N, C)`` int64 counts, or float sums of scores when ``soft``.
     """
@@ -159,31 +281,67 @@ def vote(
     nb_votes = total if nb_votes is None else nb_votes
     if not 1 <= nb_votes <= total:
         raise ValueError(f"nb_votes must be in [1, {total}] (nb_models * draws_per_model), got {nb_votes}")
-    nb_members = -(-nb_votes // draws_per_model)
+    if not 0 <= start_vote < nb_votes:
+        raise ValueError(f"start_vote must be in [0, nb_votes={nb_votes}), got {start_vote}")
+    check_accelerators(x.device, amp, compile)
+    backend = resolve_backend(backend, x.device, vectorize)
+    if max_images_per_pass is None:
+        max_images_per_pass = 65536 if x.device.type == "cuda" else 8192
+    first, last = start_vote // draws_per_model, -(-nb_votes // draws_per_model)
     shape = tuple(x.shape[1:])
     out = torch.zeros(x.shape[0], nb_classes, device=x.device, dtype=torch.float64 if soft else torch.int64)
     batch_size = min(batch_size, max(1, x.shape[0]))
     chunk = max(1, max_images_per_pass // (draws_per_model * batch_size))
-    for m0 in tqdm(range(0, nb_members, chunk), desc="Votes", disable=not verbose):
-        m1 = min(m0 + chunk, nb_members)
-        eps = noise_fn(range(m0, m1), draws_per_model, shape).to(x.device, x.dtype)
-        # votes beyond nb_votes in the last member are masked out (member-major order)
-        keep = (torch.arange(m0 * draws_per_model, m1 * draws_per_model, device=x.device) < nb_votes).reshape(
-            m1 - m0, draws_per_model
-        )
-        for n0 in range(0, x.shape[0], batch_size):
-            x_b, s_b = x[n0 : n0 + batch_size], sigma[n0 : n0 + batch_size]
-            b = x_b.shape[0]
-            # (Mc, d, B, *shape): every member and draw sees every input of the batch
-            noisy = x_b.unsqueeze(0).unsqueeze(0) + expand_sigma(s_b, x_b.dim()) * eps.unsqueeze(2)
-            logits = ensemble.logits(noisy.reshape((m1 - m0, draws_per_model * b) + shape), m0, m1, vectorize)
-            logits = logits.reshape(m1 - m0, draws_per_model, b, -1)
-            if logits.shape[-1] != nb_classes:
-                raise ValueError(f"the model returns {logits.shape[-1]} outputs, expected nb_classes={nb_classes}")
-            if soft:
-                scores = torch.softmax(logits.double(), dim=-1) * keep[..., None, None]
-                out[n0 : n0 + b] += scores.sum(dim=(0, 1))
+    with torch.inference_mode():
+        for m0 in tqdm(range(first, last, chunk), desc="Votes", disable=not verbose):
+            m1 = min(m0 + chunk, last)
+            eps = noise_fn(range(m0, m1), draws_per_model, shape).to(x.device, x.dtype)
+            # only votes in [start_vote, nb_votes) are counted (member-major order)
+            index = torch.arange(m0 * draws_per_model, m1 * draws_per_model, device=x.device)
+            keep = ((index >= start_vote) & (index < nb_votes)).reshape(m1 - m0, draws_per_model)
+            members = _Members(ensemble, backend, m0, m1, amp, compile)
+            for n0 in range(0, x.shape[0], batch_size):
+                x_b, s_b = x[n0 : n0 + batch_size], sigma[n0 : n0 + batch_size]
+                logits = members.logits(x_b, expand_sigma(s_b, x_b.dim()), eps)  # (Mc, d, B, C)
+                if logits.shape[-1] != nb_classes:
+                    raise ValueError(f"the model returns {logits.shape[-1]} outputs, expected nb_classes={nb_classes}")
+                if soft:
+                    scores = torch.softmax(logits.double(), dim=-1) * keep[..., None, None]
+                    out[n0 : n0 + x_b.shape[0]] += scores.sum(dim=(0, 1))
+                else:
+                    out[n0 : n0 + x_b.shape[0]] += count_votes(logits.argmax(dim=-1)[keep], nb_classes)
+    return out.clone()  # a normal tensor (not an inference tensor) for the caller
+
+
+class _Members:
+    """Members ``m0:m1`` of the ensemble with the forward pass of one backend, for :func:`vote`."""
+
+    def __init__(self, ensemble: StackedEnsemble, backend: str, m0: int, m1: int, amp: str | None, compile: bool):
+        self.ensemble, self.backend, self.m0, self.m1, self.amp = ensemble, backend, m0, m1, amp
+        device = ensemble.device
+        if backend == "loop":  # the reference twin: ordinary modules, built once per chunk
+            self.calls = [(ensemble.member(k), ()) for k in range(m0, m1)]
+        elif backend == "sequential":
+            fn, cl = ensemble._function("sequential", compile), device.type == "cpu"
+            self.calls = [(fn, ensemble.member_state(k, cl)) for k in range(m0, m1)]
+        else:
+            self.vmapped, self.state = ensemble._function("vmap", compile), ensemble._chunk(m0, m1)
+
+    def logits(self, x_b: torch.Tensor, s_b: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Logits ``(Mc, d, B, C)`` of member ``m0 + i`` on ``x_b + s_b * eps[i, j]``."""
+        mc, d, b, shape = eps.shape[0], eps.shape[1], x_b.shape[0], tuple(x_b.shape[1:])
+        with autocast(x_b.device, self.amp):
+            if self.backend == "vmap":
+                # (Mc, d, B, *shape): every member and draw sees every input of the batch
+                noisy = torch.addcmul(x_b.unsqueeze(0).unsqueeze(0), s_b, eps.unsqueeze(2))
+                out = self.vmapped(*self.state, noisy.reshape((mc, d * b) + shape))
             else:
-                pred = logits.argmax(dim=-1)[keep]  # (votes, B)
-                out[n0 : n0 + b] += count_votes(pred, nb_classes)
-    return out
+                # one member at a time: its (d, B) noisy copies are built just before its pass (cache-resident)
+                out = torch.stack(
+                    [
+                        fn(*state, torch.addcmul(x_b, s_b, eps[i].unsqueeze(1)).reshape((d * b,) + shape))
+                        for i, (fn, state) in enumerate(self.calls)
+                    ]
+                )
+        out = out.float() if self.amp is not None else out
+        return out.reshape(mc, d, b, -1)

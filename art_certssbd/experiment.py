@@ -18,9 +18,12 @@ from art.attacks.poisoning import PoisoningAttackBackdoor
 from art.estimators.classification import PyTorchClassifier
 
 from art_certssbd import __version__
+from art_certssbd._validation import check_bool, check_choice, check_int, check_positive, check_probability
 from art_certssbd.attacks import attack_success_rate, blending, four_pixel, one_pixel, poison_dataset
 from art_certssbd.estimator import CertSSBDEstimator, RABEstimator
 from art_certssbd.report import certified_accuracy_rows
+from art_certssbd.sigma import SIGMA_UPDATES
+from art_certssbd.stats import BOUNDS
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,23 @@ class ExperimentConfig:
         unknown = set(self.methods) - {"undefended", "rab", "cert-ssbd"}
         if unknown:
             raise ValueError(f"methods must be among ('undefended', 'rab', 'cert-ssbd'), got {sorted(unknown)}")
+        # everything the estimators would refuse, refused here, before hours of compute on the earlier runs
+        for key in ("nb_models", "nb_epochs", "batch_size", "sigma_samples"):
+            check_int(getattr(self, key), key)
+        for key in ("target", "warmup_epochs", "sigma_steps", "random_state"):
+            check_int(getattr(self, key), key, minimum=0)
+        for key in ("delta", "lr", "scale", "sigma_lr"):
+            check_positive(getattr(self, key), key)
+        check_probability(self.alpha, "alpha")
+        rate = self.poison_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise ValueError(f"poison_rate must be in [0, 1], got {rate!r}")
+        check_choice(self.bound, "bound", BOUNDS)
+        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
+        check_choice(self.device_type, "device_type", ("cpu", "gpu"))
+        check_bool(self.vectorize, "vectorize")
+        if not self.radii or not all(isinstance(r, int | float) and np.isfinite(r) and r >= 0 for r in self.radii):
+            raise ValueError(f"radii must be a non-empty sequence of finite numbers >= 0, got {self.radii!r}")
 
 
 def _seeded_model(factory: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:

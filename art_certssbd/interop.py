@@ -3,6 +3,13 @@
 Everything is loaded with ``torch.load(..., map_location="cpu", weights_only=True)``: a file that would need
 arbitrary unpickling is refused, never executed.
 
+* :func:`load_official_checkpoint`, :func:`load_official_ensemble`, :func:`load_sigma_file`: the files;
+* :func:`official_model_seed`, :func:`official_test_noise`: the official per-model seed and test noise;
+* :func:`from_official`: the official MNIST ensemble as a fitted :class:`~art_certssbd.estimator.CertSSBDEstimator`
+  (its ``certify`` is our sound default);
+* :func:`certify_reference` and :func:`official_certified_accuracy` (from :mod:`art_certssbd.official_eval`): the
+  official evaluation, reproduced, as a preset beside the default.
+
 **The official evaluation pipeline** (NcepuQiaoTing/Cert-SSB, commit 959c20c, ``eval.py``; RAB's
 AI-secure/Robustness-Against-Backdoor-Attacks ``eval.py`` / ``utils.py`` is the same loop):
 

@@ -7,6 +7,12 @@ vectorised chunks (``vmap`` over stacked parameters, the default), or resumed af
 same. Element-wise optimisers (SGD, Adam, AdamW, RMSprop, Adagrad, ...) on stacked parameters are exactly
 per-member optimisers; an optimiser that couples parameters (LBFGS, gradient clipping by a global norm) is not, so
 use ``vectorize=False`` with those.
+
+Backends (``backend``, as in :mod:`art_certssbd.ensemble`): ``"vmap"`` trains a chunk of members at once on stacked
+parameters (the default on CUDA); ``"sequential"`` trains them one after the other with convolution weights in
+channels-last layout (the default on CPU, where oneDNN's per-member kernels beat vmap's grouped convolutions; see
+``benchmarks/speed.py``); ``vectorize=False`` is the loop twin (the same sequence, standard layout, the reference).
+Mixed precision (``amp``) and ``torch.compile`` (``compile``) are CUDA-only options.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from art_certssbd.ensemble import has_batchnorm
+from art_certssbd.ensemble import (
+    autocast,
+    check_accelerators,
+    has_batchnorm,
+    module_to_channels_last,
+    resolve_backend,
+)
 from art_certssbd.noise import derive_seed, expand_sigma, gaussian, make_generator
 
 logger = logging.getLogger(__name__)
@@ -47,14 +59,19 @@ def init_member(template: torch.nn.Module, seed: int) -> torch.nn.Module:
 class _Streams:
     """The shuffle and noise generators of one model, and its fixed training noise (``noise="fixed"``)."""
 
-    def __init__(self, shuffle_seed: int, noise_seed: int, x: torch.Tensor, noise: str):
+    def __init__(self, shuffle_seed: int, noise_seed: int, x: torch.Tensor, noise: str, out=None):
         self.shuffle = make_generator(shuffle_seed, x.device)
         self.noise = make_generator(noise_seed, x.device)
-        self.fixed = gaussian(x.shape, self.noise, x.dtype) if noise == "fixed" else None
+        self.fixed = None
+        if noise == "fixed" and out is None:
+            self.fixed = gaussian(x.shape, self.noise, x.dtype)
+        elif noise == "fixed":  # drawn into a slice of a stacked buffer: the same values as ``gaussian``
+            self.fixed = torch.randn(x.shape, generator=self.noise, device=x.device, dtype=x.dtype, out=out)
 
     @classmethod
-    def of_member(cls, random_state: int, k: int, x: torch.Tensor, noise: str) -> _Streams:
-        return cls(derive_seed(random_state, "shuffle", k), derive_seed(random_state, "train_noise", k), x, noise)
+    def of_member(cls, random_state: int, k: int, x: torch.Tensor, noise: str, out=None) -> _Streams:
+        seeds = derive_seed(random_state, "shuffle", k), derive_seed(random_state, "train_noise", k)
+        return cls(*seeds, x, noise, out)
 
     def permutation(self, n: int) -> torch.Tensor:
         return torch.randperm(n, generator=self.shuffle, device=self.shuffle.device)
@@ -79,6 +96,10 @@ def train_members(
     batch_size: int,
     noise: str = "fixed",
     vectorize: bool = True,
+    backend: str = "auto",
+    channels_last: bool | None = None,
+    amp: str | None = None,
+    compile: bool = False,
     verbose: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Train ensemble members ``members`` from scratch and return their ``state_dict`` s (CPU tensors).
@@ -94,56 +115,75 @@ def train_members(
     :param nb_epochs: Epochs per member.
     :param batch_size: Mini-batch size.
     :param noise: ``"fixed"`` (one noise tensor per member, RAB / the paper) or ``"fresh"`` (new noise each batch).
-    :param vectorize: Train all ``members`` at once with ``vmap`` (default) or one after the other.
+    :param vectorize: Use a fast backend (default) or the loop twin (``False``).
+    :param backend: ``"auto"`` (``"vmap"`` on CUDA, ``"sequential"`` elsewhere), ``"vmap"`` or ``"sequential"``.
+    :param channels_last: Convolution weights in channels-last layout (default: on CPU with the ``"sequential"``
+           backend; the loop twin keeps the standard layout). Results agree to floating-point rounding.
+    :param amp: Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` (with gradient scaling) autocast.
+    :param compile: ``torch.compile`` the forward pass (CUDA only).
     :param verbose: Progress bar.
     """
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
-    if vectorize and has_batchnorm(template):
-        logger.warning("The model has BatchNorm layers, which vmap cannot train: using the loop path.")
-        vectorize = False
-    if vectorize and any(isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in template.modules()):
-        # under vmap one generator draws the masks of all members of a chunk, so member k would depend on its chunk
-        logger.warning("The model has dropout layers, whose masks vmap draws per chunk: using the loop path.")
-        vectorize = False
-    if vectorize:
-        return _train_vectorized(
-            template,
-            x,
-            y,
-            sigma,
-            members,
-            loss_fn,
-            optimizer_factory,
-            random_state,
-            nb_epochs,
-            batch_size,
-            noise,
-            verbose,
-        )
+    check_accelerators(x.device, amp, compile)
+    backend = resolve_backend(backend, x.device, vectorize)
+    if backend == "vmap" and has_batchnorm(template):
+        logger.warning("The model has BatchNorm layers, which vmap cannot train: using the sequential backend.")
+        backend = "sequential"
+    if channels_last is None:
+        channels_last = backend == "sequential" and x.device.type == "cpu"
+    run = _Run(loss_fn, nb_epochs, batch_size, amp, compile, channels_last)
+    if backend == "vmap":
+        return _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_state, noise, run, verbose)
     return [
-        _train_one(template, x, y, sigma, k, loss_fn, optimizer_factory, random_state, nb_epochs, batch_size, noise)
+        _train_one(template, x, y, sigma, k, optimizer_factory, random_state, noise, run)
         for k in tqdm(members, desc="Ensemble", disable=not verbose)
     ]
+
+
+class _Run:
+    """The training settings shared by every member: loss, epochs, batch size and the accelerator options."""
+
+    def __init__(self, loss_fn, nb_epochs, batch_size, amp=None, compile=False, channels_last=False):
+        self.loss_fn, self.nb_epochs, self.batch_size = loss_fn, nb_epochs, batch_size
+        self.amp, self.compile, self.channels_last = amp, compile, channels_last
+
+    def scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
+        """A gradient scaler for float16 autocast (bfloat16 and float32 need none)."""
+        return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
+        """Backward pass and optimiser step (through the scaler under float16)."""
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def _fit(model, optimizer, streams, x, y, sigma, loss_fn, nb_epochs, batch_size, torch_seed) -> None:
+def _fit(model, optimizer, streams, x, y, sigma, run: _Run, torch_seed) -> None:
     """The training loop of one model; the model's own global randomness (dropout) is seeded and isolated."""
     model.train()
+    forward = torch.compile(model) if run.compile else model
+    scaler = run.scaler(x.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed)
-        for _ in range(nb_epochs):
+        for _ in range(run.nb_epochs):
             perm = streams.permutation(x.shape[0])
-            for part in _batches(x.shape[0], batch_size):
+            for part in _batches(x.shape[0], run.batch_size):
                 idx = perm[part]
-                x_noisy = x[idx] + expand_sigma(sigma[idx], x.dim()) * streams.batch_noise(idx, x.shape[1:], x.dtype)
-                optimizer.zero_grad(set_to_none=True)
-                loss_fn(model(x_noisy), y[idx]).backward()
-                optimizer.step()
+                eps = streams.batch_noise(idx, x.shape[1:], x.dtype)
+                x_noisy = torch.addcmul(x[idx], expand_sigma(sigma[idx], x.dim()), eps)
+                with autocast(x.device, run.amp):
+                    loss = run.loss_fn(forward(x_noisy), y[idx])
+                run.step(loss, optimizer, scaler)
 
 
 def fit_model(
@@ -166,48 +206,94 @@ def fit_model(
     """
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     streams = _Streams(derive_seed(seed, "shuffle"), derive_seed(seed, "train_noise"), x, noise)
-    _fit(model, optimizer, streams, x, y, sigma, loss_fn, nb_epochs, batch_size, seed)
+    _fit(model, optimizer, streams, x, y, sigma, _Run(loss_fn, nb_epochs, batch_size), seed)
     return model
 
 
-def _train_one(template, x, y, sigma, k, loss_fn, optimizer_factory, random_state, nb_epochs, batch_size, noise):
-    """The loop twin: one member, one optimiser."""
+def _state_dict(tensors: dict[str, torch.Tensor], m: int | None = None) -> dict[str, torch.Tensor]:
+    """CPU copies in the standard (contiguous) layout, of member ``m`` of stacked tensors if ``m`` is given."""
+    return {
+        n: (t if m is None else t[m]).detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+        for n, t in tensors.items()
+    }
+
+
+def _train_one(template, x, y, sigma, k, optimizer_factory, random_state, noise, run: _Run):
+    """One member, one optimiser (the loop twin, and the sequential backend with ``run.channels_last``)."""
     seed = derive_seed(random_state, "init", k)
     model = init_member(template, seed).to(x.device)
+    if run.channels_last:
+        module_to_channels_last(model)
     streams = _Streams.of_member(random_state, k, x, noise)
-    _fit(model, optimizer_factory(model.parameters()), streams, x, y, sigma, loss_fn, nb_epochs, batch_size, seed)
-    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
+    _fit(model, optimizer_factory(model.parameters()), streams, x, y, sigma, run, seed)
+    return _state_dict(model.state_dict())
 
 
-def _train_vectorized(
-    template, x, y, sigma, members, loss_fn, optimizer_factory, random_state, nb_epochs, batch_size, noise, verbose
-):
-    """All ``members`` at once: stacked parameters, one optimiser over them, ``vmap(functional_call)``."""
+def _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_state, noise, run: _Run, verbose):
+    """All ``members`` at once: stacked parameters, one optimiser over them, ``vmap(functional_call)``.
+
+    The mini-batches are laid out member-second, ``(B, Mc, *input_shape)``, so that vmap's batching of the first
+    convolution is a view rather than a copy; the members' fixed noise lives in one stacked tensor, gathered with one
+    index per batch.
+    """
+    nb = len(members)
     modules = [init_member(template, derive_seed(random_state, "init", k)).to(x.device).train() for k in members]
     params, buffers = stack_module_state(modules)
     base = copy.deepcopy(modules[0]).to("meta")
     optimizer = optimizer_factory(list(params.values()))
-    streams = [_Streams.of_member(random_state, k, x, noise) for k in members]
+    stacked = torch.empty((nb,) + tuple(x.shape), dtype=x.dtype, device=x.device) if noise == "fixed" else None
+    streams = [
+        _Streams.of_member(random_state, k, x, noise, None if stacked is None else stacked[m])
+        for m, k in enumerate(members)
+    ]
+    rows = torch.arange(nb, device=x.device)
 
     def call(p, b, xk):
         return functional_call(base, (p, b), (xk,))
 
-    forward = vmap(call, randomness="different")
+    forward = vmap(call, in_dims=(0, 0, 1), randomness="different")
+    forward = torch.compile(forward) if run.compile else forward
+    loss = _member_losses(run.loss_fn)
+    scaler = run.scaler(x.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(random_state, "init", members[0]))
-        for _ in tqdm(range(nb_epochs), desc=f"Ensemble ({len(members)} models)", disable=not verbose):
+        for _ in tqdm(range(run.nb_epochs), desc=f"Ensemble ({nb} models)", disable=not verbose):
             perm = torch.stack([s.permutation(x.shape[0]) for s in streams])  # (Mc, N)
-            for part in _batches(x.shape[0], batch_size):
-                idx = perm[:, part]  # (Mc, B)
-                eps = torch.stack([s.batch_noise(i, x.shape[1:], x.dtype) for s, i in zip(streams, idx)])
-                x_noisy = x[idx] + expand_sigma(sigma[idx], x.dim() + 1) * eps
-                logits = forward(params, buffers, x_noisy)
-                labels = y[idx]
-                optimizer.zero_grad(set_to_none=True)
-                # the sum of the members' losses: each member's gradient is its own loss's gradient
-                torch.stack([loss_fn(logits[m], labels[m]) for m in range(len(members))]).sum().backward()
-                optimizer.step()
-    return [{n: t[m].detach().cpu().clone() for n, t in {**params, **buffers}.items()} for m in range(len(members))]
+            for part in _batches(x.shape[0], run.batch_size):
+                idx = perm[:, part].T  # (B, Mc)
+                if stacked is not None:
+                    eps = stacked[rows, idx]
+                else:
+                    eps = torch.stack([s.batch_noise(i, x.shape[1:], x.dtype) for s, i in zip(streams, idx.T)], 1)
+                x_noisy = torch.addcmul(x[idx], expand_sigma(sigma[idx], x.dim() + 1), eps)
+                with autocast(x.device, run.amp):
+                    logits = forward(params, buffers, x_noisy)  # (Mc, B, C)
+                    # the sum of the members' losses: each member's gradient is its own loss's gradient
+                    total = loss(logits, y[idx.T])
+                run.step(total, optimizer, scaler)
+    return [_state_dict({**params, **buffers}, m) for m in range(nb)]
+
+
+def _member_losses(loss_fn):
+    """``f(logits, labels)``: the sum over members of ``loss_fn(logits[m], labels[m])``, vmapped when ``loss_fn``
+    allows it (checked on the first call), else a loop over members."""
+    vmapped = vmap(loss_fn)
+    state = {"vmap": None}
+
+    def total(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if state["vmap"] is not False:
+            try:
+                out = vmapped(logits, labels)
+                if out.shape == (logits.shape[0],):
+                    state["vmap"] = True
+                    return out.sum()
+            except (RuntimeError, ValueError, NotImplementedError):  # a loss without batching rules
+                if state["vmap"]:
+                    raise
+            state["vmap"] = False
+        return torch.stack([loss_fn(logits[m], labels[m]) for m in range(logits.shape[0])]).sum()
+
+    return total
 
 
 def optimizer_factory_from(optimizer: torch.optim.Optimizer) -> OptimizerFactory:

@@ -1,12 +1,13 @@
 """Helper of tests/test_resume.py and tests/test_determinism.py (not a test module): fit a small ensemble with a
 checkpoint directory, one member at a time, and write what it learned.
 
-    python tests/resume_fit.py CHECKPOINT_DIR OUTPUT [--pause SECONDS] [--vectorize]
+    python tests/resume_fit.py CHECKPOINT_DIR OUTPUT [--pause SECONDS] [--vectorize [--chunk MEMBERS]]
 
 ``OUTPUT`` receives ``torch.save`` of ``{"members": [state_dict, ...], "base": state_dict, "train_sigma": tensor,
 "sigma": tensor, "votes": tensor, "radius": tensor}`` (the last three from ``certify`` on a few test inputs).
 ``--pause`` sleeps after each stored member, only so that a test can kill the process between two members; it
-changes nothing in the results. ``--vectorize`` trains with ``vmap`` (members then are stored chunk by chunk).
+changes nothing in the results. ``--vectorize`` trains with ``vmap``, ``--chunk`` members at a time (the
+``memory_budget`` is set to that many copies of the training set), and stores them chunk by chunk.
 Progress is logged to stderr (``Training K of M members``).
 """
 
@@ -58,6 +59,13 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x_train[:200], y_train[:200], x_test[:16]
 
 
+def options(vectorize: bool = False, chunk: int | None = None) -> dict:
+    """Estimator overrides for the training path: the loop, or vmap over chunks of ``chunk`` members."""
+    if chunk is None:
+        return {"vectorize": vectorize}
+    return {"vectorize": vectorize, "memory_budget": chunk * data()[0].nbytes}
+
+
 def run(checkpoint_dir=None, **overrides) -> dict:
     """Fit (resuming from ``checkpoint_dir`` when it holds members) and certify; return the results."""
     x, y, x_test = data()
@@ -80,6 +88,7 @@ def main() -> None:
     parser.add_argument("output")
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--vectorize", action="store_true")
+    parser.add_argument("--chunk", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.pause:
@@ -90,7 +99,7 @@ def main() -> None:
             time.sleep(args.pause)
 
         EnsembleCheckpoint.save_member = save_then_pause
-    torch.save(run(args.checkpoint_dir, vectorize=args.vectorize), args.output)
+    torch.save(run(args.checkpoint_dir, **options(args.vectorize, args.chunk)), args.output)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ rank, NaN in x, x above clip_values, labels out of range, mismatched lengths, fl
 empty x, a model with the wrong output size, certify before fit, n above nb_models, set_params(alpha=1.5)),
 tests/test_cli.py (--nb-models 0 / --scale -1 / --alpha 1.5 / --trigger / --radii / --poison-rate in process,
 --epochs zero in a subprocess), tests/test_stats.py and tests/test_memory.py (the pure functions' arguments),
-tests/test_datasets.py (missing dataset directories, broken IDX / CIFAR / image files), tests/test_interop.py.
+tests/test_datasets.py (missing dataset directories, broken IDX / CIFAR / image files), tests/test_benchmark.py
+(malformed benchmark config files: bad JSON, unknown keys, wrong types), tests/test_interop.py.
 """
 
 from __future__ import annotations
@@ -433,6 +434,7 @@ def test_load_a_manifest_of_another_format_version_or_shape(saved, tmp_path, cha
 def test_load_into_an_estimator_of_another_size_or_architecture(saved):
     _load_fails(saved, ValueError, rf"'{saved}' holds 4 members, nb_models is 5", est=make(nb_models=5))
     _load_fails(saved, ValueError, r"holds an ensemble for nb_classes=10, .* not 5", est=make(nb_classes=5))
+    _load_fails(saved, ValueError, r"holds an ensemble trained at scale=0.25, not 0.5", est=make(scale=0.5))
     _load_fails(saved, ValueError, r"state_dicts\[0\] does not fit the template architecture", est=make(Flat()))
 
 
@@ -474,11 +476,30 @@ def test_missing_dataset_directories_through_the_task_presets(tmp_path, monkeypa
     [
         ({"trigger": "nine-pixel"}, r"trigger must be one of .*, got 'nine-pixel'"),
         ({"methods": ("rab", "magic")}, r"methods must be among .*, got \['magic'\]"),
+        ({"nb_models": 0}, r"nb_models must be an integer >= 1, got 0"),
+        ({"alpha": 1.5}, r"alpha must be in \(0, 1\), got 1.5"),
+        ({"scale": -0.25}, r"scale must be a finite number > 0, got -0.25"),
+        ({"poison_rate": 2.0}, r"poison_rate must be in \[0, 1\], got 2.0"),
+        ({"bound": "wilson"}, r"bound must be one of .*, got 'wilson'"),
+        ({"device_type": "tpu"}, r"device_type must be one of \('cpu', 'gpu'\), got 'tpu'"),
+        ({"radii": (0.0, -0.5)}, r"radii must be a non-empty sequence of finite numbers >= 0, got \(0.0, -0.5\)"),
     ],
 )
 def test_malformed_experiment_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ExperimentConfig(**kwargs)
+
+
+def test_malformed_benchmark_config_exits_2_before_any_work(tmp_path, capsys):
+    # the third run is nonsense: refused when the file is read, not after the first two runs have been computed
+    config = {"name": "bad", "runs": [{"nb_models": 2}, {"nb_models": 3}, {"alpha": 1.5}]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "mnist", "--config", str(path), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert rf"{path} runs[2]: alpha must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and json.loads(path.read_text()) == config
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

@@ -218,6 +218,17 @@ def test_crash_while_writing_the_manifest_keeps_the_previous_manifest(tmp_path, 
     _no_temporaries(tmp_path / "ck")
 
 
+def test_a_resumed_writer_removes_what_a_killed_write_left(tmp_path):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    store.save_member(0, tiny_state(0))
+    stale = tmp_path / "ck" / ".member_00001.pt.k3j4h5.tmp"  # as atomic_open names it; the writer was SIGKILLed
+    stale.write_bytes(b"half a member")
+    EnsembleCheckpoint(tmp_path / "ck")  # a reader leaves the directory alone
+    assert stale.exists()
+    EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})  # a writer resuming with the same config cleans up
+    assert not stale.exists() and EnsembleCheckpoint(tmp_path / "ck").finished_members() == [0]
+
+
 def test_overwriting_an_entry_never_touches_the_file_the_manifest_points_to(tmp_path, monkeypatch):
     store = EnsembleCheckpoint(tmp_path / "ck")
     store.save("base", tiny_state(0))

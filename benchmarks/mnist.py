@@ -1,0 +1,18 @@
+"""The MNIST 1-vs-0 benchmark: RAB vs Cert-SSBD vs undefended (same as ``certssbd benchmark mnist``).
+
+Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see ``docs/paper-setting.md``)::
+
+    flock /tmp/certssbd-heavy.lock python benchmarks/mnist.py --config benchmarks/configs/mnist-cpu.json
+
+writes ``benchmarks/results/mnist-cpu.{json,md,png}``. Any extra argument of ``certssbd benchmark mnist`` (``--output``,
+``--data-dir``, ``--quiet``) is passed on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from art_certssbd.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["benchmark", "mnist", *sys.argv[1:]]))
