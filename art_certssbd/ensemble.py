@@ -119,7 +119,7 @@ class StackedEnsemble:
         sizes = {t.shape[0] for t in list(params.values()) + list(buffers.values())}
         if len(sizes) != 1:
             raise ValueError(f"stacked parameters must share their first axis, got sizes {sorted(sizes)}")
-        self.template = copy.deepcopy(template).to("meta")
+        self.template = copy.deepcopy(template).to("meta").eval()  # members vote in eval mode (no dropout)
         self.params = {name: p.detach() for name, p in params.items()}
         self.buffers = {name: b.detach() for name, b in buffers.items()}
         self._compiled: dict[str, Callable] = {}
