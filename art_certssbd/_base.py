@@ -441,6 +441,19 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             pred_before_memory=pred_before,
         )
 
+    def certify_adaptive(self, x: np.ndarray, radius: float, **kwargs):
+        """Decide per input "certified at ``radius``" or "abstain" with as few votes as a valid sequential test
+        allows (alpha spent over a fixed schedule of looks, Clopper-Pearson at each look; guarantee and options in
+        :func:`art_certssbd.adaptive.certify_adaptive`).
+
+        :param x: Inputs, shape ``(N, *input_shape)``.
+        :param radius: The radius to certify.
+        :return: An :class:`~art_certssbd.adaptive.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
+        """
+        from art_certssbd.adaptive import certify_adaptive  # the adaptive module builds on this shell's pieces
+
+        return certify_adaptive(self, x, radius, **kwargs)
+
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs) -> np.ndarray:
         """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
         surrogate ART's evasion attacks need), with the members' fixed test noise at ``scale``.

@@ -245,7 +245,7 @@ def vote(
     start_vote: int = 0,
     soft: bool = False,
     batch_size: int = 256,
-    max_images_per_pass: int | None = None,
+    max_images_per_pass: int = 8192,
     vectorize: bool = True,
     backend: str = "auto",
     amp: str | None = None,
@@ -269,7 +269,7 @@ def vote(
     :param soft: Return summed softmax scores (the official code's soft votes) instead of hard-vote counts.
     :param batch_size: Inputs per pass.
     :param max_images_per_pass: Bound on ``members * draws * inputs`` evaluated in one vectorised pass (it also
-           bounds the test noise held at once); default 8192 on CPU and 65536 on CUDA.
+           bounds the test noise held at once).
     :param vectorize: Use a fast backend (default) or the loop twin (``False``).
     :param backend: One of :data:`BACKENDS`: ``"auto"`` (default), ``"vmap"`` or ``"sequential"``.
     :param amp: Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` autocast (default ``None``, float32).
@@ -285,8 +285,6 @@ def vote(
         raise ValueError(f"start_vote must be in [0, nb_votes={nb_votes}), got {start_vote}")
     check_accelerators(x.device, amp, compile)
     backend = resolve_backend(backend, x.device, vectorize)
-    if max_images_per_pass is None:
-        max_images_per_pass = 65536 if x.device.type == "cuda" else 8192
     first, last = start_vote // draws_per_model, -(-nb_votes // draws_per_model)
     shape = tuple(x.shape[1:])
     out = torch.zeros(x.shape[0], nb_classes, device=x.device, dtype=torch.float64 if soft else torch.int64)

@@ -15,7 +15,8 @@
 
 Already in tests/test_stats.py: Clopper-Pearson against scipy's exact interval, a simulated coverage check at three
 settings, closed forms, the radius on a grid, abstention in ``certify_counts``. In tests/test_memory.py: the memory
-against a plain-Python reference on random streams, and its invariant. No adaptive certification exists to test.
+against a plain-Python reference on random streams, and its invariant. In tests/test_adaptive.py: the adaptive
+certification on simulated Bernoulli votes; here it runs on real votes through the estimator, at the worst case.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ from art_certssbd.stats import (
 )
 
 FALSE_ALARM = 1e-4  # probability that a correct implementation fails one of the simulation tests
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The simulations run thousands of tiny passes, where a second intra-op thread only adds synchronisation (and
+    spins badly on a loaded machine); the results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def allowed_failures(trials: int, alpha: float, false_alarm: float = FALSE_ALARM) -> int:
@@ -328,3 +339,22 @@ def test_votes_of_one_member_are_not_independent_draws():
         result = est.certify(np.zeros((1, 1, 4, 4), dtype=np.float32), return_details=True)
         failures += int(result.pred[0] != ABSTAIN and (result.pred[0] != 1 or result.p_a_lower[0] > p))
     assert failures <= allowed_failures(trials, alpha)
+
+
+# ------------------------------------------------------------------------------------ adaptive certification
+def test_adaptive_certification_through_the_estimator_keeps_its_error_rate():
+    """The sequential test on real votes (seeded test noise through the members), at the worst case: inputs whose
+    true radius is just below the radius tested, so that every certification is an error."""
+    adaptive = pytest.importorskip("art_certssbd.adaptive")
+    sigma, alpha, r, trials = 0.5, 0.1, 0.4, 300
+    est = linear_estimator(RABEstimator, 200, sigma, alpha, "clopper-pearson")
+    p_true = norm.cdf(r / sigma) - 1e-3  # p_A just below p_r = Phi(r / sigma): the true radius is just below r
+    x, margin = probe_inputs(sigma, (p_true,))
+    rng = np.random.default_rng(8)
+    errors = np.zeros(len(x), dtype=int)
+    for _ in range(trials):
+        est.test_noise_seeds_ = [int(s) for s in rng.integers(0, 2**63 - 1, est.nb_models)]
+        result = adaptive.certify_adaptive(est, x, r, looks=np.array([25, 50, 100, 200]), futility_alpha=None)
+        errors += result.certified  # any certificate at r is wrong: the true radius is below r
+        assert np.all(result.votes_used <= 200)
+    assert errors.max() <= allowed_failures(trials, alpha, FALSE_ALARM / len(x)), errors
