@@ -146,6 +146,11 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         check_positive(self.scale, "scale")
         check_probability(self.alpha, "alpha")
         check_choice(self.bound, "bound", stats.BOUNDS)
+        if self.draws_per_model > 1 and self.bound != "hoeffding":
+            raise ValueError(
+                f"draws_per_model={self.draws_per_model} needs bound='hoeffding' (the draws of one member are not "
+                f"independent, so a binomial bound over them is invalid), got bound={self.bound!r}"
+            )
         check_choice(self.noise, "noise", NOISE_MODES)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
         check_int(self.memory_budget, "memory_budget")
@@ -358,6 +363,8 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         x = check_inputs(x, self.input_shape, self.clip_values)
         if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
             raise ValueError(f"n must be in [1, {self.sample_size}] (nb_models * draws_per_model), got {n!r}")
+        if n is not None and n % self.draws_per_model:
+            raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
         batch_size = check_int(batch_size, "batch_size")
         x_t = torch.from_numpy(x).to(self._device)
         sigma_x = self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
@@ -375,6 +382,24 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         )
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
 
+    def _bound(self, counts: np.ndarray, sigma_x: np.ndarray, n: int | None):
+        """Step 6: the top class, its lower confidence bound and the radius, with an overall error of at most alpha.
+
+        The top class is chosen on the same votes that bound it, so each class's bound is taken at ``alpha / 2``: the
+        chance that some class ``c`` with true probability ``p_c`` gets a bound above ``max(p_c, 1/2)`` is at most
+        ``alpha / 2`` for the (at most one) class above 1/2 and, since that chance is a convex function of ``p_c`` on
+        ``[0, 1/2]``, at most ``p_c * alpha`` for every other class; summed, at most ``alpha`` for any number of
+        classes (a plain ``alpha`` fails at up to ``2 alpha`` near a tie). With ``draws_per_model > 1`` the draws of
+        one member share its training noise and are not independent, while the per-member vote fractions are: the
+        bound is then Hoeffding over the members (``n`` = number of members).
+        """
+        alpha = self.alpha / 2
+        if self.draws_per_model == 1:
+            return stats.certify_counts(counts, sigma_x, alpha, self.bound, n=n)
+        members = (self.sample_size if n is None else n) // self.draws_per_model
+        fractions = counts / (members * self.draws_per_model)
+        return stats.certify_scores(fractions, sigma_x, alpha, n=members, bound="hoeffding")
+
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
         """Smoothed prediction, in ART's format: one-hot rows, all-zero rows where the ensemble abstains.
 
@@ -385,7 +410,7 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         :return: Array of shape ``(N, nb_classes)``.
         """
         _, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        pred, _, _ = stats.certify_counts(counts, sigma_x, self.alpha, self.bound)
+        pred, _, _ = self._bound(counts, sigma_x, None)
         if kwargs.get("is_abstain", True) is False:
             pred = counts.argmax(axis=1)
         out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
@@ -417,7 +442,7 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
         verbose = self.verbose if verbose is None else verbose
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
         # Step 6: bounds and radius with sigma_x, and the conservative radius with min(sigma_x, min_j sigma_j).
-        pred, radius, p_a_lower = stats.certify_counts(counts, sigma_x, self.alpha, self.bound, n=n)
+        pred, radius, p_a_lower = self._bound(counts, sigma_x, n)
         sigma_low = np.minimum(sigma_x, float(self.train_sigma_.min()))
         radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_a_lower, sigma_low))
         # Step 7: the storage-update step trims against (and adds to) the memory of certified regions.

@@ -134,16 +134,35 @@ class StackedEnsemble:
 
     @classmethod
     def from_state_dicts(cls, template: torch.nn.Module, state_dicts: Sequence[dict]) -> StackedEnsemble:
-        """Build the ensemble from one ``state_dict`` per member, loaded into copies of ``template``."""
-        modules = []
+        """Build the ensemble from one ``state_dict`` per member, in ``template``'s architecture.
+
+        The tensors are checked against ``template`` (the same keys and shapes, as a strict ``load_state_dict``) and
+        stacked directly, cast to the template's dtypes and device, without building a module per member.
+        """
+        if len(state_dicts) == 0:
+            raise ValueError("state_dicts must hold at least one state_dict, got an empty sequence")
+        expected = template.state_dict()
         for k, state in enumerate(state_dicts):
-            module = copy.deepcopy(template)
-            try:
-                module.load_state_dict(state)
-            except RuntimeError as err:
-                raise ValueError(f"state_dicts[{k}] does not fit the template architecture: {err}") from err
-            modules.append(module)
-        return cls.from_modules(modules)
+            missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+            shapes = [
+                f"{n}: {tuple(state[n].shape)} instead of {tuple(t.shape)}"
+                for n, t in expected.items()
+                if n in state and tuple(state[n].shape) != tuple(t.shape)
+            ]
+            if missing or unexpected or shapes:
+                raise ValueError(
+                    f"state_dicts[{k}] does not fit the template architecture: missing keys {missing}, unexpected "
+                    f"keys {unexpected}, wrong shapes {shapes}"
+                )
+
+        def stack(name: str, like: torch.Tensor) -> torch.Tensor:
+            if name not in expected:  # a non-persistent buffer: every member has the template's
+                return like.detach().unsqueeze(0).expand((len(state_dicts),) + tuple(like.shape)).clone()
+            return torch.stack([state[name].detach().to(like.device, like.dtype) for state in state_dicts])
+
+        params = {n: stack(n, p) for n, p in template.named_parameters()}
+        buffers = {n: stack(n, b) for n, b in template.named_buffers()}
+        return cls(template, params, buffers)
 
     @property
     def nb_models(self) -> int:

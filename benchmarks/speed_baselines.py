@@ -38,14 +38,19 @@ def interleaved(
         fn()
         sync(device)
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: {"best_s": min(t), "median_s": statistics.median(t), "all_s": t} for name, t in times.items()}
+            cpu[name].append(time.process_time() - start_cpu)
+    return {
+        name: {"best_s": min(t), "median_s": statistics.median(t), "all_s": t, "cpu_median_s": statistics.median(c)}
+        for (name, t), c in zip(times.items(), cpu.values())
+    }
 
 
 def loadavg() -> list[float]:

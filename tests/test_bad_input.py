@@ -33,7 +33,7 @@ from art_certssbd.datasets import load_digits, load_task
 from art_certssbd.experiment import ExperimentConfig
 from art_certssbd.models import DigitsCNN
 
-SMALL = dict(nb_models=4, scale=0.25, alpha=0.1, random_state=3, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
+SMALL = dict(nb_models=4, scale=0.25, alpha=0.2, random_state=3, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
 REPO = Path(__file__).resolve().parents[1]
 
 

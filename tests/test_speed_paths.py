@@ -271,3 +271,20 @@ def test_cuda_training_matches_fp32_loop(amp):
     for a, b in zip(out, ref):
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=tol, atol=tol)
+
+
+def test_from_state_dicts_stacks_like_modules():
+    modules = [init_member(MnistCNN(3), derive_seed(0, "init", k)) for k in range(3)]
+    a = StackedEnsemble.from_modules(modules)
+    b = StackedEnsemble.from_state_dicts(MnistCNN(3), [m.state_dict() for m in modules])
+    assert a.params.keys() == b.params.keys() and a.buffers.keys() == b.buffers.keys()
+    assert all(torch.equal(a.params[n], b.params[n]) for n in a.params)
+    bad = modules[0].state_dict()
+    bad["fc.weight"] = bad["fc.weight"][:, :10]
+    with pytest.raises(ValueError, match=r"state_dicts\[1\] does not fit .* wrong shapes \['fc.weight"):
+        StackedEnsemble.from_state_dicts(MnistCNN(3), [modules[0].state_dict(), bad])
+    extra = {**modules[0].state_dict(), "extra": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra'\]"):
+        StackedEnsemble.from_state_dicts(MnistCNN(3), [extra])
+    with pytest.raises(ValueError, match="at least one state_dict"):
+        StackedEnsemble.from_state_dicts(MnistCNN(3), [])
