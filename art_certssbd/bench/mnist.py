@@ -142,25 +142,43 @@ def load_benchmark_config(path: str | os.PathLike) -> BenchmarkConfig:
     )
 
 
-def hoeffding_rows(curves: dict, inputs: dict, estimator, y: np.ndarray, radii, alpha: float) -> dict:
+def certify_with_bound(estimator, counts: np.ndarray, sigma, bound: str):
+    """``(pred, radius, p_a_lower)`` from vote counts by the estimator's own rule (its ``alpha`` split, its handling of
+    ``draws_per_model``) with ``bound`` in place of the estimator's bound: another bound on the same votes.
+
+    :param estimator: A fitted estimator.
+    :param counts: Vote counts ``(N, C)`` of a certification with all ``nb_models * draws_per_model`` votes.
+    :param sigma: Noise level per input (``CertificationResult.sigma``).
+    :param bound: One of :data:`art_certssbd.stats.BOUNDS`.
+    """
+    if bound not in stats.BOUNDS:
+        raise ValueError(f"bound must be one of {stats.BOUNDS}, got {bound!r}")
+    saved = estimator.bound
+    estimator.bound = bound
+    try:
+        return estimator._bound(np.asarray(counts), np.asarray(sigma, dtype=np.float64), None)
+    finally:
+        estimator.bound = saved
+
+
+def hoeffding_rows(curves: dict, inputs: dict, estimator, y: np.ndarray, radii) -> dict:
     """Certified accuracy with Hoeffding (true ``n``) from the vote counts in ``curves``.
 
-    Paper and conservative radius, as the estimator's ``certify`` would give them with ``bound="hoeffding"``: when
-    the estimator has a memory, a fresh one stores the clean results and only trims the triggered ones (the order of
-    :func:`~art_certssbd.experiment.run_experiment`).
+    Paper and conservative radius, as the estimator's ``certify`` would give them with ``bound="hoeffding"``
+    (:func:`certify_with_bound`): when the estimator has a memory, a fresh one stores the clean results and only trims
+    the triggered ones (the order of :func:`~art_certssbd.experiment.run_experiment`).
 
     :param curves: ``{"clean": result, "triggered": result}`` (:class:`~art_certssbd.result.CertificationResult`).
     :param inputs: The inputs of each result, same keys.
-    :param estimator: The fitted estimator (for ``train_sigma_`` and ``memory_``).
+    :param estimator: The fitted estimator (for its bound rule, ``train_sigma_`` and ``memory_``).
     :param y: True labels.
     :param radii: Radii of the rows.
-    :param alpha: Failure probability.
     """
     memory = CertificationMemory() if getattr(estimator, "memory_", None) is not None else None
     sigma_train_min = float(np.min(estimator.train_sigma_))
     paper, conservative = {}, {}
     for split, result in curves.items():
-        pred, rad, p_low = stats.certify_counts(result.votes, result.sigma, alpha, "hoeffding")
+        pred, rad, p_low = certify_with_bound(estimator, result.votes, result.sigma, "hoeffding")
         cons = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_low, np.minimum(result.sigma, sigma_train_min)))
         if memory is not None:
             flat = inputs[split].reshape(len(pred), -1)
@@ -244,7 +262,7 @@ def run_mnist_benchmark(
 
         def hook(name, curves, est, cfg=cfg, x_trig=x_trig, extra=extra):
             inputs = {"clean": x_test, "triggered": x_trig}
-            extra[name] = hoeffding_rows(curves, inputs, est, y_test, list(cfg.radii), cfg.alpha)
+            extra[name] = hoeffding_rows(curves, inputs, est, y_test, list(cfg.radii))
 
         run = run_experiment(
             (x_train, y_train, x_test, y_test),
