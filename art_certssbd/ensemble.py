@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -136,33 +137,40 @@ class StackedEnsemble:
     def from_state_dicts(cls, template: torch.nn.Module, state_dicts: Sequence[dict]) -> StackedEnsemble:
         """Build the ensemble from one ``state_dict`` per member, in ``template``'s architecture.
 
-        The tensors are checked against ``template`` (the same keys and shapes, as a strict ``load_state_dict``) and
-        stacked directly, cast to the template's dtypes and device, without building a module per member.
+        Each state is checked against ``template`` (the same keys and shapes, as a strict ``load_state_dict``) and
+        copied into preallocated stacked tensors (cast to the template's dtypes and device), one member at a time:
+        with a lazy sequence (e.g. one that loads member ``k``'s file in ``__getitem__``) only one member's state is
+        held besides the stack.
         """
-        if len(state_dicts) == 0:
+        n = len(state_dicts)
+        if n == 0:
             raise ValueError("state_dicts must hold at least one state_dict, got an empty sequence")
         expected = template.state_dict()
-        for k, state in enumerate(state_dicts):
+        tensors = dict(template.named_parameters())
+        names = set(tensors)
+        tensors.update(template.named_buffers())
+        stacked = {
+            name: torch.empty((n,) + tuple(t.shape), dtype=t.dtype, device=t.device) for name, t in tensors.items()
+        }
+        for k in range(n):
+            state = state_dicts[k]
             missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
             shapes = [
-                f"{n}: {tuple(state[n].shape)} instead of {tuple(t.shape)}"
-                for n, t in expected.items()
-                if n in state and tuple(state[n].shape) != tuple(t.shape)
+                f"{name}: {tuple(state[name].shape)} instead of {tuple(t.shape)}"
+                for name, t in expected.items()
+                if name in state and tuple(state[name].shape) != tuple(t.shape)
             ]
             if missing or unexpected or shapes:
                 raise ValueError(
                     f"state_dicts[{k}] does not fit the template architecture: missing keys {missing}, unexpected "
                     f"keys {unexpected}, wrong shapes {shapes}"
                 )
-
-        def stack(name: str, like: torch.Tensor) -> torch.Tensor:
-            if name not in expected:  # a non-persistent buffer: every member has the template's
-                return like.detach().unsqueeze(0).expand((len(state_dicts),) + tuple(like.shape)).clone()
-            return torch.stack([state[name].detach().to(like.device, like.dtype) for state in state_dicts])
-
-        params = {n: stack(n, p) for n, p in template.named_parameters()}
-        buffers = {n: stack(n, b) for n, b in template.named_buffers()}
-        return cls(template, params, buffers)
+            with torch.no_grad():
+                for name, out in stacked.items():
+                    # a non-persistent buffer is not in the state: every member has the template's
+                    out[k].copy_(state[name] if name in expected else tensors[name])
+        params = {name: t for name, t in stacked.items() if name in names}
+        return cls(template, params, {name: t for name, t in stacked.items() if name not in names})
 
     @property
     def nb_models(self) -> int:
@@ -233,16 +241,7 @@ class StackedEnsemble:
         """
         stop = self.nb_models if stop is None else stop
         check_accelerators(x.device, amp, compile)
-        backend = resolve_backend(backend, x.device, vectorize)
-        with autocast(x.device, amp):
-            if backend == "vmap":
-                out = self._function("vmap", compile)(*self._chunk(start, stop), x)
-            elif backend == "sequential":
-                fn, cl = self._function("sequential", compile), x.device.type == "cpu"
-                out = torch.stack([fn(*self.member_state(k, cl), x[k - start]) for k in range(start, stop)])
-            else:
-                out = torch.stack([self.member(k)(x[k - start]) for k in range(start, stop)])
-        return out.float() if amp is not None else out
+        return _Members(self, resolve_backend(backend, x.device, vectorize), start, stop, amp, compile).run(x)
 
 
 def count_votes(pred: torch.Tensor, nb_classes: int) -> torch.Tensor:
@@ -318,8 +317,13 @@ def vote(
             keep = ((index >= start_vote) & (index < nb_votes)).reshape(m1 - m0, draws_per_model)
             members = _Members(ensemble, backend, m0, m1, amp, compile)
             for n0 in range(0, x.shape[0], batch_size):
-                x_b, s_b = x[n0 : n0 + batch_size], sigma[n0 : n0 + batch_size]
-                logits = members.logits(x_b, expand_sigma(s_b, x_b.dim()), eps)  # (Mc, d, B, C)
+                x_b, s_b = x[n0 : n0 + batch_size], expand_sigma(sigma[n0 : n0 + batch_size], x.dim())
+                size = (draws_per_model * x_b.shape[0],) + shape
+                if backend == "vmap":  # (Mc, d, B, *shape): every member and draw sees every input of the batch
+                    inputs = torch.addcmul(x_b[None, None], s_b, eps.unsqueeze(2)).reshape((m1 - m0,) + size)
+                else:  # member i's (d, B) noisy copies are built just before its pass (cache-resident)
+                    inputs = functools.partial(_noisy_copies, x_b, s_b, eps, size)
+                logits = members.run(inputs).reshape(m1 - m0, draws_per_model, x_b.shape[0], -1)
                 if logits.shape[-1] != nb_classes:
                     raise ValueError(f"the model returns {logits.shape[-1]} outputs, expected nb_classes={nb_classes}")
                 if soft:
@@ -327,38 +331,35 @@ def vote(
                     out[n0 : n0 + x_b.shape[0]] += scores.sum(dim=(0, 1))
                 else:
                     out[n0 : n0 + x_b.shape[0]] += count_votes(logits.argmax(dim=-1)[keep], nb_classes)
-    return out.clone()  # a normal tensor (not an inference tensor) for the caller
+    return out  # created outside inference mode: a normal tensor for the caller
+
+
+def _noisy_copies(x_b: torch.Tensor, s_b: torch.Tensor, eps: torch.Tensor, size: tuple, i: int) -> torch.Tensor:
+    """Member ``i``'s noisy copies ``x_b + s_b * eps[i, j]`` of a batch, flattened to ``(draws * B, *shape)``."""
+    return torch.addcmul(x_b, s_b, eps[i].unsqueeze(1)).reshape(size)
 
 
 class _Members:
-    """Members ``m0:m1`` of the ensemble with the forward pass of one backend, for :func:`vote`."""
+    """Members ``m0:m1`` of the ensemble with the forward pass of one backend (set up once per chunk)."""
 
     def __init__(self, ensemble: StackedEnsemble, backend: str, m0: int, m1: int, amp: str | None, compile: bool):
-        self.ensemble, self.backend, self.m0, self.m1, self.amp = ensemble, backend, m0, m1, amp
-        device = ensemble.device
-        if backend == "loop":  # the reference twin: ordinary modules, built once per chunk
+        self.backend, self.size, self.amp, self.device = backend, m1 - m0, amp, ensemble.device
+        if backend == "loop":  # the reference twin: ordinary modules
             self.calls = [(ensemble.member(k), ()) for k in range(m0, m1)]
         elif backend == "sequential":
-            fn, cl = ensemble._function("sequential", compile), device.type == "cpu"
+            fn, cl = ensemble._function("sequential", compile), self.device.type == "cpu"
             self.calls = [(fn, ensemble.member_state(k, cl)) for k in range(m0, m1)]
         else:
             self.vmapped, self.state = ensemble._function("vmap", compile), ensemble._chunk(m0, m1)
 
-    def logits(self, x_b: torch.Tensor, s_b: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Logits ``(Mc, d, B, C)`` of member ``m0 + i`` on ``x_b + s_b * eps[i, j]``."""
-        mc, d, b, shape = eps.shape[0], eps.shape[1], x_b.shape[0], tuple(x_b.shape[1:])
-        with autocast(x_b.device, self.amp):
+    def run(self, inputs: torch.Tensor | Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """Logits ``(Mc, n, C)`` of member ``m0 + i`` on ``inputs[i]`` (a ``(Mc, n, *shape)`` tensor), or on
+        ``inputs(i)`` (a callable, evaluated just before member ``i``'s pass)."""
+        get = inputs.__getitem__ if isinstance(inputs, torch.Tensor) else inputs
+        with autocast(self.device, self.amp):
             if self.backend == "vmap":
-                # (Mc, d, B, *shape): every member and draw sees every input of the batch
-                noisy = torch.addcmul(x_b.unsqueeze(0).unsqueeze(0), s_b, eps.unsqueeze(2))
-                out = self.vmapped(*self.state, noisy.reshape((mc, d * b) + shape))
+                batch = inputs if isinstance(inputs, torch.Tensor) else torch.stack([get(i) for i in range(self.size)])
+                out = self.vmapped(*self.state, batch)
             else:
-                # one member at a time: its (d, B) noisy copies are built just before its pass (cache-resident)
-                out = torch.stack(
-                    [
-                        fn(*state, torch.addcmul(x_b, s_b, eps[i].unsqueeze(1)).reshape((d * b,) + shape))
-                        for i, (fn, state) in enumerate(self.calls)
-                    ]
-                )
-        out = out.float() if self.amp is not None else out
-        return out.reshape(mc, d, b, -1)
+                out = torch.stack([fn(*state, get(i)) for i, (fn, state) in enumerate(self.calls)])
+        return out.float() if self.amp is not None else out
