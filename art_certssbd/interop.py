@@ -96,7 +96,8 @@ def _safe_load(path: Path, what: str) -> object:
 
 
 def load_official_checkpoint(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
-    """Load an official ``smoothed_{k}.model`` (a ``torch.save``d state_dict) onto the CPU, without unpickling code.
+    """Load an official ``smoothed_{k}.model`` (a state_dict written by ``torch.save``) onto the CPU, without
+    unpickling code.
 
     :param path: Checkpoint file.
     :return: The state dict (parameter name -> CPU tensor).

