@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -18,3 +20,15 @@ def reference_dir() -> Path:
             f"official reference artefacts not found at {REFERENCE_DIR} (they live beside the clone, in ../shared)"
         )
     return REFERENCE_DIR
+
+
+@pytest.fixture
+def expected(reference_dir) -> dict:
+    """``expected.json`` of the reference checkpoints (logits on the probe inputs, sigmas, ...)."""
+    return json.loads((reference_dir / "expected.json").read_text())
+
+
+@pytest.fixture
+def probe_inputs(reference_dir) -> np.ndarray:
+    """The reference probe images, float32 ``(N, 1, 28, 28)``."""
+    return np.load(reference_dir / "probe_inputs.npy").astype(np.float32)

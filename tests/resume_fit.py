@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import torch
+from helpers import digits_estimator
 
 from art_certssbd import CertSSBDEstimator
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.datasets import load_digits
-from art_certssbd.models import DigitsCNN
 
 NB_MODELS = 12
 PARAMS = dict(
@@ -39,19 +39,7 @@ PARAMS = dict(
 
 
 def make_estimator(**overrides) -> CertSSBDEstimator:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN(10)
-    return CertSSBDEstimator(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-        **{**PARAMS, **overrides},
-    )
+    return digits_estimator(**{**PARAMS, **overrides})
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

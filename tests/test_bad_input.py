@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import digits_estimator
 
 from art_certssbd import CertificationMemory, CertSSBDEstimator
 from art_certssbd._validation import NotFittedError
@@ -54,18 +55,7 @@ class TupleOut(Flat):
 
 
 def make(net=None, *, input_shape=(1, 8, 8), nb_classes=10, **kwargs):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN(nb_classes) if net is None else net
-    return CertSSBDEstimator(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        input_shape,
-        nb_classes,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-        **{"device_type": "cpu", **SMALL, **kwargs},
-    )
+    return digits_estimator(net=net, input_shape=input_shape, nb_classes=nb_classes, **{**SMALL, **kwargs})
 
 
 @pytest.fixture(scope="module")

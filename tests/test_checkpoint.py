@@ -20,32 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import digits_estimator
 
 import art_certssbd
-from art_certssbd import CertificationMemory, CertSSBDEstimator, _io
+from art_certssbd import CertificationMemory, _io
 from art_certssbd import checkpoint as checkpoint_module
 from art_certssbd import memory as memory_module
 from art_certssbd.checkpoint import FORMAT, FORMAT_VERSION, MANIFEST, CheckpointError, EnsembleCheckpoint
 from art_certssbd.datasets import load_digits
-from art_certssbd.models import DigitsCNN
 
 SMALL = dict(nb_models=3, scale=0.25, alpha=0.1, random_state=5, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
 
 
 def make(**kwargs):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN(10)
-    return CertSSBDEstimator(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-        **{**SMALL, **kwargs},
-    )
+    return digits_estimator(**{**SMALL, **kwargs})
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification import ClassifierMixin, PyTorchClassifier
 from art.utils import compute_accuracy
+from helpers import digits_estimator
 
 from art_certssbd import CertificationResult, CertSSBDEstimator, CertSSBDTrainer, RABEstimator
 from art_certssbd._validation import NotFittedError
@@ -25,23 +26,7 @@ def digits():
 
 
 def make(cls=CertSSBDEstimator, seed=0, **kwargs):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = DigitsCNN(10)
-    params = {**SMALL, **kwargs}
-    if cls is RABEstimator:
-        for key in ("sigma_steps", "sigma_samples", "warmup_epochs"):
-            params.pop(key, None)
-    return cls(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-        **params,
-    )
+    return digits_estimator(cls, seed=seed, **{**SMALL, **kwargs})
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 import shutil
@@ -25,13 +24,8 @@ NAMES = [f"smoothed_{k}.model" for k in range(4)]
 
 
 @pytest.fixture
-def expected(reference_dir):
-    return json.loads((reference_dir / "expected.json").read_text())
-
-
-@pytest.fixture
-def probes(reference_dir):
-    return torch.from_numpy(np.load(reference_dir / "probe_inputs.npy")).float()
+def probes(probe_inputs):
+    return torch.from_numpy(probe_inputs)
 
 
 def test_checkpoints_give_expected_logits(reference_dir, expected, probes):

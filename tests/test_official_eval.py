@@ -4,8 +4,6 @@ the official ``eval.py`` in numpy / scipy."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -28,13 +26,8 @@ NAMES = [f"smoothed_{k}.model" for k in range(4)]
 
 
 @pytest.fixture
-def expected(reference_dir):
-    return json.loads((reference_dir / "expected.json").read_text())
-
-
-@pytest.fixture
-def probes(reference_dir):
-    return np.load(reference_dir / "probe_inputs.npy").astype(np.float32)
+def probes(probe_inputs):
+    return probe_inputs
 
 
 @pytest.fixture
