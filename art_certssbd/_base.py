@@ -27,6 +27,7 @@ from art.estimators.certification.randomized_smoothing.randomized_smoothing impo
 from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import stats
+from art_certssbd._storage import EnsembleStorageMixin
 from art_certssbd._validation import (
     NOT_FITTED,
     NotFittedError,
@@ -40,13 +41,14 @@ from art_certssbd._validation import (
     check_positive,
     check_probability,
 )
-from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
-from art_certssbd.ensemble import StackedEnsemble, vote
+from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.ensemble import vote
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
+from art_certssbd.pipeline import train_smoothed_ensemble
 from art_certssbd.result import CertificationResult
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
-from art_certssbd.training import NOISE_MODES, fit_model, init_member, optimizer_factory_from, train_members
+from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ _ENSEMBLE_PARAMS = [
 _SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
 
 
-class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
+class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin, PyTorchClassifier):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
     estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
@@ -250,63 +252,25 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
             else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
-        factory = optimizer_factory_from(self._optimizer)
-
-        # Step 1: warm up a fresh copy of the wrapped model at sigma0 (the base model of the sigma optimiser). Like
-        # the members, it is re-initialised from random_state, so fit depends on the architecture, not the weights.
-        base = init_member(self.model, derive_seed(seed, "init", 2**31)).to(self._device)
-        if store is not None and store.has("base"):
-            base.load_state_dict(store.load("base"))
-        elif self.warmup_epochs > 0:
-            fit_model(
-                base,
-                x_t,
-                y_t,
-                self.scale,
-                loss_fn=self._loss,
-                optimizer=factory(base.parameters()),
-                seed=derive_seed(seed, "init", 2**31),
-                nb_epochs=self.warmup_epochs,
-                batch_size=batch_size,
-            )
-            if store is not None:
-                store.save("base", base.state_dict())
-        # Step 2: one sigma per training sample.
-        logger.info("Optimising the sigma of %d training samples.", len(x))
-        if store is not None and store.has("train_sigma"):
-            train_sigma = store.load("train_sigma").to(self._device)
-        else:
-            train_sigma = self._sigma(base, x_t, derive_seed(seed, "sigma_train"), verbose)
-            if store is not None:
-                store.save("train_sigma", train_sigma.cpu())
-        # Step 3: M members trained from scratch on x_i + sigma_i * b_k, in chunks that fit the memory budget.
-        states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
-        todo = [k for k in range(self.nb_models) if k not in states]
-        # members of one chunk train together and are checkpointed together; the loop path checkpoints each member
-        chunk = max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1
-        logger.info("Training %d of %d members (%d per chunk).", len(todo), self.nb_models, chunk)
-        for start in range(0, len(todo), chunk):
-            members = todo[start : start + chunk]
-            trained = train_members(
-                self.model,
-                x_t,
-                y_t,
-                train_sigma,
-                members,
-                loss_fn=self._loss,
-                optimizer_factory=factory,
-                random_state=seed,
-                nb_epochs=nb_epochs,
-                batch_size=batch_size,
-                noise=self.noise,
-                vectorize=self.vectorize,
-                verbose=verbose,
-            )
-            for k, state in zip(members, trained):
-                states[k] = state
-                if store is not None:
-                    store.save_member(k, state)
-        ensemble = StackedEnsemble.from_state_dicts(self.model, [states[k] for k in range(self.nb_models)])
+        base, train_sigma, ensemble = train_smoothed_ensemble(
+            self.model,
+            x_t,
+            y_t,
+            seed=seed,
+            sigma_fn=lambda model, inputs, sigma_seed: self._sigma(model, inputs, sigma_seed, verbose),
+            nb_models=self.nb_models,
+            scale=self.scale,
+            warmup_epochs=self.warmup_epochs,
+            loss_fn=self._loss,
+            optimizer_factory=optimizer_factory_from(self._optimizer),
+            nb_epochs=nb_epochs,
+            batch_size=batch_size,
+            noise=self.noise,
+            vectorize=self.vectorize,
+            members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
+            store=store,
+            verbose=verbose,
+        )
 
         # Everything succeeded: commit the fitted state.
         logger.info(
@@ -507,55 +471,3 @@ class _SmoothedEnsembleEstimator(RandomizedSmoothingMixin, PyTorchClassifier):
     def class_gradient(self, x: np.ndarray, label=None, training_mode: bool = False, **kwargs) -> np.ndarray:
         """Not available for a smoothed ensemble (as in ART's ``PyTorchRandomizedSmoothing``)."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------------------------------------- storage
-    def save_ensemble(self, directory: str | os.PathLike) -> None:
-        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format, kind
-        ``"ensemble"``) all at once: an earlier save in ``directory`` is replaced only once the new one is complete."""
-        self._check_fitted()
-        config = {
-            "nb_models": self.nb_models,
-            "nb_classes": self.nb_classes,
-            "input_shape": list(self.input_shape),
-            "scale": self.scale,
-            "random_state": self.random_state_,
-        }
-        with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
-            store.save("base", self.model.state_dict())
-            store.save("train_sigma", torch.from_numpy(self.train_sigma_))
-            store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
-            for k in range(self.ensemble_.nb_models):
-                store.save_member(k, self.ensemble_.state_dict(k))
-
-    def load_ensemble(self, directory: str | os.PathLike) -> None:
-        """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
-        estimator is changed only once everything has loaded."""
-        store = EnsembleCheckpoint.open(directory, kind="ensemble")
-        config = store.config
-        if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
-            raise ValueError(
-                f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
-                f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}"
-            )
-        if config.get("scale") != self.scale:  # the members were trained with noise at the stored scale
-            raise ValueError(
-                f"{str(directory)!r} holds an ensemble trained at scale={config.get('scale')!r}, not {self.scale!r}"
-            )
-        members = store.finished_members()
-        if members != list(range(self.nb_models)):
-            raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
-        ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
-        base = store.load("base")
-        StackedEnsemble.from_state_dicts(self.model, [base])  # refuses a base model of another architecture
-        train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
-        if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
-            raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
-        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (self.nb_models,) or seeds.is_floating_point():
-            raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {self.nb_models} integer seeds")
-        if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
-            raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
-        self.model.load_state_dict(base)
-        self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
-        self.test_noise_seeds_ = [int(s) for s in seeds]
-        self.random_state_ = config["random_state"]
-        self.memory_ = CertificationMemory() if self.use_memory else None

@@ -1,0 +1,67 @@
+"""Saving and loading a fitted smoothed ensemble (the checkpoint format, kind ``"ensemble"``): a mixin of the
+estimator shell, so that :meth:`save_ensemble` / :meth:`load_ensemble` sit beside ART's ``save``."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
+from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.memory import CertificationMemory
+
+
+class EnsembleStorageMixin:
+    """``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._base._SmoothedEnsembleEstimator`."""
+
+    def save_ensemble(self, directory: str | os.PathLike) -> None:
+        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format, kind
+        ``"ensemble"``) all at once: an earlier save in ``directory`` is replaced only once the new one is complete."""
+        self._check_fitted()
+        config = {
+            "nb_models": self.nb_models,
+            "nb_classes": self.nb_classes,
+            "input_shape": list(self.input_shape),
+            "scale": self.scale,
+            "random_state": self.random_state_,
+        }
+        with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
+            store.save("base", self.model.state_dict())
+            store.save("train_sigma", torch.from_numpy(self.train_sigma_))
+            store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
+            for k in range(self.ensemble_.nb_models):
+                store.save_member(k, self.ensemble_.state_dict(k))
+
+    def load_ensemble(self, directory: str | os.PathLike) -> None:
+        """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
+        estimator is changed only once everything has loaded."""
+        store = EnsembleCheckpoint.open(directory, kind="ensemble")
+        config = store.config
+        if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
+            raise ValueError(
+                f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
+                f"input_shape={config.get('input_shape')}, not {self.nb_classes}, {self.input_shape}"
+            )
+        if config.get("scale") != self.scale:  # the members were trained with noise at the stored scale
+            raise ValueError(
+                f"{str(directory)!r} holds an ensemble trained at scale={config.get('scale')!r}, not {self.scale!r}"
+            )
+        members = store.finished_members()
+        if members != list(range(self.nb_models)):
+            raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
+        ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
+        base = store.load("base")
+        StackedEnsemble.from_state_dicts(self.model, [base])  # refuses a base model of another architecture
+        train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
+        if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
+            raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
+        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (self.nb_models,) or seeds.is_floating_point():
+            raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {self.nb_models} integer seeds")
+        if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
+            raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
+        self.model.load_state_dict(base)
+        self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
+        self.test_noise_seeds_ = [int(s) for s in seeds]
+        self.random_state_ = config["random_state"]
+        self.memory_ = CertificationMemory() if self.use_memory else None

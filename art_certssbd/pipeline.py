@@ -1,0 +1,125 @@
+"""The training pipeline of a smoothed ensemble (the method's training steps), resumable from a checkpoint.
+
+::
+
+    1. base  <- init(model); fit base on x + sigma0 * b               (warm-up: the sigma optimiser's model)
+    2. sigma <- sigma_fn(base, x)                                     (one sigma per training sample; sigma0 for RAB)
+    3. for k in 1..M: f_k <- init(model); fit f_k on x_i + sigma_i * b_{k,i}
+
+Every random choice derives from ``seed`` (:func:`~art_certssbd.noise.derive_seed`), so the result depends on the
+architecture of ``model`` and on the data, not on ``model``'s current weights. With a ``store`` (an
+:class:`~art_certssbd.checkpoint.EnsembleCheckpoint`) each finished step and member is saved as soon as it is done
+and a later call with the same store skips what is there; the outcome is the same as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.noise import derive_seed
+from art_certssbd.training import fit_model, init_member, train_members
+
+logger = logging.getLogger(__name__)
+
+BASE_MEMBER = 2**31  # the base model's index in the seed derivation, clear of every member index
+
+
+def train_smoothed_ensemble(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seed: int,
+    sigma_fn: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor],
+    nb_models: int,
+    scale: float,
+    warmup_epochs: int,
+    loss_fn: Callable,
+    optimizer_factory: Callable,
+    nb_epochs: int,
+    batch_size: int,
+    noise: str = "fixed",
+    vectorize: bool = True,
+    members_per_chunk: int = 1,
+    store: EnsembleCheckpoint | None = None,
+    verbose: bool = False,
+) -> tuple[torch.nn.Module, torch.Tensor, StackedEnsemble]:
+    """Train the base model, the training sigmas and the ``nb_models`` members.
+
+    :param model: The architecture (re-initialised from ``seed``; its weights are not used or changed).
+    :param x: Training inputs on the device of the computation.
+    :param y: Integer labels ``(N,)`` on the same device.
+    :param seed: The run's seed.
+    :param sigma_fn: ``sigma_fn(base, x, seed) -> (N,)`` sigmas (the sigma optimiser, or ``scale`` everywhere).
+    :param nb_models: Number of members M.
+    :param scale: sigma0, the noise level of the warm-up.
+    :param warmup_epochs: Epochs of the warm-up (0: the base model keeps its initial weights).
+    :param loss_fn: Training loss.
+    :param optimizer_factory: ``parameters -> optimizer``, called once per model.
+    :param nb_epochs: Epochs per member.
+    :param batch_size: Mini-batch size.
+    :param noise: ``"fixed"`` (one draw b_{k,i} per member and sample) or ``"fresh"`` (a new draw every epoch).
+    :param vectorize: Train the members of a chunk together (see :func:`~art_certssbd.training.train_members`).
+    :param members_per_chunk: Members trained, and checkpointed, together.
+    :param store: Checkpoint to resume from and save to.
+    :param verbose: Progress bars.
+    :return: ``(base, train_sigma, ensemble)``.
+    """
+    # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
+    base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
+    if store is not None and store.has("base"):
+        base.load_state_dict(store.load("base"))
+    elif warmup_epochs > 0:
+        fit_model(
+            base,
+            x,
+            y,
+            scale,
+            loss_fn=loss_fn,
+            optimizer=optimizer_factory(base.parameters()),
+            seed=derive_seed(seed, "init", BASE_MEMBER),
+            nb_epochs=warmup_epochs,
+            batch_size=batch_size,
+        )
+        if store is not None:
+            store.save("base", base.state_dict())
+    # Step 2: one sigma per training sample.
+    logger.info("Optimising the sigma of %d training samples.", len(x))
+    if store is not None and store.has("train_sigma"):
+        train_sigma = store.load("train_sigma").to(x.device)
+    else:
+        train_sigma = sigma_fn(base, x, derive_seed(seed, "sigma_train"))
+        if store is not None:
+            store.save("train_sigma", train_sigma.cpu())
+    # Step 3: M members trained from scratch on x_i + sigma_i * b_{k,i}, chunk by chunk.
+    states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
+    todo = [k for k in range(nb_models) if k not in states]
+    logger.info("Training %d of %d members (%d per chunk).", len(todo), nb_models, members_per_chunk)
+    for start in range(0, len(todo), members_per_chunk):
+        members = todo[start : start + members_per_chunk]
+        trained = train_members(
+            model,
+            x,
+            y,
+            train_sigma,
+            members,
+            loss_fn=loss_fn,
+            optimizer_factory=optimizer_factory,
+            random_state=seed,
+            nb_epochs=nb_epochs,
+            batch_size=batch_size,
+            noise=noise,
+            vectorize=vectorize,
+            verbose=verbose,
+        )
+        for k, state in zip(members, trained):
+            states[k] = state
+            if store is not None:
+                store.save_member(k, state)
+    ensemble = StackedEnsemble.from_state_dicts(model, [states[k] for k in range(nb_models)])
+    return base, train_sigma, ensemble
