@@ -3,7 +3,8 @@
 The members vote in batches ("looks"). After look ``t`` (the first ``n_t`` votes, in the fixed member-major order
 of :func:`~art_certssbd.ensemble.vote`) each undecided input is tested with a one-sided Clopper-Pearson bound at
 level ``alpha_t`` on its top class, where the levels are spent in advance over a fixed schedule of looks:
-``alpha_1 + ... + alpha_L = alpha`` (alpha spending with a Bonferroni split). The input is
+``alpha_1 + ... + alpha_L = alpha / 2`` (alpha spending with a Bonferroni split; half of ``alpha`` because the top
+class is chosen on the same votes, as in the fixed-n certificate). The input is
 
 * **certified** as soon as ``p_lower_t > 1/2`` and ``sigma * Phi^-1(p_lower_t) >= r`` (the fixed-n rule of
   :func:`~art_certssbd.stats.certify_counts`, at level ``alpha_t``);
@@ -12,11 +13,17 @@ level ``alpha_t`` on its top class, where the levels are spent in advance over a
   top class, no later look could certify), and at the last look if it is still undecided.
 
 Guarantee (the same statement as the fixed-n certificate, with ``n`` replaced by a stopping time). Fix an input, its
-sigma, the radius ``r`` and a class ``c`` whose true vote probability is ``p_c < p_r`` (so the smoothed ensemble
-does not certify ``c`` at ``r``). The probability, over the members' random noise, that the procedure returns
-"certified, class ``c``" is at most ``alpha``. Proof: that outcome needs ``CP_lower(k_c(n_t), n_t, alpha_t) >= p_r >
-p_c`` at some look ``t``; at each fixed ``n_t`` this has probability at most ``alpha_t`` (Clopper-Pearson is exact),
-and a union bound over the ``L`` looks gives ``sum_t alpha_t = alpha``. The schedule and levels are fixed before any
+sigma and the radius ``r``. The probability, over the members' random noise, that the procedure returns "certified,
+class ``c``" for some class ``c`` whose true vote probability is ``p_c < p_r = Phi(r / sigma)`` (a class the smoothed
+ensemble does not certify at ``r``) is at most ``alpha``. Proof: that outcome needs ``CP_lower(k_c(n_t), n_t,
+alpha_t) >= p_r > p_c`` at some look ``t``. For the (at most one) class with ``p_c > 1/2``, each look has
+probability at most ``alpha_t`` (Clopper-Pearson is exact) and a union bound over the ``L`` looks gives
+``alpha / 2``. For a class with ``p_c <= 1/2`` the bound must exceed 1/2, which at each look has probability at most
+``2 p_c alpha_t`` (that probability is convex in ``p_c`` on ``[0, 1/2]``, the argument of
+:meth:`~art_certssbd.CertSSBDEstimator.certify`), so at most ``p_c alpha`` over the looks. Summed over the classes:
+at most ``alpha / 2 + (1 - p_top) alpha <= alpha`` when one class has ``p_top > 1/2``, and at most ``alpha`` (the
+``p_c`` add up to 1) when none has. Without the halving, two classes near a tie at ``r = 0`` would each be certified
+wrongly with probability close to ``alpha``. The schedule and levels are fixed before any
 vote is seen, which is what makes the union bound valid; the abstention rules only ever stop *without* certifying,
 so they cost power, never validity. For the same reason the radius reported at the stopping look,
 ``sigma * Phi^-1(p_lower_tau)``, is a valid ``(1 - alpha)`` certificate for the returned class. As in the fixed-n
@@ -24,8 +31,9 @@ certificate, the top class is selected from the same votes it is bounded with. N
 smoothing-over-training-data guarantee of RAB, and the caveats of sample-specific sigma (``docs``), apply as for
 :meth:`certify`.
 
-The price of adaptivity is that the final look tests at ``alpha_L < alpha``, so an input that the fixed-n certificate
-certifies just barely can abstain here; ``spending="final-half"`` keeps half of ``alpha`` for the last look.
+The price of adaptivity is that the final look tests at ``alpha_L < alpha / 2`` (the fixed-n certificate's level), so
+an input that the fixed-n certificate certifies just barely can abstain here; ``spending="final-half"`` keeps half
+of the budget for the last look.
 ``benchmarks/speed.py`` measures the votes saved and the certified accuracy lost.
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD); Clopper-Pearson and the RAB/Cohen radius as in
@@ -66,7 +74,7 @@ class AdaptiveResult:
     :param decided_at: Index of the deciding look.
     :param counts: Vote counts ``(N, C)`` at the deciding look.
     :param looks: The look schedule (cumulative vote counts).
-    :param levels: The error level spent at each look (they sum to ``alpha``).
+    :param levels: The error level spent at each look (they sum to ``alpha / 2``).
     :param radius: The radius tested.
     """
 
@@ -177,7 +185,7 @@ def run_sequential(
     :param radius: The radius ``r >= 0`` to certify.
     :param alpha: Overall error probability in (0, 1).
     :param looks: Cumulative vote counts of the looks (see :func:`look_schedule`).
-    :param spending: How ``alpha`` is split over the looks (see :func:`spending_levels`).
+    :param spending: How ``alpha / 2`` is split over the looks (see :func:`spending_levels`).
     :param futility_alpha: Level of the upper bound that stops hopeless inputs early (``None``: only stop when
            certification is impossible). It affects power only, never the guarantee.
     :return: An :class:`AdaptiveResult`.
@@ -186,7 +194,7 @@ def run_sequential(
     if futility_alpha is not None:
         futility_alpha = stats._check_alpha(futility_alpha)
     looks = np.asarray(looks, dtype=np.int64)
-    levels = spending_levels(alpha, len(looks), spending)
+    levels = spending_levels(stats._check_alpha(alpha) / 2, len(looks), spending)  # top class chosen on the votes
     sigma = stats._check_sigma_rows(sigma, nb_inputs).astype(float)
     p_r = threshold_probability(radius, sigma)
     pred = np.full(nb_inputs, stats.ABSTAIN, dtype=np.int64)

@@ -65,12 +65,27 @@ def test_error_rate_at_most_alpha_at_the_worst_case_probability(radius, sigma):
         assert np.mean(res.certified) <= _max_rate(alpha, size)
 
 
+@pytest.mark.parametrize("looks", [LOOKS, [1000]])
+def test_a_tie_is_certified_for_either_class_at_most_at_rate_alpha(looks):
+    # r = 0 and p = 1/2 for both classes: certifying *either* class is an error. Bounding the top class at the full
+    # alpha (the rule before the alpha / 2 correction) certifies one of the two with probability close to 2 alpha.
+    alpha, size = 0.05, 20000
+    res = run_sequential(bernoulli_draw(np.full(size, 0.5), seed=13), size, 1.0, 0.0, alpha, looks, futility_alpha=None)
+    assert np.mean(res.certified) <= _max_rate(alpha, size)
+    assert np.mean(res.certified) > _max_rate(alpha / 4, size)  # the simulation has power: the tie does get certified
+    if len(looks) == 1:  # with one look the union bound is tight, and the uncorrected rule fails: 2 alpha spent
+        full = run_sequential(
+            bernoulli_draw(np.full(size, 0.5), seed=13), size, 1.0, 0.0, 2 * alpha, looks, futility_alpha=None
+        )
+        assert np.mean(full.certified) > _max_rate(alpha, size)  # what the correction prevents
+
+
 def test_peeking_without_spending_breaks_the_bound():
     # the check above can fail: testing every look at the full alpha (no spending) exceeds alpha.
     alpha, size = 0.05, 20000
     p_r = float(threshold_probability(0.5, 1.0))
     draw = bernoulli_draw(np.full(size, p_r - 1e-9), seed=5)
-    res = run_sequential(draw, size, 1.0, 0.5, alpha * len(LOOKS), LOOKS, futility_alpha=None)
+    res = run_sequential(draw, size, 1.0, 0.5, 2 * alpha * len(LOOKS), LOOKS, futility_alpha=None)  # alpha per look
     assert np.mean(res.certified) > _max_rate(alpha, size)
 
 
@@ -89,7 +104,7 @@ def test_error_rate_large_simulation(spending, radius, sigma):
 
 def _fixed_certified(p, radius, sigma, alpha, n=1000, seed=0):
     k = np.random.default_rng(seed).binomial(n, p)
-    pred, rad, _ = stats.certify_counts(np.stack([n - k, k], axis=1), sigma, alpha)
+    pred, rad, _ = stats.certify_counts(np.stack([n - k, k], axis=1), sigma, alpha / 2)  # as the estimators do
     return (pred != stats.ABSTAIN) & (rad >= radius), pred
 
 
@@ -111,7 +126,7 @@ def test_single_look_is_the_fixed_certificate():
     draw = bernoulli_draw(p, seed=2)
     res = run_sequential(draw, 300, 0.4, 0.2, 0.01, [1000])
     counts = res.counts
-    pred, rad, low = stats.certify_counts(counts, 0.4, 0.01)
+    pred, rad, low = stats.certify_counts(counts, 0.4, 0.005)  # alpha / 2: the class is chosen on the same votes
     np.testing.assert_array_equal(res.certified, (pred != stats.ABSTAIN) & (rad >= 0.2))
     np.testing.assert_allclose(res.p_a_lower, low)
     assert res.total_votes == 300 * 1000
