@@ -136,8 +136,25 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
     assert results["command"].startswith("certssbd benchmark mnist --config")
     text = (out / "tiny.md").read_text()
     assert text.startswith("# tiny: mnist-1v0 (mnist-cnn)") and "## blending trigger, sigma0 = 0.5" in text
+    assert "## Cert-SSBD against RAB" in text and "| blending | 0.5 |" in text
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, verdict",
+    [
+        ([0.9, 0.5, 0.0], [0.9, 0.4, 0.0], "ahead"),
+        ([0.9, 0.4, 0.0], [0.9, 0.5, 0.0], "behind"),
+        ([0.9, 0.5, 0.0], [0.9, 0.5003, 0.0], "tied"),
+        ([0.95, 0.3, 0.1], [0.9, 0.5, 0.0], "mixed"),
+    ],
+)
+def test_cert_ssbd_against_rab_verdict(ours, theirs, verdict):
+    from art_certssbd.bench.render import _largest_radius, _verdict
+
+    assert _verdict(ours, theirs) == verdict
+    assert _largest_radius(ours, [0.0, 0.5, 1.0]) == "0" and _largest_radius([0.1, 0.0, 0.0], [0, 1, 2]) == "-"
 
 
 def test_benchmark_official_on_the_reference_checkpoints(tmp_path, mnist_dir, reference_dir):
