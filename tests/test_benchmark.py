@@ -144,16 +144,16 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
 @pytest.mark.parametrize(
     "ours, theirs, verdict",
     [
-        ([0.9, 0.5, 0.0], [0.9, 0.4, 0.0], "ahead"),
-        ([0.9, 0.4, 0.0], [0.9, 0.5, 0.0], "behind"),
-        ([0.9, 0.5, 0.0], [0.9, 0.5003, 0.0], "tied"),
-        ([0.95, 0.3, 0.1], [0.9, 0.5, 0.0], "mixed"),
+        ([0.9, 0.5, 0.0], [0.9, 0.4, 0.0], "ahead (+0.100 at r=0.5, +0.000 at r=0)"),
+        ([0.9, 0.4, 0.0], [0.9, 0.5, 0.0], "behind (+0.000 at r=0, -0.100 at r=0.5)"),
+        ([0.9, 0.5, 0.0], [0.902, 0.497, 0.0], "tied (+0.003 at r=0.5, -0.002 at r=0)"),
+        ([0.95, 0.3, 0.1], [0.9, 0.5, 0.0], "mixed (+0.100 at r=1, -0.200 at r=0.5)"),
     ],
 )
 def test_cert_ssbd_against_rab_verdict(ours, theirs, verdict):
     from art_certssbd.bench.render import _largest_radius, _verdict
 
-    assert _verdict(ours, theirs) == verdict
+    assert _verdict(ours, theirs, [0.0, 0.5, 1.0]) == verdict
     assert _largest_radius(ours, [0.0, 0.5, 1.0]) == "0" and _largest_radius([0.1, 0.0, 0.0], [0, 1, 2]) == "-"
 
 
