@@ -42,7 +42,7 @@ from art_certssbd._validation import (
     check_probability,
 )
 from art_certssbd.checkpoint import EnsembleCheckpoint
-from art_certssbd.ensemble import vote
+from art_certssbd.ensemble import check_accelerators, vote
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 from art_certssbd.pipeline import train_smoothed_ensemble
@@ -62,6 +62,8 @@ _ENSEMBLE_PARAMS = [
     "warmup_epochs",
     "vectorize",
     "memory_budget",
+    "amp",
+    "compile",
     "random_state",
     "verbose",
 ]
@@ -98,12 +100,15 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         warmup_epochs=0,
         vectorize=True,
         memory_budget=2**30,
+        amp=None,
+        compile=False,
         random_state=None,
         verbose=False,
         **sigma_params,
     ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
+        self.amp, self.compile = amp, compile
         self.random_state, self.verbose = random_state, verbose
         for key, value in sigma_params.items():
             setattr(self, key, value)
@@ -156,6 +161,7 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         check_choice(self.noise, "noise", NOISE_MODES)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
         check_int(self.memory_budget, "memory_budget")
+        check_accelerators(self._device, self.amp, self.compile)
         check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
         check_int(self.sigma_steps, "sigma_steps", minimum=0)
         check_int(self.sigma_samples, "sigma_samples")
@@ -198,7 +204,8 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
         data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
-        config = {key: getattr(self, key) for key in keys if key not in ("verbose", "vectorize", "memory_budget")}
+        speed_only = ("verbose", "vectorize", "memory_budget", "amp", "compile")  # do not change the fitted ensemble
+        config = {key: getattr(self, key) for key in keys if key not in speed_only}
         config.update(
             random_state=seed,
             batch_size=batch_size,
@@ -342,6 +349,8 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
             nb_votes=n,
             batch_size=batch_size,
             vectorize=self.vectorize,
+            amp=self.amp,
+            compile=self.compile,
             verbose=verbose,
         )
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()

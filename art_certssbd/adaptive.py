@@ -329,6 +329,8 @@ def certify_adaptive(
             nb_votes=stop,
             batch_size=batch_size,
             vectorize=estimator.vectorize,
+            amp=estimator.amp,
+            compile=estimator.compile,
         )
         return counts.cpu().numpy()
 

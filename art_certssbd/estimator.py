@@ -47,6 +47,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     :param warmup_epochs: Epochs of the base model at ``scale`` before the sigma optimisation.
     :param vectorize: Train and vote with ``torch.func.vmap`` over stacked members (default) or loop over them.
     :param memory_budget: Bytes of fixed training noise held at once (sets how many members train together).
+    :param amp: Mixed precision of the votes (``certify``, ``predict``, ``certify_adaptive``) on CUDA: ``"bf16"`` or
+           ``"fp16"`` autocast; ``None`` (default) votes in float32. Training is always float32.
+    :param compile: ``torch.compile`` the members' forward pass for the votes (CUDA or CPU; the first call compiles,
+           for a few seconds, and needs a C++ compiler on CPU). Votes equal the eager ones up to float rounding.
     :param random_state: Seed of everything random; ``None`` draws one (stored in ``random_state_``).
     :param verbose: Progress bars.
     :param sigma_steps: SGA steps T per sample (0 = fixed sigma, RAB).
@@ -84,6 +88,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         warmup_epochs=2,
         vectorize=True,
         memory_budget=2**30,
+        amp=None,
+        compile=False,
         random_state=None,
         verbose=False,
         sigma_steps=30,
@@ -127,6 +133,8 @@ class RABEstimator(_SmoothedEnsembleEstimator):
         warmup_epochs=0,
         vectorize=True,
         memory_budget=2**30,
+        amp=None,
+        compile=False,
         random_state=None,
         verbose=False,
     ):

@@ -120,7 +120,7 @@ def train_members(
     :param channels_last: Convolution weights in channels-last layout (default: on CPU with the ``"sequential"``
            backend; the loop twin keeps the standard layout). Results agree to floating-point rounding.
     :param amp: Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` (with gradient scaling) autocast.
-    :param compile: ``torch.compile`` the forward pass (CUDA only).
+    :param compile: ``torch.compile`` the forward pass (CUDA or CPU).
     :param verbose: Progress bar.
     """
     if noise not in NOISE_MODES:

@@ -162,6 +162,9 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
         ({"input_shape": (1, -8, 8)}, r"input_shape must be a non-empty tuple of positive integers, got \(1, -8, 8\)"),
         ({"input_shape": "1,8,8"}, r"input_shape must be a non-empty tuple of positive integers, got '1,8,8'"),
         ({"device_type": "tpu"}, r"device_type must be one of \('cpu', 'gpu'\), got 'tpu'"),
+        ({"amp": "bf16", "device_type": "cpu"}, r"amp='bf16' is only supported on CUDA"),
+        ({"amp": "fp8"}, r"amp must be None or one of \('bf16', 'fp16'\), got 'fp8'"),
+        ({"compile": "yes"}, r"compile must be True or False, got 'yes'"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
