@@ -642,6 +642,9 @@ def markdown(report: dict) -> str:
         "Ratios are of wall-clock throughputs (best of the interleaved repeats: other jobs on a shared machine only "
         "ever slow a run down); the CPU-time column gives the same ratio by process CPU time (all threads).",
         "",
+        f"Regenerate with `{report.get('command', 'python benchmarks/speed.py')}`; what the figures mean, and why the "
+        "missed targets are missed: `benchmarks/README.md`.",
+        "",
         "| figure | ratio (wall) | ratio (CPU time) | target | met (wall) |",
         "|---|---|---|---|---|",
     ]
@@ -665,7 +668,12 @@ def markdown(report: dict) -> str:
             a["target"],
             a["ratio_in_memory"] >= a["target"],
         )
-        row("(a) same, compile=True", a["ratio_compile"], a["target"], a["ratio_compile"] >= a["target"])
+        row(
+            "(a') same with compile=True (in memory)",
+            a["ratio_compile"],
+            a["target"],
+            a["ratio_compile"] >= a["target"],
+        )
         row(
             "(a'') vs official loop under inference_mode",
             a["ratio_vs_official_inference_mode"],
