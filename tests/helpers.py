@@ -31,3 +31,16 @@ def digits_estimator(cls=CertSSBDEstimator, *, net=None, seed=0, input_shape=(1,
         clip_values=(0.0, 1.0),
         **{"device_type": "cpu", **params},
     )
+
+
+def assert_runs_identical(a: dict, b: dict) -> None:
+    """Two outputs of ``resume_fit.run`` are bitwise equal: members, base model, sigmas, votes and radii."""
+    assert len(a["members"]) == len(b["members"])
+    for k, (ma, mb) in enumerate(zip(a["members"], b["members"])):
+        assert ma.keys() == mb.keys()
+        for name in ma:
+            assert torch.equal(ma[name], mb[name]), f"member {k}, {name}"
+    for name in b["base"]:
+        assert torch.equal(a["base"][name], b["base"][name]), name
+    for key in ("train_sigma", "sigma", "votes", "radius"):
+        assert torch.equal(a[key], b[key]), key

@@ -185,18 +185,25 @@ def test_crash_while_writing_a_member_leaves_the_checkpoint_as_it_was(tmp_path, 
     assert EnsembleCheckpoint(tmp_path / "ck").finished_members() == [0, 1]
 
 
-def test_crash_while_writing_the_manifest_keeps_the_previous_manifest(tmp_path, monkeypatch):
-    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
-    store.save_member(0, tiny_state(0))
-    manifest_bytes = (tmp_path / "ck" / MANIFEST).read_bytes()
+def _crash_on_manifest(monkeypatch, message: str):
+    """Make every write of the manifest raise ``Crash(message)`` (other files are written); returns the real
+    ``atomic_write``, to restore it."""
     real = checkpoint_module.atomic_write
 
     def crash_on_manifest(path, write, mode="wb"):
         if Path(path).name == MANIFEST:
-            raise Crash("killed while writing the manifest")
+            raise Crash(message)
         return real(path, write, mode)
 
     monkeypatch.setattr(checkpoint_module, "atomic_write", crash_on_manifest)
+    return real
+
+
+def test_crash_while_writing_the_manifest_keeps_the_previous_manifest(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"seed": 1})
+    store.save_member(0, tiny_state(0))
+    manifest_bytes = (tmp_path / "ck" / MANIFEST).read_bytes()
+    _crash_on_manifest(monkeypatch, "killed while writing the manifest")
     with pytest.raises(Crash):
         store.save_member(1, tiny_state(1))
     assert (tmp_path / "ck" / MANIFEST).read_bytes() == manifest_bytes
@@ -221,14 +228,7 @@ def test_overwriting_an_entry_never_touches_the_file_the_manifest_points_to(tmp_
     store = EnsembleCheckpoint(tmp_path / "ck")
     store.save("base", tiny_state(0))
     old_file = store.manifest["entries"]["base"]["file"]
-    real = checkpoint_module.atomic_write
-
-    def crash_on_manifest(path, write, mode="wb"):
-        if Path(path).name == MANIFEST:
-            raise Crash("killed between the new file and the manifest")
-        return real(path, write, mode)
-
-    monkeypatch.setattr(checkpoint_module, "atomic_write", crash_on_manifest)
+    real = _crash_on_manifest(monkeypatch, "killed between the new file and the manifest")
     with pytest.raises(Crash):
         store.save("base", tiny_state(1))
     monkeypatch.setattr(checkpoint_module, "atomic_write", real)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_runs_identical
 
 from art_certssbd import CertSSBDEstimator, RABEstimator
 
@@ -39,18 +40,6 @@ def reference():
     return helper.run(None, vectorize=True)
 
 
-def _assert_identical(a: dict, b: dict) -> None:
-    assert len(a["members"]) == len(b["members"])
-    for k, (ma, mb) in enumerate(zip(a["members"], b["members"])):
-        assert ma.keys() == mb.keys()
-        for name in ma:
-            assert torch.equal(ma[name], mb[name]), f"member {k}, {name}"
-    for name in a["base"]:
-        assert torch.equal(a["base"][name], b["base"][name]), name
-    for key in ("train_sigma", "sigma", "votes", "radius"):
-        assert torch.equal(a[key], b[key]), key
-
-
 def test_two_processes_give_bitwise_identical_results(reference, tmp_path):
     out = tmp_path / "out.pt"
     proc = subprocess.run(
@@ -62,7 +51,7 @@ def test_two_processes_give_bitwise_identical_results(reference, tmp_path):
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_identical(torch.load(out, weights_only=True), reference)
+    assert_runs_identical(torch.load(out, weights_only=True), reference)
     assert reference["train_sigma"].max() > reference["train_sigma"].min()  # the sigma optimiser did move sigma
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_runs_identical
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "resume_fit.py"
@@ -108,15 +109,8 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_ensemble(tmp_pa
     chunk = int(options[options.index("--chunk") + 1]) if "--chunk" in options else None
     resumed = torch.load(output, weights_only=True)
     reference = helper.run(None, **helper.options("--vectorize" in options, chunk))
-    assert len(resumed["members"]) == len(reference["members"]) == total
-    for k, (a, b) in enumerate(zip(resumed["members"], reference["members"])):
-        assert a.keys() == b.keys()
-        for name in a:
-            assert torch.equal(a[name], b[name]), f"member {k}, {name}"
-    for name in reference["base"]:
-        assert torch.equal(resumed["base"][name], reference["base"][name]), name
-    for key in ("train_sigma", "sigma", "votes", "radius"):
-        assert torch.equal(resumed[key], reference[key]), key
+    assert len(reference["members"]) == total
+    assert_runs_identical(resumed, reference)
 
 
 def test_random_state_none_resumes_with_the_seed_of_the_checkpoint(tmp_path, caplog):
