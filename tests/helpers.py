@@ -12,9 +12,11 @@ from art_certssbd.models import DigitsCNN
 SIGMA_PARAMS = ("sigma_steps", "sigma_samples", "sigma_lr", "sigma_bounds", "sigma_update", "warmup_epochs")
 
 
-def digits_estimator(cls=CertSSBDEstimator, *, net=None, seed=0, input_shape=(1, 8, 8), nb_classes=10, **params):
+def digits_estimator(
+    cls=CertSSBDEstimator, *, net=None, seed=0, input_shape=(1, 8, 8), nb_classes=10, lr=3e-3, **params
+):
     """An estimator around a :class:`DigitsCNN` (initialised from ``seed``, without touching the global generator)
-    or around ``net``, with Adam 3e-3, ``clip_values=(0, 1)``, on the CPU unless ``device_type`` is given. For
+    or around ``net``, with Adam at ``lr``, ``clip_values=(0, 1)``, on the CPU unless ``device_type`` is given. For
     :class:`RABEstimator` the Cert-SSBD-only parameters in ``params`` are dropped, so one dict serves both."""
     if net is None:
         with torch.random.fork_rng(devices=[]):
@@ -27,7 +29,7 @@ def digits_estimator(cls=CertSSBDEstimator, *, net=None, seed=0, input_shape=(1,
         torch.nn.CrossEntropyLoss(),
         input_shape,
         nb_classes,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
         clip_values=(0.0, 1.0),
         **{"device_type": "cpu", **params},
     )

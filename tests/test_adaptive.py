@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import digits_estimator
 from scipy.stats import binom
 
 from art_certssbd import RABEstimator, stats
@@ -17,7 +18,6 @@ from art_certssbd.adaptive import (
     threshold_probability,
 )
 from art_certssbd.datasets import load_digits
-from art_certssbd.models import DigitsCNN
 
 LOOKS = look_schedule(1000)
 
@@ -137,22 +137,7 @@ def estimator():
     x_train, y_train, x_test, y_test = load_digits(random_state=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small kernels: one thread is fastest, and robust to a busy machine
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = DigitsCNN(10)
-    est = RABEstimator(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=1e-2),
-        clip_values=(0.0, 1.0),
-        device_type="cpu",
-        nb_models=48,
-        scale=0.1,
-        alpha=0.01,
-        random_state=1,
-    )
+    est = digits_estimator(RABEstimator, lr=1e-2, nb_models=48, scale=0.1, alpha=0.01, random_state=1)
     try:
         est.fit(x_train[:500], y_train[:500], nb_epochs=4, batch_size=32)
         yield est, x_test[:80], y_test[:80]
