@@ -430,7 +430,7 @@ def _memory() -> CertificationMemory:
 def test_memory_file_holds_plain_arrays_only(tmp_path):
     _memory().save(tmp_path / "memory.npz")
     with np.load(tmp_path / "memory.npz", allow_pickle=False) as data:
-        assert str(data["format"]) == "art-certssbd/certification-memory" and int(data["format_version"]) == 1
+        assert str(data["format"]) == "art-certssbd/certification-memory" and int(data["format_version"]) == 2
         assert all(data[name].dtype != object for name in data.files)
 
 

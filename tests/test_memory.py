@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from unittest import mock
 
@@ -11,30 +12,59 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from art_certssbd import memory as memory_module
-from art_certssbd.memory import CertificationMemory, _trim_bruteforce
+from art_certssbd.memory import ABSTAIN, CertificationMemory, apply_memory
+from art_certssbd.result import CertificationResult
+
+
+def trim_bruteforce(x, c, R, Rc, centers, labels, radii, radii_c):
+    """Reference trim rule in plain Python: the new ``(label, radius, conservative radius)`` of ``(x, c, R, Rc)``.
+
+    Decisions use the paper radii; the conservative radius follows: ``max(0, Rc_j - d)`` inside ball ``j``,
+    ``min(Rc, d - R_j)`` when trimmed outside, unchanged otherwise (and never above the paper radius).
+    """
+    if c == ABSTAIN:
+        return c, R, Rc
+    dists = [math.sqrt(sum((a - b) ** 2 for a, b in zip(x, xj))) for xj in centers]
+    # ||x - x_j|| < R + R_j, written as ||x - x_j|| - R_j < R (the form the memory evaluates, same rounding).
+    conflicts = [(d, rj, rcj, cj) for d, rj, rcj, cj in zip(dists, radii, radii_c, labels) if cj != c and d - rj < R]
+    if not conflicts:
+        return c, R, Rc
+    inside = [(d - rj, cj, max(0.0, rcj - d)) for d, rj, rcj, cj in conflicts if d < rj]
+    if inside:
+        depth, cj, rc = min(inside, key=lambda item: item[0])  # first of equal minima, in storage order
+        return cj, -depth, min(rc, -depth)
+    gap = min(d - rj for d, rj, _, _ in conflicts)
+    return c, gap, min(Rc, gap)
 
 
 class ReferenceMemory:
-    """Sequential reference built on ``_trim_bruteforce``: the spec, item by item."""
+    """Sequential reference built on ``trim_bruteforce``: the spec, item by item."""
 
     def __init__(self):
-        self.centers, self.labels, self.radii = [], [], []
+        self.centers, self.labels, self.radii, self.radii_c = [], [], [], []
 
-    def run(self, x, pred, radius, store):
+    def run(self, x, pred, radius, store, conservative=None):
         out = []
-        for xi, ci, ri in zip(np.asarray(x, dtype=float).reshape(len(pred), -1).tolist(), pred, radius):
-            c, r = _trim_bruteforce(xi, int(ci), float(ri), self.centers, self.labels, self.radii)
-            out.append((c, r))
+        conservative = np.zeros(len(pred)) if conservative is None else conservative
+        rows = np.asarray(x, dtype=float).reshape(len(pred), -1).tolist()
+        for xi, ci, ri, rci in zip(rows, pred, radius, conservative):
+            c, r, rc = trim_bruteforce(
+                xi, int(ci), float(ri), float(rci), self.centers, self.labels, self.radii, self.radii_c
+            )
+            out.append((c, r, rc))
             if store and c != -1 and r > 0:
                 self.centers.append(xi)
                 self.labels.append(c)
                 self.radii.append(r)
-        return [c for c, _ in out], [r for _, r in out]
+                self.radii_c.append(rc)
+        return [c for c, _, _ in out], [r for _, r, _ in out], [rc for _, _, rc in out]
 
 
 def assert_same(got, expected):
+    """Labels equal, radii (and conservative radii, when ``got`` has them) equal up to rounding."""
     assert list(got[0]) == list(expected[0])
-    np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(got[1:], expected[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_hand_examples():
@@ -80,6 +110,104 @@ def test_stored_regions_never_grow_and_query_does_not_mutate():
     np.testing.assert_array_equal(mem.radii, [1.0, 9.0])
 
 
+# ------------------------------------------------------------------------------- conservative radii (issue 10)
+def _result(pred, radius, conservative, sigma=0.5):
+    n = len(pred)
+    return CertificationResult(
+        pred=np.asarray(pred),
+        radius=np.asarray(radius, dtype=float),
+        radius_conservative=np.asarray(conservative, dtype=float),
+        sigma=np.full(n, sigma),
+        p_a_lower=np.full(n, 0.99),
+        votes=np.zeros((n, 2)),
+        pred_before_memory=np.asarray(pred),
+    )
+
+
+def test_a_relabelled_input_takes_the_stored_conservative_radius_not_its_own():
+    # Issue 10 item 2: training sigma min 0.1, sigma_x 0.5. x1: class 0, radius 0.898, conservative 0.180 (= 0.898 *
+    # 0.1 / 0.5). x2 at distance 0.3, all votes for class 1: relabelled class 0 with radius 0.598; it lies outside
+    # x1's conservative ball, so its conservative radius is max(0, 0.180 - 0.3) = 0 (477d0a2 reported 0.180).
+    mem = CertificationMemory()
+    x = np.zeros((2, 4))
+    x[1, 0] = 0.3
+    first = apply_memory(mem, x[:1], _result([0], [0.898], [0.898 * 0.1 / 0.5]))
+    np.testing.assert_allclose(first.radius_conservative, [0.1796])
+    second = apply_memory(mem, x[1:], _result([1], [1.2], [0.24]))
+    assert list(second.pred) == [0] and list(second.pred_before_memory) == [1]
+    np.testing.assert_allclose(second.radius, [0.598])
+    assert second.radius_conservative[0] == 0.0
+    # Inside the conservative ball too: the ball of radius Rc_j - d around the query lies inside it.
+    x[1, 0] = 0.05
+    third = apply_memory(mem, x[1:], _result([1], [1.2], [0.24]), update=False)
+    np.testing.assert_allclose([third.radius[0], third.radius_conservative[0]], [0.848, 0.1296])
+    np.testing.assert_allclose(mem.radii_conservative, [0.1796, 0.0])
+    assert mem.check_invariant()
+
+
+def test_a_trimmed_input_keeps_its_conservative_radius_below_the_gap():
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1.0], radius_conservative=[0.5])
+    # Outside ball 0 at distance 3: the gap to the paper ball is 2; Rc = min(Rc, 2).
+    out = mem.query(
+        np.array([[3.0, 0.0], [3.0, 0.0], [5.0, 0.0]]), [1, 1, 1], [2.5, 2.5, 1.0], radius_conservative=[2.4, 1.5, 0.9]
+    )
+    assert list(out[0]) == [1, 1, 1]
+    np.testing.assert_allclose(out[1], [2.0, 2.0, 1.0])
+    np.testing.assert_allclose(out[2], [2.0, 1.5, 0.9])
+    # Same label, and abstentions: unchanged.
+    out = mem.query(np.array([[0.5, 0.0], [0.0, 0.0]]), [0, -1], [3.0, 0.0], radius_conservative=[1.0, 0.0])
+    assert list(out[0]) == [0, -1] and list(out[1]) == [3.0, 0.0] and list(out[2]) == [1.0, 0.0]
+
+
+def test_without_conservative_radii_the_calls_answer_as_before_and_store_zero():
+    mem = CertificationMemory()
+    out = mem.update(np.zeros((1, 2)), [0], [1.0])
+    assert len(out) == 2 and len(mem.query(np.ones((1, 2)), [1], [1.0])) == 2
+    assert list(mem.radii_conservative) == [0.0]  # unknown: the reading that never overstates a later certificate
+    out = mem.query(np.array([[0.5, 0.0]]), [1], [1.0], radius_conservative=[1.0])
+    assert list(out[0]) == [0] and out[2][0] == 0.0
+
+
+def test_apply_memory():
+    x = np.array([[0.0, 0.0], [0.5, 0.0], [9.0, 0.0]])
+    result = _result([0, 1, -1], [2.0, 1.0, 0.0], [1.0, 3.0, 0.4])  # Rc above R and on abstain: clipped
+    assert apply_memory(None, x, result) is result
+    mem = CertificationMemory()
+    out = apply_memory(mem, x, result)
+    assert list(out.pred) == [0, 0, -1] and list(out.pred_before_memory) == [0, 1, -1]
+    np.testing.assert_allclose(out.radius, [2.0, 1.5, 0.0])
+    np.testing.assert_allclose(out.radius_conservative, [1.0, 0.5, 0.0])
+    assert out.sigma is result.sigma and out.votes is result.votes and out.p_a_lower is result.p_a_lower
+    assert len(mem) == 2 and list(mem.sigmas) == [0.5, 0.5]
+    again = apply_memory(mem, x, result, update=False)
+    assert len(mem) == 2 and list(again.pred) == [0, 0, -1]
+
+
+def test_apply_memory_keeps_fields_added_to_the_result():
+    @dataclasses.dataclass(frozen=True)
+    class Extended(CertificationResult):
+        note: str = "kept"
+
+    base = _result([0], [1.0], [0.5])
+    extended = Extended(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, note="mine")
+    out = apply_memory(CertificationMemory(), np.zeros((1, 2)), extended)
+    assert isinstance(out, Extended) and out.note == "mine"
+
+
+def test_check_invariant_detects_overlapping_conservative_balls():
+    mem = CertificationMemory()
+    mem.update(np.array([[0.0], [3.0]]), [0, 1], [1.0, 1.0], radius_conservative=[1.0, 0.5])
+    assert mem.check_invariant()
+    mem._radii[1] = 2.5  # paper and conservative balls of different labels overlap
+    mem._radii_c[1] = 2.5
+    assert not mem.check_invariant()
+    mem._radii_c[1] = 1.5  # only the paper balls overlap
+    assert not mem.check_invariant()
+    mem._radii[1], mem._radii_c[1] = 1.0, 1.5  # conservative above the paper radius
+    assert not mem.check_invariant()
+
+
 grid = st.integers(-6, 6).map(lambda v: v / 2)  # dyadic: distances are exact, ties really happen
 smooth = st.floats(-3, 3, allow_nan=False, allow_subnormal=False)
 
@@ -91,6 +219,7 @@ def streams(draw, dyadic: bool):
         st.lists(grid if dyadic else smooth, min_size=dim, max_size=dim),
         st.sampled_from([-1, 0, 1, 2]),
         st.integers(0, 16).map(lambda v: v / 4) if dyadic else st.floats(0, 4, allow_subnormal=False),
+        st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # conservative radius as a fraction of the paper radius
     )
     return draw(st.lists(st.lists(item, min_size=1, max_size=10), min_size=1, max_size=5))
 
@@ -102,14 +231,18 @@ def _run_property(batches, block, chunk):
             x = np.array([b[0] for b in batch])
             pred = np.array([b[1] for b in batch])
             rad = np.array([b[2] for b in batch])
+            cons = rad * np.array([b[3] for b in batch])
             # query: against the stored regions only, no state change.
             size = len(mem)
-            assert_same(mem.query(x, pred, rad), ref.run(x, pred, rad, store=False))
+            assert_same(mem.query(x, pred, rad, radius_conservative=cons), ref.run(x, pred, rad, False, cons))
             assert len(mem) == size
             # update: in order, storing as it goes.
-            assert_same(mem.update(x, pred, rad), ref.run(x, pred, rad, store=True))
+            got = mem.update(x, pred, rad, radius_conservative=cons)
+            assert_same(got, ref.run(x, pred, rad, True, cons))
+            assert np.all(got[2] <= got[1])
             assert len(mem) == len(ref.labels)
             assert list(mem.labels) == ref.labels
+            np.testing.assert_allclose(mem.radii_conservative, ref.radii_c, rtol=1e-12, atol=1e-12)
             assert mem.check_invariant()
 
 
