@@ -43,7 +43,7 @@ from art_certssbd._validation import (
 )
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import check_accelerators, vote
-from art_certssbd.memory import CertificationMemory
+from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 from art_certssbd.pipeline import train_smoothed_ensemble
 from art_certssbd.result import CertificationResult
@@ -418,26 +418,18 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         pred, radius, p_a_lower = self._bound(counts, sigma_x, n)
         sigma_low = np.minimum(sigma_x, float(self.train_sigma_.min()))
         radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_a_lower, sigma_low))
-        # Step 7: the storage-update step trims against (and adds to) the memory of certified regions.
-        pred_before = pred.copy()
-        if self.memory_ is not None:
-            flat = x.reshape(len(x), -1)
-            if update_memory:
-                pred, radius = self.memory_.update(flat, pred, radius, sigma_x)
-            else:
-                pred, radius = self.memory_.query(flat, pred, radius)
-        radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, np.minimum(radius_conservative, radius))
-        if not return_details:
-            return pred, radius
-        return CertificationResult(
+        result = CertificationResult(
             pred=pred,
             radius=radius,
-            radius_conservative=radius_conservative,
+            radius_conservative=np.minimum(radius_conservative, radius),
             sigma=sigma_x,
             p_a_lower=p_a_lower,
             votes=counts,
-            pred_before_memory=pred_before,
+            pred_before_memory=pred.copy(),
         )
+        # Step 7: the storage-update step trims both radii against (and adds to) the memory of certified regions.
+        result = apply_memory(self.memory_, x, result, update=update_memory)
+        return result if return_details else (result.pred, result.radius)
 
     def certify_adaptive(self, x: np.ndarray, radius: float, **kwargs):
         """Decide per input "certified at ``radius``" or "abstain" with as few votes as a valid sequential test
