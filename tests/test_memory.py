@@ -8,6 +8,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import digits_estimator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,6 +144,32 @@ def test_a_relabelled_input_takes_the_stored_conservative_radius_not_its_own():
     np.testing.assert_allclose([third.radius[0], third.radius_conservative[0]], [0.848, 0.1296])
     np.testing.assert_allclose(mem.radii_conservative, [0.1796, 0.0])
     assert mem.check_invariant()
+
+
+def test_certify_reports_the_trimmed_conservative_radius_of_a_relabelled_input():
+    # The same defect through the estimator (votes fixed: 100 of 100 for one class, sigma_x 0.5, training sigma
+    # min 0.1). On 477d0a2 x2 came back relabelled with its own conservative radius 0.180.
+    est = digits_estimator(nb_models=100, scale=0.5, alpha=0.001, use_memory=True)
+    est.ensemble_, est.train_sigma_, est.memory_ = None, np.array([0.1, 0.5]), CertificationMemory()
+    x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    x[1, 0, 0, 0] = 0.3
+
+    def fixed_votes(xs, n, batch_size, verbose, label):
+        counts = np.zeros((len(xs), 10))
+        counts[:, label] = 100
+        return xs, np.full(len(xs), 0.5), counts
+
+    with mock.patch.object(est, "_votes", lambda *args: fixed_votes(*args, label=0)):
+        first = est.certify(x[:1], return_details=True)
+    r1, rc1 = first.radius[0], first.radius_conservative[0]
+    np.testing.assert_allclose(rc1, r1 * 0.1 / 0.5)
+    assert 0.3 < r1 and rc1 < 0.3
+    with mock.patch.object(est, "_votes", lambda *args: fixed_votes(*args, label=1)):
+        second = est.certify(x[1:], return_details=True)
+    assert list(second.pred) == [0] and list(second.pred_before_memory) == [1]
+    np.testing.assert_allclose(second.radius, [r1 - 0.3], rtol=1e-6)
+    assert second.radius_conservative[0] == 0.0  # outside x1's conservative ball
+    np.testing.assert_allclose(est.memory_.radii_conservative, [rc1, 0.0])
 
 
 def test_a_trimmed_input_keeps_its_conservative_radius_below_the_gap():
