@@ -1,10 +1,17 @@
 """Saving and loading a fitted smoothed ensemble (the checkpoint format, kind ``"ensemble"``): a mixin of the
-estimator shell, so that :meth:`save_ensemble` / :meth:`load_ensemble` sit beside ART's ``save``."""
+estimator shell, so that :meth:`save_ensemble` / :meth:`load_ensemble` sit beside ART's ``save``.
+
+The storage-update memory is part of the certificate's state and travels with the ensemble (entry ``"memory"``,
+:meth:`CertificationMemory.state_dict`); a save written before that entry existed loads with an empty memory and a
+warning.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 
+import numpy as np
 import torch
 
 from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
@@ -16,8 +23,15 @@ class EnsembleStorageMixin:
     """``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._base._SmoothedEnsembleEstimator`."""
 
     def save_ensemble(self, directory: str | os.PathLike) -> None:
-        """Write the fitted ensemble, base model, sigmas and seeds to ``directory`` (the checkpoint format, kind
-        ``"ensemble"``) all at once: an earlier save in ``directory`` is replaced only once the new one is complete."""
+        """Write the fitted ensemble, base model, sigmas, seeds and the storage-update memory to ``directory`` (the
+        checkpoint format, kind ``"ensemble"``, every entry checksummed) all at once: an earlier save in
+        ``directory`` is replaced only once the new one is complete.
+
+        The memory is saved as it is now (empty when ``use_memory=False``), so a reload continues the same sequence
+        of stored regions. Two processes that load one save each continue with their own copy: the storage-update
+        guarantee holds within each process's query order, not across them (memories are not merged), and if both
+        save to the same directory the last complete save wins, atomically.
+        """
         self._check_fitted()
         config = {
             "nb_models": self.nb_models,
@@ -25,17 +39,26 @@ class EnsembleStorageMixin:
             "input_shape": list(self.input_shape),
             "scale": self.scale,
             "random_state": self.random_state_,
+            "train_noise_copies": getattr(self, "train_noise_copies_", None),  # noise="fresh": nb_epochs
         }
         with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
             store.save("base", self.model.state_dict())
             store.save("train_sigma", torch.from_numpy(self.train_sigma_))
             store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
+            memory = getattr(self, "memory_", None)
+            store.save("memory", (CertificationMemory() if memory is None else memory).state_dict())
             for k in range(self.ensemble_.nb_models):
                 store.save_member(k, self.ensemble_.state_dict(k))
 
     def load_ensemble(self, directory: str | os.PathLike) -> None:
         """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
-        estimator is changed only once everything has loaded."""
+        estimator is changed only once everything has loaded.
+
+        With ``use_memory=True`` the saved storage-update memory is restored, so later certificates are trimmed
+        against every region certified before the save. A save without a memory entry (written before
+        art-certssbd saved it) loads an empty memory, with a warning: certificates issued before that save are not
+        remembered. With ``use_memory=False`` the saved memory is ignored (``memory_`` is ``None``).
+        """
         store = EnsembleCheckpoint.open(directory, kind="ensemble")
         config = store.config
         if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
@@ -60,8 +83,32 @@ class EnsembleStorageMixin:
             raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {self.nb_models} integer seeds")
         if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
             raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
+        memory = self._load_memory(store, directory) if store.has("memory") else None
         self.model.load_state_dict(base)
         self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
         self.test_noise_seeds_ = [int(s) for s in seeds]
         self.random_state_ = config["random_state"]
-        self.memory_ = CertificationMemory() if self.use_memory else None
+        self.train_noise_copies_ = config.get("train_noise_copies")  # None (older save): certify decides by `noise`
+        self.memory_ = (CertificationMemory() if memory is None else memory) if self.use_memory else None
+        if self.use_memory and not store.has("memory"):
+            warnings.warn(
+                f"{str(directory)!r} was saved without its certification memory (before art-certssbd saved it): "
+                "the storage-update step restarts from an empty memory, so certificates issued before that save are "
+                "not taken into account",
+                stacklevel=2,
+            )
+
+    def _load_memory(self, store: EnsembleCheckpoint, directory) -> CertificationMemory:
+        """The saved memory, checked (format, shapes, radii; centers of this estimator's input size)."""
+        try:
+            memory = CertificationMemory.from_state_dict(store.load("memory"))
+        except CheckpointError:
+            raise
+        except ValueError as err:
+            raise CheckpointError(f"{str(directory)!r}: the saved memory is not a certification memory: {err}") from err
+        features = int(np.prod(self.input_shape))
+        if memory.dim is not None and memory.dim != features:
+            raise CheckpointError(
+                f"{str(directory)!r}: the saved memory holds centers of {memory.dim} features, not {features}"
+            )
+        return memory

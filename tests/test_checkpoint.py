@@ -9,11 +9,14 @@ tests/test_bad_input.py; the memory's round trip and version check are in tests/
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
 import os
 import pickle
+import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch
 from helpers import digits_estimator
 
 import art_certssbd
-from art_certssbd import CertificationMemory, _io
+from art_certssbd import CertificationMemory, CertSSBDEstimator, _io
 from art_certssbd import checkpoint as checkpoint_module
 from art_certssbd import memory as memory_module
 from art_certssbd.checkpoint import FORMAT, FORMAT_VERSION, MANIFEST, CheckpointError, EnsembleCheckpoint
@@ -112,7 +115,7 @@ def test_training_manifest_records_versions_config_seeds_and_checksums(trained, 
 
 def test_saved_ensemble_manifest(trained):
     est, _, saved = trained
-    names = {"base", "train_sigma", "test_noise_seeds"} | {f"member_{k:05d}" for k in range(3)}
+    names = {"base", "train_sigma", "test_noise_seeds", "memory"} | {f"member_{k:05d}" for k in range(3)}
     config = _check_manifest(saved, "ensemble", names)["config"]
     assert config == {"nb_models": 3, "nb_classes": 10, "input_shape": [1, 8, 8], "scale": 0.25, "random_state": 5}
     seeds = EnsembleCheckpoint.open(saved).load("test_noise_seeds")
@@ -129,7 +132,7 @@ def test_loads_use_weights_only(trained, monkeypatch):
 
     monkeypatch.setattr(checkpoint_module.torch, "load", spy)
     make().load_ensemble(trained[2])
-    assert len(calls) == 6 and all(flag is True for flag in calls)
+    assert len(calls) == 7 and all(flag is True for flag in calls)  # base, sigmas, seeds, memory, 3 members
 
 
 # ------------------------------------------------------------------------------------------- atomic writes
@@ -472,3 +475,107 @@ def test_memory_file_with_a_pickle_payload_is_refused_without_running(tmp_path):
     with pytest.raises(ValueError, match=r"Object arrays cannot be loaded when allow_pickle=False"):
         CertificationMemory.load(path)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------ the memory saved with the ensemble
+MEMORY_FIELDS = ("centers", "labels", "radii", "radii_conservative", "sigmas")
+
+
+@pytest.fixture(scope="module")
+def remembering():
+    """A fitted estimator that certifies some inputs (trained longer than ``trained``, alpha 0.5: three members can
+    certify), and probes: inputs it certifies, and others."""
+    x_train, y_train, x_test, _ = load_digits(random_state=0)
+    est = make(alpha=0.5)
+    est.fit(x_train[:200], y_train[:200], nb_epochs=3, batch_size=25)
+    return est, x_test[:12]
+
+
+def certified(remembering) -> CertSSBDEstimator:
+    """A copy of ``remembering`` after certifying a few inputs (so its memory holds regions)."""
+    est = copy.deepcopy(remembering[0])
+    est.certify(remembering[1][:6])
+    assert len(est.memory_) > 0
+    return est
+
+
+def assert_memories_equal(a: CertificationMemory, b: CertificationMemory) -> None:
+    assert len(a) == len(b)
+    for name in MEMORY_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_the_memory_is_saved_and_restored_with_the_ensemble(remembering, tmp_path):
+    # Issue 10 item 6: on 477d0a2 save_ensemble dropped memory_ and load_ensemble started an empty one.
+    est = certified(remembering)
+    est.save_ensemble(tmp_path / "ens")
+    assert EnsembleCheckpoint.open(tmp_path / "ens").has("memory")
+    loaded = make(alpha=0.5)
+    loaded.load_ensemble(tmp_path / "ens")
+    assert_memories_equal(loaded.memory_, est.memory_)
+    # Later certificates are those of the estimator that was never reloaded, memory and all.
+    probes = np.concatenate([remembering[1][3:], remembering[1][:4] + 0.01]).clip(0, 1)
+    a = est.certify(probes, return_details=True)
+    b = loaded.certify(probes, return_details=True)
+    for name in ("pred", "radius", "radius_conservative", "pred_before_memory", "votes"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert_memories_equal(loaded.memory_, est.memory_)
+
+
+def test_an_ensemble_saved_before_memories_were_saved_loads_an_empty_one_with_a_warning(remembering, tmp_path):
+    est = certified(remembering)
+    est.save_ensemble(tmp_path / "ens")
+    manifest = json.loads((tmp_path / "ens" / MANIFEST).read_text())
+    (tmp_path / "ens" / manifest["entries"].pop("memory")["file"]).unlink()  # the layout of 477d0a2's saves
+    (tmp_path / "ens" / MANIFEST).write_text(json.dumps(manifest))
+    loaded = make()
+    with pytest.warns(UserWarning, match=r"saved without its certification memory .* restarts from an empty memory"):
+        loaded.load_ensemble(tmp_path / "ens")
+    assert len(loaded.memory_) == 0
+    without = make(use_memory=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        without.load_ensemble(tmp_path / "ens")  # nothing is lost when the memory is off
+    assert without.memory_ is None
+
+
+def test_a_saved_memory_is_ignored_with_use_memory_off_and_an_estimator_without_one_saves_an_empty_one(
+    remembering, tmp_path
+):
+    est = certified(remembering)
+    est.save_ensemble(tmp_path / "ens")
+    off = make(use_memory=False)
+    off.load_ensemble(tmp_path / "ens")
+    assert off.memory_ is None
+    off.save_ensemble(tmp_path / "off")
+    assert len(CertificationMemory.from_state_dict(EnsembleCheckpoint.open(tmp_path / "off").load("memory"))) == 0
+
+
+def test_a_bad_saved_memory_is_refused_and_leaves_the_estimator_as_it_was(remembering, tmp_path):
+    est = certified(remembering)
+    est.save_ensemble(tmp_path / "ens")
+    state = EnsembleCheckpoint.open(tmp_path / "ens").load("memory")
+    cases = [
+        ({**state, "centers": state["centers"][:, :5]}, r"the saved memory holds centers of 5 features, not 64"),
+        ({**state, "radii": -state["radii"]}, r"the saved memory is not a certification memory: non-finite centers"),
+        ({**state, "format_version": torch.tensor(7)}, r"not a certification memory: format version 7"),
+        ({k: v for k, v in state.items() if k != "sigmas"}, r"not a certification memory: missing fields \['sigmas'\]"),
+        (
+            {**state, "radii_conservative": state["radii"] * 2},
+            r"not a certification memory: conservative radii outside \[0, radius\]",
+        ),
+    ]
+    for i, (bad, match) in enumerate(cases):
+        target = tmp_path / f"bad{i}"
+        shutil.copytree(tmp_path / "ens", target)
+        buffer = io.BytesIO()
+        torch.save(bad, buffer)
+        rewrite_entry(target, "memory", buffer.getvalue())
+        fresh = make()
+        with pytest.raises(CheckpointError, match=match):
+            fresh.load_ensemble(target)
+        assert not hasattr(fresh, "ensemble_")
+    damaged = tmp_path / "bad0" / "memory.pt"
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    with pytest.raises(CheckpointError, match=r"memory.pt' fails its SHA-256 check"):
+        make().load_ensemble(tmp_path / "bad0")
