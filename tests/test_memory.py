@@ -296,6 +296,22 @@ def test_far_from_origin_matches_reference_despite_matrix_product_rounding():
     assert mem.check_invariant()
 
 
+@pytest.mark.parametrize(("dim", "spread"), [(2, 1e-3), (6, 1e-4)])
+def test_a_tight_cluster_far_from_the_origin_matches_exact_float64(dim, spread):
+    # Points within ~spread of each other at norm 1024: the matrix-product distances are off by more than the gaps
+    # between the nearest candidates, so only the near-tie screen (every pair within the worst-case rounding error
+    # of the minimum is recomputed exactly) keeps the answers those of exact float64 distances. With the screen's
+    # tolerance set to 0, 14 (dim 2) and 10 (dim 6) of these 1500 radii differ from the exact ones.
+    rng = np.random.default_rng(0)
+    center = np.full(dim, 1024 / np.sqrt(dim))
+    x, pred, rad = center + spread * rng.normal(size=(300, dim)), rng.integers(0, 2, 300), rng.uniform(0, spread, 300)
+    q, q_pred = center + spread * rng.normal(size=(1500, dim)), rng.integers(0, 2, 1500)
+    q_rad = rng.uniform(0, 3 * spread, 1500)
+    mem, ref = CertificationMemory(), ReferenceMemory()
+    assert_same(mem.update(x, pred, rad), ref.run(x, pred, rad, store=True))
+    assert_same(mem.query(q, q_pred, q_rad), ref.run(q, q_pred, q_rad, store=False))
+
+
 def test_many_tied_candidates_take_the_exact_fallback():
     mem, ref = CertificationMemory(), ReferenceMemory()
     x = np.zeros((1200, 3))
