@@ -347,20 +347,48 @@ def test_check_invariant_detects_overlap():
 def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(2)
     mem = CertificationMemory(chunk_size=7)
-    mem.update(rng.normal(size=(50, 4)), rng.integers(0, 3, 50), rng.uniform(0, 2, 50), sigma=rng.uniform(0.1, 1, 50))
+    rad = rng.uniform(0, 2, 50)
+    mem.update(
+        rng.normal(size=(50, 4)), rng.integers(0, 3, 50), rad, rng.uniform(0.1, 1, 50), radius_conservative=rad / 3
+    )
     path = tmp_path / "memory.npz"
     mem.save(path)
-    loaded = CertificationMemory.load(path)
-    assert len(loaded) == len(mem)
-    for name in ("centers", "labels", "radii", "sigmas"):
-        np.testing.assert_array_equal(getattr(loaded, name), getattr(mem, name))
+    for loaded in (CertificationMemory.load(path), CertificationMemory.from_state_dict(mem.state_dict())):
+        assert len(loaded) == len(mem) and np.any(loaded.radii_conservative > 0)
+        for name in ("centers", "labels", "radii", "radii_conservative", "sigmas"):
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(mem, name))
     q, qp, qr = rng.normal(size=(30, 4)), rng.integers(-1, 3, 30), rng.uniform(0, 2, 30)
-    for a, b in zip(mem.update(q, qp, qr), loaded.update(q, qp, qr)):
+    for a, b in zip(
+        mem.update(q, qp, qr, radius_conservative=qr / 2), loaded.update(q, qp, qr, radius_conservative=qr / 2)
+    ):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(loaded.centers, mem.centers)
     # An empty memory round-trips too, and the saved file keeps the given name.
     CertificationMemory().save(tmp_path / "empty.bin")
     assert len(CertificationMemory.load(tmp_path / "empty.bin")) == 0
+
+
+def test_a_version_1_file_loads_with_conservative_radii_0(tmp_path, caplog):
+    # Version 1 (477d0a2) stored no conservative radii: unknown, so 0, which never overstates a later certificate.
+    path = tmp_path / "v1.npz"
+    centers, labels, radii, sigmas = (
+        np.array([[0.0, 0.0], [5.0, 0.0]]),
+        np.array([0, 1]),
+        np.array([2.0, 1.0]),
+        np.ones(2),
+    )
+    np.savez(path, format=np.array("art-certssbd/certification-memory"), format_version=np.array(1), centers=centers,
+             labels=labels, radii=radii, sigmas=sigmas)  # fmt: skip
+    with caplog.at_level("WARNING", logger="art_certssbd.memory"):
+        mem = CertificationMemory.load(path)
+    assert "format version 1: conservative radii unknown, loaded as 0" in caplog.text
+    np.testing.assert_array_equal(mem.radii, radii)
+    np.testing.assert_array_equal(mem.radii_conservative, [0.0, 0.0])
+    out = mem.query(np.array([[0.5, 0.0]]), [1], [1.0], radius_conservative=[1.0])
+    assert list(out[0]) == [0] and out[1][0] == 1.5 and out[2][0] == 0.0
+    mem.save(path)  # saved again: version 2
+    with np.load(path) as data:
+        assert int(data["format_version"]) == 2
 
 
 def test_load_rejects_other_files(tmp_path):
@@ -395,6 +423,18 @@ def test_load_rejects_other_files(tmp_path):
         (lambda m: m.query(np.zeros((1, 2)), [[0]], [1.0]), r"pred must be a 1-D array"),
         (lambda m: m.update(np.zeros((1, 2)), [0], [1.0], sigma=0.0), r"sigma must be finite and > 0, got 0.0"),
         (lambda m: m.update(np.full((1, 2), np.nan), [0], [1.0]), r"x must be finite"),
+        (
+            lambda m: m.query(np.zeros((1, 2)), [0], [1.0], radius_conservative=[1.5]),
+            r"radius_conservative must be finite, >= 0 and <= radius, got 1.5 \(radius 1.0\)",
+        ),
+        (
+            lambda m: m.update(np.zeros((1, 2)), [0], [1.0], radius_conservative=[1.0, 1.0]),
+            r"radius_conservative must have shape \(1,\) like pred, got \(2,\)",
+        ),
+        (
+            lambda m: m.update(np.zeros((1, 2)), [0], [1.0], radius_conservative=[np.nan]),
+            r"radius_conservative must be finite, >= 0 and <= radius, got nan",
+        ),
     ],
 )
 def test_bad_input(call, pattern):
