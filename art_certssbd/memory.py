@@ -21,10 +21,10 @@ everything stored before it (earlier items of the same batch included). Abstenti
 unchanged and are not stored; neither are results whose radius is 0 after trimming (they certify nothing). A
 relabelled result is stored with its new label and radii and the query's own sigma.
 
-Distances: the stored balls are scanned in chunks with the fast matrix-product form
-``sqrt(|x|^2 + |x_j|^2 - 2 x.x_j)`` (one ``addmm`` per chunk, the stored squared norms precomputed once at storage
-time); every pair within that form's worst-case rounding error of the minimum is then recomputed directly, so the
-decisions are those of exact float64 distances. Storage is float64 (10^5 regions of 784 features take 630 MB).
+Distances (:mod:`art_certssbd._distances`): the stored balls are scanned in chunks with the fast matrix-product form
+``sqrt(|x|^2 + |x_j|^2 - 2 x.x_j)``; every pair within that form's worst-case rounding error of the minimum is then
+recomputed directly, so the decisions are those of exact float64 distances. Storage is float64 (10^5 regions of 784
+features take 630 MB).
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD); DDRS memory: https://arxiv.org/abs/2107.04570
 """
@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import zipfile
 
 import numpy as np
 import torch
 
+from art_certssbd._distances import any_overlap, exact_dist, nearest_conflict
 from art_certssbd._io import atomic_open
 from art_certssbd.result import CertificationResult
 
@@ -51,34 +51,6 @@ _FORMAT_VERSION = 2  # 2 added radii_conservative; version-1 files load with con
 _ARRAYS = ("centers", "labels", "radii", "radii_conservative", "sigmas")
 _FIELDS = ("format", "format_version", *_ARRAYS)
 _BLOCK = 256  # queries per block: one cdist pass over the store, then in-order processing inside the block
-_EPS = float(np.finfo(np.float64).eps)
-
-
-def _exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``||a_i - b_i||`` computed directly (no matrix-product shortcut)."""
-    return (a - b).pow(2).sum(dim=1).sqrt()
-
-
-def _mm_tolerance(a_norm2: torch.Tensor, b_norm2_max: torch.Tensor, dim: int) -> torch.Tensor:
-    """Worst-case error of ``cdist``'s ``sqrt(|a|^2 + |b|^2 - 2 a.b)`` in float64, per row of ``a``."""
-    return torch.sqrt(8.0 * (dim + 3) * _EPS * (a_norm2 + b_norm2_max)) + 1e-12
-
-
-def _mm_dist(a: torch.Tensor, a_norm2: torch.Tensor, b: torch.Tensor, b_norm2: torch.Tensor) -> torch.Tensor:
-    """All-pairs ``sqrt(|a_i|^2 + |b_j|^2 - 2 a_i.b_j)`` from precomputed squared norms (``cdist``'s matrix-product
-    form, without recomputing the norms of ``b`` or concatenating augmented matrices at every call)."""
-    d2 = torch.addmm(b_norm2.unsqueeze(0), a, b.T, alpha=-2.0).add_(a_norm2.unsqueeze(1))
-    return d2.clamp_min_(0.0).sqrt_()
-
-
-def _first_min(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, nb_rows: int):
-    """Per row, the smallest value among scattered ``(row, col, value)`` triples and its smallest col."""
-    best = torch.full((nb_rows,), math.inf, dtype=values.dtype, device=values.device)
-    best = best.scatter_reduce(0, rows, values, reduce="amin")
-    hit = values == best[rows]
-    arg = torch.full((nb_rows,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=values.device)
-    arg = arg.scatter_reduce(0, rows[hit], cols[hit], reduce="amin")
-    return best, torch.where(torch.isfinite(best), arg, -1)
 
 
 def apply_memory(
@@ -230,34 +202,9 @@ class CertificationMemory:
 
     def _nearest_conflict(self, xq: torch.Tensor, cq: torch.Tensor):
         """Per query, ``min_j (||x - x_j|| - R_j)`` over stored balls with ``c_j != c`` and its first minimiser."""
-        nb = xq.shape[0]
-        best = torch.full((nb,), math.inf, dtype=torch.float64, device=self.device)
-        arg = torch.full((nb,), -1, dtype=torch.int64, device=self.device)
-        xq_norm2 = xq.pow(2).sum(dim=1)
-        tol2 = 2 * _mm_tolerance(xq_norm2, self._max_norm2, xq.shape[1])
-        for start in range(0, self._size, self.chunk_size):
-            stop = min(start + self.chunk_size, self._size)
-            centers, labels, radii = self._centers[start:stop], self._labels[start:stop], self._radii[start:stop]
-            same = labels[None, :] == cq[:, None]
-            # Fast screen: matrix-product distances minus radii, other-label balls only.
-            g = _mm_dist(xq, xq_norm2, centers, self._norm2[start:stop]).sub_(radii).masked_fill_(same, math.inf)
-            row_min = g.min(dim=1).values
-            limit = torch.where(torch.isfinite(row_min), row_min + tol2, -math.inf)
-            rows, cols = torch.nonzero(g <= limit[:, None], as_tuple=True)
-            if rows.numel() <= 8 * nb + 1024:
-                # Exact recomputation of every pair that can be the true minimum.
-                g_exact = _exact_dist(xq[rows], centers[cols]) - radii[cols]
-                chunk_best, chunk_arg = _first_min(g_exact, rows, cols, nb)
-            else:
-                # Too many near-ties: exact distances for the whole chunk.
-                g = torch.cdist(xq, centers, compute_mode="donot_use_mm_for_euclid_dist").sub_(radii)
-                chunk_best, chunk_arg = g.masked_fill_(same, math.inf).min(dim=1)
-                chunk_arg = torch.where(torch.isfinite(chunk_best), chunk_arg, -1)
-            # Earlier chunks win ties (storage order, like the reference rule).
-            better = chunk_best < best
-            best = torch.where(better, chunk_best, best)
-            arg = torch.where(better, chunk_arg + start, arg)
-        return best, arg
+        n = self._size
+        stored = (self._centers[:n], self._labels[:n], self._radii[:n], self._norm2[:n])
+        return nearest_conflict(xq, cq, *stored, self._max_norm2, self.chunk_size)
 
     def _process(self, x, pred, radius, conservative, sigma, store: bool):
         """Trim (and, if ``store``, store) the inputs block by block, in order."""
@@ -274,7 +221,7 @@ class CertificationMemory:
             if self._size:
                 stored_labels = self._labels[nearest].cpu().numpy()
                 stored_conservative = self._radii_c[nearest].cpu().numpy()
-                stored_dist = _exact_dist(xb, self._centers[nearest]).cpu().numpy()
+                stored_dist = exact_dist(xb, self._centers[nearest]).cpu().numpy()
             else:
                 stored_labels, stored_conservative, stored_dist = (np.full(len(arg), v) for v in (-1, 0.0, np.inf))
             best = best.cpu().numpy()
@@ -348,34 +295,13 @@ class CertificationMemory:
         if bool(((conservative < 0) | (conservative > radii)).any()):
             logger.warning("certification memory invariant violated: a conservative radius outside [0, radius]")
             return False
-        for kind, buffer in (("paper", self._radii), ("conservative", self._radii_c)):
-            if self._overlap(buffer, atol):
+        n = self._size
+        for kind, buffer in (("paper", radii), ("conservative", conservative)):
+            stored = (self._centers[:n], self._labels[:n], buffer, self._norm2[:n])
+            if any_overlap(*stored, self._max_norm2, self.chunk_size, atol):
                 logger.warning("certification memory invariant violated (%s radii, atol=%g)", kind, atol)
                 return False
         return True
-
-    def _overlap(self, all_radii: torch.Tensor, atol: float) -> bool:
-        """Whether two stored balls of different labels and radii ``all_radii`` overlap by more than ``atol``."""
-        for start in range(0, self._size, self.chunk_size):
-            stop = min(start + self.chunk_size, self._size)
-            rows_x, rows_l, rows_r = self._centers[start:stop], self._labels[start:stop], all_radii[start:stop]
-            rows_n2 = self._norm2[start:stop]
-            tol = _mm_tolerance(rows_n2, self._max_norm2, rows_x.shape[1])
-            for begin in range(0, self._size, self.chunk_size):
-                end = min(begin + self.chunk_size, self._size)
-                cols_x, cols_l, cols_r = self._centers[begin:end], self._labels[begin:end], all_radii[begin:end]
-                d = _mm_dist(rows_x, rows_n2, cols_x, self._norm2[begin:end])
-                need = rows_r[:, None] + cols_r[None, :] - atol
-                suspect = (rows_l[:, None] != cols_l[None, :]) & (d < need + tol[:, None])
-                i, j = torch.nonzero(suspect, as_tuple=True)
-                if i.numel() > 8 * (stop - start) + 1024:
-                    exact = torch.cdist(rows_x, cols_x, compute_mode="donot_use_mm_for_euclid_dist")
-                    overlap = suspect & (exact < need)
-                else:
-                    overlap = _exact_dist(rows_x[i], cols_x[j]) < need[i, j]
-                if bool(overlap.any()):
-                    return True
-        return False
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The stored regions as CPU tensors (``format_version`` and the arrays of :meth:`save`), for a checkpoint
