@@ -117,7 +117,14 @@ def test_saved_ensemble_manifest(trained):
     est, _, saved = trained
     names = {"base", "train_sigma", "test_noise_seeds", "memory"} | {f"member_{k:05d}" for k in range(3)}
     config = _check_manifest(saved, "ensemble", names)["config"]
-    assert config == {"nb_models": 3, "nb_classes": 10, "input_shape": [1, 8, 8], "scale": 0.25, "random_state": 5}
+    assert config == {
+        "nb_models": 3,
+        "nb_classes": 10,
+        "input_shape": [1, 8, 8],
+        "scale": 0.25,
+        "random_state": 5,
+        "train_noise_copies": 1,  # noise="fixed": each member saw one noisy copy of the training set
+    }
     seeds = EnsembleCheckpoint.open(saved).load("test_noise_seeds")
     assert [int(s) for s in seeds] == est.test_noise_seeds_
 
