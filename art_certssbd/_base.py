@@ -6,7 +6,8 @@ chain the pure pieces of the package::
     fit:     warm-up of the wrapped model at sigma0 -> sigma.optimize_sigma on every training sample
              -> training.train_members (M models on x_i + sigma_i * b_k)
     certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k)
-             -> stats.certify_counts -> memory.CertificationMemory.update (storage-update step)
+             -> certification.certify_votes (top class, bound, abstain, paper and conservative radius)
+             -> memory.apply_memory (storage-update step); predict abstains by the same certify_votes
 
 Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``) and the paper
 in the core (``sigma``, ``n``, ``p_a_lower``).
@@ -41,12 +42,12 @@ from art_certssbd._validation import (
     check_positive,
     check_probability,
 )
+from art_certssbd.certification import certify_votes
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import check_accelerators, vote
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.result import CertificationResult
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
@@ -289,6 +290,8 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         self.train_sigma_ = train_sigma.cpu().numpy()
         self.random_state_ = seed
         self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
+        # noisy copies of each training sample per member: the certificate shrinks by their square root
+        self.train_noise_copies_ = nb_epochs if self.noise == "fresh" else 1
         self.memory_ = CertificationMemory() if self.use_memory else None
 
     def _check_output(self, x: np.ndarray) -> None:
@@ -355,23 +358,26 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         )
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
 
-    def _bound(self, counts: np.ndarray, sigma_x: np.ndarray, n: int | None):
-        """Step 6: the top class, its lower confidence bound and the radius, with an overall error of at most alpha.
-
-        The top class is chosen on the same votes that bound it, so each class's bound is taken at ``alpha / 2``: the
-        chance that some class ``c`` with true probability ``p_c`` gets a bound above ``max(p_c, 1/2)`` is at most
-        ``alpha / 2`` for the (at most one) class above 1/2 and, since that chance is a convex function of ``p_c`` on
-        ``[0, 1/2]``, at most ``p_c * alpha`` for every other class; summed, at most ``alpha`` for any number of
-        classes (a plain ``alpha`` fails at up to ``2 alpha`` near a tie). With ``draws_per_model > 1`` the draws of
-        one member share its training noise and are not independent, while the per-member vote fractions are: the
-        bound is then Hoeffding over the members (``n`` = number of members).
-        """
-        alpha = self.alpha / 2
-        if self.draws_per_model == 1:
-            return stats.certify_counts(counts, sigma_x, alpha, self.bound, n=n)
-        members = (self.sample_size if n is None else n) // self.draws_per_model
-        fractions = counts / (members * self.draws_per_model)
-        return stats.certify_scores(fractions, sigma_x, alpha, n=members, bound="hoeffding")
+    def _certificate_options(self) -> dict[str, Any]:
+        """Step 6's options, from the parameters and the fitted state: the keyword arguments of
+        :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
+        ``train_sigma_min``, ``noise_copies``)."""
+        copies = getattr(self, "train_noise_copies_", None)
+        if copies is None:  # fitted state from before the count was stored (e.g. an older save)
+            if self.noise != "fixed":
+                raise ValueError(
+                    f"this ensemble was trained with noise={self.noise!r}, and how many noisy copies of each training "
+                    "sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
+                    "depends on it (it shrinks by sqrt(nb_epochs)), so certify and predict refuse it; refit it"
+                )
+            copies = 1
+        return {
+            "alpha": self.alpha,
+            "bound": self.bound,
+            "draws_per_model": self.draws_per_model,
+            "train_sigma_min": float(np.min(self.train_sigma_)),
+            "noise_copies": copies,
+        }
 
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
         """Smoothed prediction, in ART's format: one-hot rows, all-zero rows where the ensemble abstains.
@@ -383,7 +389,7 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         :return: Array of shape ``(N, nb_classes)``.
         """
         _, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        pred, _, _ = self._bound(counts, sigma_x, None)
+        pred = certify_votes(counts, sigma_x, **self._certificate_options()).pred  # abstains exactly where certify does
         if kwargs.get("is_abstain", True) is False:
             pred = counts.argmax(axis=1)
         out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
@@ -403,6 +409,17 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
     ):
         """Certify each input: the smoothed prediction and the L2 radius within which no backdoor can change it.
 
+        The certificate is :func:`art_certssbd.certification.certify_votes` (then the storage-update step). What it
+        conditions on: the training sigmas ``sigma_j`` are computed from the (possibly poisoned) training data through
+        a base model trained on it, so a trigger can move them; like the paper, the certificate holds *conditionally on
+        the realised training sigmas* (and on ``sigma_x``, chosen from the test input), with probability at least
+        ``1 - alpha`` over the members' training and test noise. Given them, ``radius_conservative`` (``min(sigma_x,
+        min_j sigma_j) * Phi^-1(p_a_lower)``) covers any stacked training + test trigger of smaller total L2 norm;
+        ``radius`` (``sigma_x * Phi^-1(p_a_lower)``, the paper's) covers a test-time trigger of that norm alone, and
+        in general the anisotropic ball ``sum_j ||delta_j||^2 / sigma_j^2 + ||delta_x||^2 / sigma_x^2 <
+        (radius / sigma_x)^2``. With ``noise="fresh"`` both radii are divided by ``sqrt(nb_epochs)`` (each member saw
+        every training sample ``nb_epochs`` times). Details: ``docs/guarantees.md``.
+
         :param x: Inputs, shape ``(N, *input_shape)``.
         :param n: Number of votes (default: all ``nb_models * draws_per_model``).
         :param batch_size: Inputs per pass.
@@ -414,27 +431,16 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         """
         verbose = self.verbose if verbose is None else verbose
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
-        # Step 6: bounds and radius with sigma_x, and the conservative radius with min(sigma_x, min_j sigma_j).
-        pred, radius, p_a_lower = self._bound(counts, sigma_x, n)
-        sigma_low = np.minimum(sigma_x, float(self.train_sigma_.min()))
-        radius_conservative = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_a_lower, sigma_low))
-        result = CertificationResult(
-            pred=pred,
-            radius=radius,
-            radius_conservative=np.minimum(radius_conservative, radius),
-            sigma=sigma_x,
-            p_a_lower=p_a_lower,
-            votes=counts,
-            pred_before_memory=pred.copy(),
-        )
-        # Step 7: the storage-update step trims both radii against (and adds to) the memory of certified regions.
+        # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
+        result = certify_votes(counts, sigma_x, n=n, **self._certificate_options())
+        # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
         result = apply_memory(self.memory_, x, result, update=update_memory)
         return result if return_details else (result.pred, result.radius)
 
     def certify_adaptive(self, x: np.ndarray, radius: float, **kwargs):
         """Decide per input "certified at ``radius``" or "abstain" with as few votes as a valid sequential test
-        allows (alpha spent over a fixed schedule of looks, Clopper-Pearson at each look; guarantee and options in
-        :func:`art_certssbd.adaptive.certify_adaptive`).
+        allows (alpha spent over a fixed schedule of looks, :meth:`certify`'s certificate at each look's level;
+        guarantee in :mod:`art_certssbd.sequential`, options in :func:`art_certssbd.adaptive.certify_adaptive`).
 
         :param x: Inputs, shape ``(N, *input_shape)``.
         :param radius: The radius to certify.

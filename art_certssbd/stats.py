@@ -205,71 +205,48 @@ def _check_sigma_rows(sigma, nb_rows: int) -> np.ndarray:
     return np.broadcast_to(sigma, (nb_rows,))
 
 
-def _certify(top: np.ndarray, k: np.ndarray, n, sigma: np.ndarray, alpha: float, bound: str):
-    """Shared tail of :func:`certify_counts` and :func:`certify_scores`."""
-    # Lower-bound the top-class probability.
-    p_a_lower = np.asarray(lower_confidence_bound(k, n, alpha, bound), dtype=float).reshape(-1)
-    # Abstain unless pA_lower > 1/2 (pB_upper = 1 - pA_lower); otherwise the radius.
-    abstain = p_a_lower <= 0.5
-    pred = np.where(abstain, ABSTAIN, top).astype(np.int64)
-    rad = np.where(abstain, 0.0, radius(p_a_lower, sigma)).astype(float).reshape(-1)
-    logger.debug("certified %d of %d inputs (%s, alpha=%g)", int((~abstain).sum()), len(pred), bound, alpha)
-    return pred, rad, p_a_lower
-
-
 def certify_counts(counts, sigma, alpha: float, bound: str = "clopper-pearson", n=None):
-    """Certify from hard vote counts (the CERTIFY step of Cohen et al., with the RAB/Cert-SSBD radius).
+    """Certify from hard vote counts (the CERTIFY step of Cohen et al., with the RAB/Cert-SSBD radius): a thin
+    wrapper of :func:`art_certssbd.certification.certify_votes`, the package's one certificate.
+
+    ``alpha`` is the overall error probability of each certificate: the top class is chosen on the same votes that
+    bound it, so it is bounded at ``alpha / 2`` internally (a bound at the full ``alpha`` errs at up to ``2 alpha``
+    near a two-class tie).
 
     :param counts: Integer array ``(N, C)``: votes per input and class.
     :param sigma: Noise level per input: scalar or ``(N,)``, finite and > 0.
-    :param alpha: Error probability in (0, 1).
+    :param alpha: Overall error probability in (0, 1).
     :param bound: One of :data:`BOUNDS`.
     :param n: Number of votes per input (scalar or ``(N,)``); default ``counts.sum(1)``. Must be at least the
         row sum (votes that went nowhere still count against the top class).
     :return: ``(pred, radius, p_a_lower)``: top class (lowest index on ties, :data:`ABSTAIN` where
-        ``p_a_lower <= 1/2``), certified radius (0 where abstaining), and the lower bound of the top class.
+        ``p_a_lower <= 1/2``), certified radius (0 where abstaining), and the lower bound of the top class (at
+        level ``alpha / 2``).
     """
-    # Validate every input before any work.
-    alpha = _check_alpha(alpha)
-    bound = _check_bound(bound)
-    counts = np.asarray(counts)
-    if counts.ndim != 2 or counts.shape[1] < 1:
-        raise ValueError(f"counts must be a 2-D array (N, C) with C >= 1, got shape {counts.shape}")
-    values = counts.astype(float)
-    bad = ~(np.isfinite(values) & (values >= 0) & (values == np.floor(values)))
-    if bad.any():
-        raise ValueError(f"counts must be non-negative integers, got {_first(counts, bad)}")
-    counts = counts.astype(np.int64)
-    sigma = _check_sigma_rows(sigma, counts.shape[0])
-    totals = counts.sum(axis=1)
-    if n is None:
-        if (totals == 0).any():
-            raise ValueError(f"counts must have at least one vote per row, row {int(np.argmin(totals))} has none")
-        n = totals
-    else:
-        n = _check_n(n)
-        if n.ndim > 1 or (n.ndim == 1 and n.shape[0] != counts.shape[0]) or (n < totals).any():
-            raise ValueError(f"n must be a scalar or (N,) array >= the row sums of counts, got {n}")
-    # Top class per input, lowest index on ties.
-    top = np.argmax(counts, axis=1)
-    k = counts[np.arange(counts.shape[0]), top]
-    return _certify(top, k, n, sigma, alpha, bound)
+    from art_certssbd.certification import certify_votes  # the certificate lives there; it builds on this module
+
+    result = certify_votes(counts, sigma, alpha=_check_alpha(alpha), bound=_check_bound(bound), n=n)
+    return result.pred, result.radius, result.p_a_lower
 
 
 def certify_scores(mean_scores, sigma, alpha: float, n, bound: str = "hoeffding"):
     """Certify from soft votes (mean scores over ``n`` noisy passes), as the official Cert-SSB code does.
 
     The top class gets ``k = n * mean_scores[top]``. Hoeffding uses this fractional ``k`` as is; Clopper-Pearson
-    needs whole counts and uses ``floor(k + 1e-9)`` (rounded down, with a slack for float error in the mean), which
-    is conservative. Scores within 1e-9 outside [0, 1] are clipped.
+    needs whole counts and uses ``floor(k + 1e-9)`` (rounded down, with a slack for float error in the mean). Scores
+    within 1e-9 outside [0, 1] are clipped. ``alpha`` is the overall error probability: soft scores are not binomial
+    votes, so the top class is bounded at ``alpha / max(2, C)``
+    (:func:`art_certssbd.certification.selection_level`).
 
     :param mean_scores: Array ``(N, C)`` of scores averaged over ``n`` votes, each in [0, 1].
     :param sigma: Noise level per input: scalar or ``(N,)``, finite and > 0.
-    :param alpha: Error probability in (0, 1).
+    :param alpha: Overall error probability in (0, 1).
     :param n: Number of votes (integer >= 1), the true one.
     :param bound: One of :data:`BOUNDS` (default ``"hoeffding"``, as in the official code).
     :return: ``(pred, radius, p_a_lower)`` as in :func:`certify_counts`.
     """
+    from art_certssbd.certification import certify_top_class, selection_level
+
     # Validate every input before any work.
     alpha = _check_alpha(alpha)
     bound = _check_bound(bound)
@@ -288,7 +265,9 @@ def certify_scores(mean_scores, sigma, alpha: float, n, bound: str = "hoeffding"
     k = np.clip(n * scores[np.arange(scores.shape[0]), top], 0.0, float(n))
     if bound == "clopper-pearson":
         k = np.minimum(np.floor(k + _COUNT_SLACK), float(n))
-    return _certify(top, k, n, sigma, alpha, bound)
+    level = selection_level(alpha, scores.shape[1], soft=True)
+    result = certify_top_class(top, k, n, sigma, scores * n, level, bound, 1, None, 1)
+    return result.pred, result.radius, result.p_a_lower
 
 
 def certified_accuracy(pred, radius, y, radii) -> np.ndarray:

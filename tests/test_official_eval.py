@@ -183,11 +183,12 @@ def test_another_bound_on_the_same_votes_follows_the_estimators_rule(estimator, 
     from art_certssbd.bench.mnist import certify_with_bound
 
     details = estimator.certify(probes, return_details=True, update_memory=False)
-    pred, radius, p_low = certify_with_bound(estimator, details.votes, details.sigma, "clopper-pearson")
-    np.testing.assert_array_equal(pred, details.pred)
-    np.testing.assert_allclose(radius, details.radius)
-    np.testing.assert_allclose(p_low, details.p_a_lower)
-    pred_h, radius_h, _ = certify_with_bound(estimator, details.votes, details.sigma, "hoeffding")
-    assert estimator.bound == "clopper-pearson" and np.all(radius_h <= radius + 1e-12)
+    same = certify_with_bound(estimator, details.votes, details.sigma, "clopper-pearson")
+    np.testing.assert_array_equal(same.pred, details.pred)
+    np.testing.assert_allclose(same.radius, details.radius)
+    np.testing.assert_allclose(same.radius_conservative, details.radius_conservative)
+    np.testing.assert_allclose(same.p_a_lower, details.p_a_lower)
+    other = certify_with_bound(estimator, details.votes, details.sigma, "hoeffding")
+    assert estimator.bound == "clopper-pearson" and np.all(other.radius <= same.radius + 1e-12)
     with pytest.raises(ValueError, match="bound must be one of"):
         certify_with_bound(estimator, details.votes, details.sigma, "wilson")

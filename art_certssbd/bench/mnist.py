@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from art_certssbd import stats
+from art_certssbd import certification, stats
 from art_certssbd.experiment import ExperimentConfig, environment, run_experiment
-from art_certssbd.memory import CertificationMemory
+from art_certssbd.memory import CertificationMemory, apply_memory
+from art_certssbd.result import CertificationResult
 
 logger = logging.getLogger(__name__)
 
@@ -142,23 +143,21 @@ def load_benchmark_config(path: str | os.PathLike) -> BenchmarkConfig:
     )
 
 
-def certify_with_bound(estimator, counts: np.ndarray, sigma, bound: str):
-    """``(pred, radius, p_a_lower)`` from vote counts by the estimator's own rule (its ``alpha`` split, its handling of
-    ``draws_per_model``) with ``bound`` in place of the estimator's bound: another bound on the same votes.
+def certify_with_bound(estimator, counts: np.ndarray, sigma, bound: str) -> CertificationResult:
+    """The estimator's certificate on given vote counts with ``bound`` in place of its own: another bound on the same
+    votes (:func:`art_certssbd.certification.certify_votes` with the estimator's ``alpha``, ``draws_per_model``,
+    training sigmas and training noise copies; no storage-update step).
 
     :param estimator: A fitted estimator.
     :param counts: Vote counts ``(N, C)`` of a certification with all ``nb_models * draws_per_model`` votes.
     :param sigma: Noise level per input (``CertificationResult.sigma``).
-    :param bound: One of :data:`art_certssbd.stats.BOUNDS`.
+    :param bound: One of :data:`art_certssbd.certification.BOUNDS`.
+    :return: A :class:`~art_certssbd.result.CertificationResult` (paper and conservative radius).
     """
-    if bound not in stats.BOUNDS:
-        raise ValueError(f"bound must be one of {stats.BOUNDS}, got {bound!r}")
-    saved = estimator.bound
-    estimator.bound = bound
-    try:
-        return estimator._bound(np.asarray(counts), np.asarray(sigma, dtype=np.float64), None)
-    finally:
-        estimator.bound = saved
+    if bound not in certification.BOUNDS:
+        raise ValueError(f"bound must be one of {certification.BOUNDS}, got {bound!r}")
+    options = {**estimator._certificate_options(), "bound": bound}
+    return certification.certify_votes(np.asarray(counts), np.asarray(sigma, dtype=np.float64), **options)
 
 
 def hoeffding_rows(curves: dict, inputs: dict, estimator, y: np.ndarray, radii) -> dict:
@@ -170,25 +169,17 @@ def hoeffding_rows(curves: dict, inputs: dict, estimator, y: np.ndarray, radii) 
 
     :param curves: ``{"clean": result, "triggered": result}`` (:class:`~art_certssbd.result.CertificationResult`).
     :param inputs: The inputs of each result, same keys.
-    :param estimator: The fitted estimator (for its bound rule, ``train_sigma_`` and ``memory_``).
+    :param estimator: The fitted estimator (for its certificate's options and ``memory_``).
     :param y: True labels.
     :param radii: Radii of the rows.
     """
     memory = CertificationMemory() if getattr(estimator, "memory_", None) is not None else None
-    sigma_train_min = float(np.min(estimator.train_sigma_))
     paper, conservative = {}, {}
     for split, result in curves.items():
-        pred, rad, p_low = certify_with_bound(estimator, result.votes, result.sigma, "hoeffding")
-        cons = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_low, np.minimum(result.sigma, sigma_train_min)))
-        if memory is not None:
-            flat = inputs[split].reshape(len(pred), -1)
-            if split == "clean":
-                pred, rad = memory.update(flat, pred, rad, result.sigma)
-            else:
-                pred, rad = memory.query(flat, pred, rad)
-            cons = np.where(pred == stats.ABSTAIN, 0.0, np.minimum(cons, rad))
-        paper[split] = stats.certified_accuracy(pred, rad, y, radii).tolist()
-        conservative[split] = stats.certified_accuracy(pred, cons, y, radii).tolist()
+        hoeffding = certify_with_bound(estimator, result.votes, result.sigma, "hoeffding")
+        hoeffding = apply_memory(memory, inputs[split], hoeffding, update=split == "clean")
+        paper[split] = stats.certified_accuracy(hoeffding.pred, hoeffding.radius, y, radii).tolist()
+        conservative[split] = stats.certified_accuracy(hoeffding.pred, hoeffding.radius_conservative, y, radii).tolist()
     return {"certified_accuracy_hoeffding": paper, "certified_accuracy_hoeffding_conservative": conservative}
 
 

@@ -125,8 +125,8 @@ def run_official_benchmark(
     }
     hoeff = {k: certify_with_bound(est, r.votes, r.sigma, "hoeffding") for k, r in (("c", clean), ("t", trig))}
     rows["ours, sigma0, Hoeffding (true n)"] = {
-        "clean": _ours(hoeff["c"][0], hoeff["c"][1], y, radii),
-        "triggered (true labels)": _ours(hoeff["t"][0], hoeff["t"][1], y, radii),
+        "clean": _ours(hoeff["c"].pred, hoeff["c"].radius, y, radii),
+        "triggered (true labels)": _ours(hoeff["t"].pred, hoeff["t"].radius, y, radii),
     }
     out["ours_clean_accuracy"] = float(np.mean(clean.pred == y))
     out["ours_abstain_rate"] = float(np.mean(clean.abstained))
@@ -151,19 +151,21 @@ def run_official_benchmark(
             verbose=verbose,
         ).numpy()
         for bound in ("clopper-pearson", "hoeffding"):
-            pred, rad, p_low = certify_with_bound(est, counts, sigma, bound)
-            cons = np.where(pred == stats.ABSTAIN, 0.0, stats.radius(p_low, np.minimum(sigma, scale)))
-            rows[f"ours, stored sigma, {bound}"][split] = _ours(pred, rad, y, radii)
-            rows[f"ours, stored sigma, {bound}, conservative"][split] = _ours(pred, cons, y, radii)
+            # training sigmas: the stand-in [sigma0], so the conservative radius uses min(sigma_i, sigma0)
+            result = certify_with_bound(est, counts, sigma, bound)
+            rows[f"ours, stored sigma, {bound}"][split] = _ours(result.pred, result.radius, y, radii)
+            rows[f"ours, stored sigma, {bound}, conservative"][split] = _ours(
+                result.pred, result.radius_conservative, y, radii
+            )
             if split == "clean" and bound == "clopper-pearson":
-                out["stored_sigma_clean_accuracy"] = float(np.mean(pred == y))
-                out["stored_sigma_abstain_rate"] = float(np.mean(pred == stats.ABSTAIN))
+                out["stored_sigma_clean_accuracy"] = float(np.mean(result.pred == y))
+                out["stored_sigma_abstain_rate"] = float(np.mean(result.abstained))
     out["timings_s"]["ours_stored_sigma"] = time.perf_counter() - tic
     unanimous = np.array([[0, m]])  # the largest radius m votes can certify, by each rule, at sigma0
     out["max_radius"] = {
         "official_hoeffding_sigma0": float(stats.max_radius(1000, alpha, scale, "hoeffding")),
-        "ours_clopper_pearson_sigma0": float(certify_with_bound(est, unanimous, [scale], "clopper-pearson")[1][0]),
-        "ours_hoeffding_sigma0": float(certify_with_bound(est, unanimous, [scale], "hoeffding")[1][0]),
+        "ours_clopper_pearson_sigma0": float(certify_with_bound(est, unanimous, [scale], "clopper-pearson").radius[0]),
+        "ours_hoeffding_sigma0": float(certify_with_bound(est, unanimous, [scale], "hoeffding").radius[0]),
     }
     out["official_readme"] = OFFICIAL_README
     out["wall_time_s"] = time.perf_counter() - start
