@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
+import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from art_certssbd import __version__
+from art_certssbd.runs import options
 
 logger = logging.getLogger("art_certssbd")
 
 
-def _number(kind: type, accept: Callable[[float], bool], what: str) -> Callable[[str], float]:
-    """An argparse type: ``kind(text)`` when ``accept`` holds for it, else an error saying that ``what`` was expected
-    and quoting the text given."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-_probability = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
-_rate = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_positive_int, _non_negative_int = options.positive_int, options.non_negative_int
+_positive_float, _probability, _rate, _radii = options.positive_float, options.probability, options.rate, options.radii
 
 
 def _output_dir(text: str) -> Path:
@@ -48,16 +29,6 @@ def _output_dir(text: str) -> Path:
     if ancestor.exists() and not os.access(ancestor, os.W_OK):
         raise argparse.ArgumentTypeError(f"directory {str(ancestor)!r} is not writable")
     return path
-
-
-def _radii(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated radii like 0,0.25,0.5, got {text!r}") from None
-    if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
-        raise argparse.ArgumentTypeError(f"radii must be finite and >= 0, got {text!r}")
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +54,68 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_non_negative_int, default=0)
     demo.add_argument("--device", choices=("cpu", "gpu"), default="gpu", help="gpu uses CUDA when present")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_parsers(sub)
     _add_benchmark_parser(sub)
     return parser
+
+
+_RUN_HELP = {
+    "fit": (
+        "train a RAB or Cert-SSBD ensemble on a data set (optionally poisoning it first) and save it",
+        "Trains and saves the ensemble in --output (default: a new folder under $ART_CERTSSBD_RUNS or "
+        "~/.local/share/art-certssbd/runs). While it trains, progress lives in OUTPUT.partial/: after an "
+        "interruption, run the same command again to resume. Example: certssbd fit --data mnist:~/mnist "
+        "--classes 1,0 --poison one-pixel --method cert-ssbd --nb-models 100 --output runs/mnist-certssbd",
+    ),
+    "certify": (
+        "certify a test split with a fitted ensemble (clean and triggered) and write per-input results",
+        "Writes results.csv/.npz (prediction, both radii, sigma, p_A lower bound per input), summary.json/.md and "
+        "plots to --output (default DIR/certify). Options not given are the fit's.",
+    ),
+    "report": (
+        "compare several certify runs side by side: one table and one plot",
+        "DIR is a certify output or a fit directory holding one (DIR/certify). Writes report.md/.json/.png to "
+        "--output (default: under the runs directory, reports/) and prints the table.",
+    ),
+}
+
+
+def _add_run_parsers(sub) -> None:
+    """``certssbd fit``, ``certssbd certify DIR``, ``certssbd report DIR...`` (options in runs.options)."""
+    for command, (summary, description) in _RUN_HELP.items():
+        parser = sub.add_parser(command, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}")
+        if command == "certify":
+            parser.add_argument(
+                "run", nargs="?", type=options.path, default=None, metavar="DIR", help="the fit directory"
+            )
+        elif command == "report":
+            parser.add_argument(
+                "runs",
+                nargs="*",
+                type=options.path,
+                default=None,
+                metavar="DIR",
+                help="certify (or fit) directories",
+            )
+        options.add_options(parser, command)
+
+
+def run_command(args: argparse.Namespace, argv: list[str]) -> None:
+    """``certssbd fit`` / ``certify`` / ``report``: resolve the options (defaults, --config, flags), then run."""
+    from art_certssbd.runs import run_certify, run_fit, run_report
+
+    values = options.resolve(args.command, args)
+    if not values["quiet"]:
+        logging.getLogger("art_certssbd").setLevel(logging.INFO)
+    command = "certssbd " + " ".join(argv)
+    if args.command == "fit":
+        sys.stdout.write(f"fitted: {run_fit(values, command)}\n")
+    elif args.command == "certify":
+        output = run_certify(values, command)
+        sys.stdout.write((output / "summary.md").read_text() + f"\nwrote {output}\n")
+    else:
+        output, text = run_report(values, command)
+        sys.stdout.write(text + f"\n\nwrote {output}\n")
 
 
 def _add_benchmark_parser(sub) -> None:
@@ -225,14 +256,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command == "fit" and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the fit like Ctrl-C: resumable, with a message
     try:
         if args.command == "demo":
             run_demo(args)
         elif args.command == "benchmark":
-            run_benchmark(args, list(sys.argv[1:] if argv is None else argv))
-    except (ValueError, FileNotFoundError) as err:
+            run_benchmark(args, argv)
+        else:
+            run_command(args, argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         parser.exit(2, f"certssbd {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        hint = " (run the same command again to resume the fit)" if args.command == "fit" else ""
+        parser.exit(130, f"certssbd {args.command}: interrupted{hint}\n")
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""Certified-accuracy tables and plots, written as JSON, Markdown and PNG (atomically)."""
+"""Certified-accuracy tables and plots, and per-input results, written as JSON, Markdown, CSV, NPZ and PNG (all
+atomically)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,102 @@ def plot_certified_accuracy(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_csv(path: str | os.PathLike, columns: Mapping[str, Sequence]) -> Path:
+    """Write equal-length ``columns`` as a CSV file with a header row, atomically (floats with full precision)."""
+    import csv
+    import io
+
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns must have equal lengths, got {sorted(lengths)}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    for row in zip(*(np.asarray(values).tolist() for values in columns.values())):
+        writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+    return write_text(path, buffer.getvalue())
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to a compressed ``.npz`` file, atomically."""
+    atomic_write(path, lambda handle: np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()}))
+    return Path(path)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written")
+        return None
+    return plt
+
+
+def plot_curves(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float], str]],
+    path: str | os.PathLike,
+    title: str = "",
+    xlabel: str = "L2 radius",
+    ylabel: str = "certified accuracy",
+) -> Path | None:
+    """Plot ``(label, radii, values, style)`` curves (``style`` a matplotlib line style such as ``"-"`` or ``"--"``;
+    curves that share the text before `` (`` in their label share a colour) to a PNG, atomically. Needs matplotlib;
+    without it, logs a warning and returns ``None``."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours: dict[str, str] = {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for label, radii, values, style in curves:
+        group = label.split(" (")[0]
+        colour = colours.setdefault(group, cycle[len(colours) % len(cycle)])
+        ax.plot(radii, values, marker="o", markersize=3, label=label, linestyle=style, color=colour)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sigma_histogram(
+    sigmas: Mapping[str, np.ndarray], path: str | os.PathLike, scale: float | None = None, title: str = ""
+) -> Path | None:
+    """Histograms of per-sample sigmas (e.g. ``{"training": ..., "test": ...}``), with ``scale`` (sigma0) marked, to
+    a PNG, atomically. Needs matplotlib; without it, logs a warning and returns ``None``."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    values = [np.asarray(v, dtype=float) for v in sigmas.values()]
+    low, high = min(v.min() for v in values), max(v.max() for v in values)
+    bins = np.linspace(low, high if high > low else low + 1e-6, 41)
+    for label, v in zip(sigmas, values):
+        ax.hist(v, bins=bins, alpha=0.55, label=f"{label} (n={len(v)}, mean {np.mean(v):.4f})")
+    if scale is not None:
+        ax.axvline(scale, color="k", linestyle=":", label=f"sigma0 = {scale:g}")
+    ax.set_xlabel("sigma")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=120)

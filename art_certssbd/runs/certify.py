@@ -1,0 +1,286 @@
+"""``certssbd certify DIR``: certify a test split with a fitted ensemble, clean and (with a trigger) triggered.
+
+The output directory (default ``DIR/certify``) is written whole, once everything is computed::
+
+    config.toml               the resolved options (``certssbd certify --config THIS_FILE`` repeats the run)
+    results.csv               one row per input and split: prediction, both radii, sigma, p_A lower bound, ...
+    results.npz               the same as arrays (``clean_pred``, ``triggered_radius``, ..., ``label``, ``votes``)
+    summary.json, summary.md  accuracy, attack success rate, certified accuracy against radius (both radii)
+    certified_accuracy.png    certified accuracy against radius
+    sigma_histogram.png       Cert-SSBD only: the training and test sigmas
+
+Options not given are the fit's (data source, classes, trigger, alpha, bound, ...); the test split of the fit's
+data source is certified unless ``--data`` names another source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from art_certssbd import __version__
+from art_certssbd.checkpoint import CheckpointError
+from art_certssbd.datasets.spec import Dataset, has_splits
+from art_certssbd.result import CertificationResult
+from art_certssbd.runs.build import build_estimator, build_model, estimator_params, load_data, make_trigger
+from art_certssbd.runs.fit import stored_fit_options
+from art_certssbd.runs.options import INHERITED, UsageError, options_of, toml_text
+from art_certssbd.runs.outputs import check_writable_parent, staged_directory
+
+logger = logging.getLogger(__name__)
+
+RADIUS_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+FIELDS = ("pred", "radius", "radius_conservative", "sigma", "p_a_lower", "pred_before_memory")
+
+
+def default_radii(scale: float) -> tuple[float, ...]:
+    """Radii at multiples of sigma0 (0, sigma0 / 4, ..., 3 sigma0)."""
+    return tuple(round(m * scale, 4) for m in RADIUS_MULTIPLES)
+
+
+def open_fit(run: Path | None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Check that ``run`` is a finished fit directory; return it (absolute), its options and its ``fit.json``."""
+    if run is None:
+        raise UsageError("the fit directory is required: certssbd certify DIR (or run = DIR in --config)")
+    run = Path(run).expanduser().absolute()
+    partial = run.with_name(run.name + ".partial")
+    if not run.exists():
+        if partial.is_dir():
+            raise UsageError(
+                f"DIR {str(run)!r}: the fit has not finished (its progress is in {str(partial)!r}); run the same "
+                "certssbd fit command again to resume it"
+            )
+        raise UsageError(f"DIR {str(run)!r}: no such directory")
+    missing = [name for name in ("config.toml", "fit.json", "ensemble") if not (run / name).exists()]
+    if missing:
+        raise UsageError(f"DIR {str(run)!r}: not a certssbd fit directory (no {', '.join(missing)})")
+    try:
+        info = json.loads((run / "fit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"DIR {str(run)!r}: fit.json cannot be read ({err})") from None
+    return run, stored_fit_options(run), info
+
+
+def _check_classes(data: Dataset, fit_names: list[str], given: bool, spec) -> Dataset:
+    """The test labels must mean what the training labels meant."""
+    if data.class_names is None and not given:  # a source without names: labels are taken as the fit's
+        if data.y.max(initial=0) >= len(fit_names):
+            raise UsageError(
+                f"--data {str(spec)!r}: label {int(data.y.max())} outside the fit's 0..{len(fit_names) - 1}"
+            )
+        return Dataset(data.x, data.y, list(fit_names))
+    if data.names() != list(fit_names):
+        option = "--classes" if given else "--data"
+        raise UsageError(
+            f"{option}: the test data's classes {data.names()} are not the fit's {list(fit_names)} (labels must mean "
+            "the same classes, in the same order)"
+        )
+    return data
+
+
+def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Path:
+    """Run ``certssbd certify`` with resolved options; return the output directory."""
+    run, fit_values, info = open_fit(values.get("run"))
+    settings = dict(fit_values)
+    settings.update({key: values[key] for key in INHERITED if values.get(key) is not None})
+    settings.update(device=values["device"], quiet=values["quiet"], limit=values["limit"])
+    spec = settings["data"].resolved()
+    split = values["split"]
+    if values.get("data") is None and split == "test" and not has_splits(spec):
+        raise UsageError(f"--data: the fit's source {str(spec)!r} has no test split; name the test data with --data")
+    data, positions = load_data(spec, split, settings)
+    data = _check_classes(data, info["data"]["class_names"], values.get("classes") is not None, spec)
+    fitted_shape = tuple(info["data"]["input_shape"])
+    if tuple(data.x.shape[1:]) != fitted_shape:
+        raise UsageError(
+            f"--data {str(spec)!r}: images of shape {tuple(data.x.shape[1:])}, but the ensemble in {str(run)!r} was "
+            f"fitted on {fitted_shape}"
+        )
+    trigger = make_trigger(settings["poison"], settings["delta"])
+    if trigger is not None and not settings["target"] < data.nb_classes:
+        raise UsageError(f"--target {settings['target']}: expected a label in 0..{data.nb_classes - 1}")
+    net = build_model(settings["model"], data.nb_classes, fitted_shape, settings["model_args"], settings["seed"])
+    params = estimator_params(settings)
+    est = build_estimator(settings, params, net, data, settings["poison"])
+    try:
+        est.load_ensemble(run / "ensemble")
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise UsageError(
+            f"DIR {str(run)!r}: its ensemble does not match its config.toml or is damaged ({err})"
+        ) from None
+    output = Path(values["output"] or run / "certify").expanduser().absolute()
+    check_writable_parent(output)
+    if output.is_dir() and any(output.iterdir()) and not _is_certify_output(output):
+        raise UsageError(f"--output {str(output)!r}: exists and is not a certssbd certify directory; choose another")
+    radii = tuple(values["radii"] or default_radii(params["scale"]))
+    resolved = {**values, **{key: settings[key] for key in INHERITED}, "run": run, "output": output, "radii": radii}
+    resolved["data"] = spec
+
+    verbose = not values["quiet"]
+    tic = time.perf_counter()
+    logger.info("Certifying %d %s inputs of %s with %s", len(data.y), split, spec, run)
+    results = {"clean": est.certify(data.x, batch_size=settings["batch_size"], return_details=True, verbose=verbose)}
+    if trigger is not None:
+        logger.info("Certifying the same inputs with the %s trigger", settings["poison"])
+        results["triggered"] = est.certify(
+            trigger(data.x),
+            batch_size=settings["batch_size"],
+            return_details=True,
+            update_memory=False,
+            verbose=verbose,
+        )
+    certify_s = time.perf_counter() - tic
+    summary = _summary(resolved, settings, info, command, data, results, est, radii, certify_s)
+    with staged_directory(output, replace=True) as tmp:
+        _write(tmp, resolved, command, data, positions, results, est, summary)
+    logger.info("Certified in %.1f s: %s", certify_s, output)
+    return output
+
+
+def _is_certify_output(directory: Path) -> bool:
+    try:
+        return json.loads((directory / "summary.json").read_text(encoding="utf-8")).get("kind") == "certify"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _split_summary(result: CertificationResult, y: np.ndarray, radii, target: int | None) -> dict[str, Any]:
+    out = {
+        "accuracy": float(np.mean(result.pred == y)),
+        "abstain_rate": float(np.mean(result.abstained)),
+        "certified_accuracy": result.certified_accuracy(y, radii).tolist(),
+        "certified_accuracy_conservative": result.certified_accuracy(y, radii, conservative=True).tolist(),
+        "sigma": {
+            "min": float(result.sigma.min()),
+            "mean": float(result.sigma.mean()),
+            "max": float(result.sigma.max()),
+        },
+        "memory_changed": int(np.sum(result.pred != result.pred_before_memory)),
+    }
+    if target is not None:
+        others = y != target
+        out["attack_success_rate"] = float(np.mean(result.pred[others] == target)) if others.any() else None
+    return out
+
+
+def _summary(resolved, settings, info, command, data, results, est, radii, certify_s) -> dict[str, Any]:
+    from art_certssbd.experiment import environment
+    from art_certssbd.runs.fit import _plain
+
+    target = settings["target"] if "triggered" in results else None
+    splits = {
+        name: _split_summary(r, data.y, radii, target if name == "triggered" else None) for name, r in results.items()
+    }
+    return {
+        "kind": "certify",
+        "command": command,
+        "art_certssbd": __version__,
+        "run": str(resolved["run"]),
+        "method": settings["method"],
+        "options": _plain(resolved),
+        "fit_options": info.get("options", {}),
+        "data": {
+            "source": str(resolved["data"]),
+            "split": resolved["split"],
+            "nb_inputs": int(len(data.y)),
+            "class_names": data.names(),
+            "trigger": settings["poison"],
+            "delta": settings["delta"],
+            "target": target,
+        },
+        "nb_models": int(est.nb_models),
+        "scale": float(est.scale),
+        "alpha": float(est.alpha),
+        "bound": est.bound,
+        "radii": list(radii),
+        "splits": splits,
+        "train_sigma": {
+            k: float(f(est.train_sigma_)) for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))
+        },
+        "timings_s": {"certify": certify_s},
+        "environment": environment(),
+    }
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The Markdown summary of one certify run."""
+    from art_certssbd.report import markdown_table
+
+    data = summary["data"]
+    trigger = (
+        f"{data['trigger']} trigger (delta {data['delta']:g}) -> label {data['target']}"
+        if data["target"] is not None
+        else "no trigger"
+    )
+    lines = [
+        f"# certssbd certify: {summary['method']} on {data['source']} ({data['split']}, {data['nb_inputs']} inputs)",
+        "",
+        f"M = {summary['nb_models']}, sigma0 = {summary['scale']:g}, alpha = {summary['alpha']:g}, {summary['bound']}; "
+        f"{trigger}; classes {', '.join(data['class_names'])}.",
+        "",
+        "| split | accuracy | abstain | attack success | sigma (min / mean / max) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, s in summary["splits"].items():
+        asr = s.get("attack_success_rate")
+        sigma = s["sigma"]
+        lines.append(
+            f"| {name} | {s['accuracy']:.4f} | {s['abstain_rate']:.4f} | {'-' if asr is None else f'{asr:.4f}'} | "
+            f"{sigma['min']:.4f} / {sigma['mean']:.4f} / {sigma['max']:.4f} |"
+        )
+    for key, label in (
+        ("certified_accuracy", "paper radius"),
+        ("certified_accuracy_conservative", "conservative radius"),
+    ):
+        lines += ["", f"Certified accuracy ({label}): correct and certified at radius >= r", ""]
+        lines.append(markdown_table({name: s[key] for name, s in summary["splits"].items()}, summary["radii"], "split"))
+    lines += ["", f"certify time {summary['timings_s']['certify']:.1f} s"]
+    return "\n".join(lines)
+
+
+def _write(tmp: Path, resolved, command, data, positions, results, est, summary) -> None:
+    from art_certssbd.report import plot_curves, plot_sigma_histogram, write_csv, write_json, write_npz, write_text
+    from art_certssbd.runs.fit import _plain
+
+    keys = ["run"] + [o.key for o in options_of("certify") if o.key != "quiet"]
+    write_text(
+        tmp / "config.toml",
+        toml_text(
+            "certify",
+            {k: _plain({"v": resolved.get(k)})["v"] for k in keys},
+            comment=f"Written by {command!r} (art-certssbd {__version__}): every option, resolved.\n"
+            "Repeat the run with: certssbd certify --config THIS_FILE",
+        ),
+    )
+    columns: dict[str, list] = {"split": [], "index": [], "label": [], "correct": []}
+    columns.update({field: [] for field in FIELDS})
+    arrays: dict[str, np.ndarray] = {"label": data.y, "index": positions, "train_sigma": est.train_sigma_}
+    for name, result in results.items():
+        columns["split"] += [name] * len(data.y)
+        columns["index"] += positions.tolist()
+        columns["label"] += data.y.tolist()
+        columns["correct"] += (result.pred == data.y).astype(int).tolist()
+        for field in FIELDS:
+            columns[field] += np.asarray(getattr(result, field)).tolist()
+        for field in (*FIELDS, "votes"):
+            arrays[f"{name}_{field}"] = np.asarray(getattr(result, field))
+    write_csv(tmp / "results.csv", columns)
+    write_npz(tmp / "results.npz", arrays)
+    write_json(tmp / "summary.json", summary)
+    write_text(tmp / "summary.md", render_summary(summary) + "\n")
+    radii = summary["radii"]
+    curves = []
+    for name, s in summary["splits"].items():
+        curves.append((f"{name} (paper radius)", radii, s["certified_accuracy"], "-"))
+        if s["certified_accuracy_conservative"] != s["certified_accuracy"]:
+            curves.append((f"{name} (conservative radius)", radii, s["certified_accuracy_conservative"], ":"))
+    title = f"{summary['method']}, {summary['data']['source']}, M={summary['nb_models']}, sigma0={summary['scale']:g}"
+    plot_curves(curves, tmp / "certified_accuracy.png", title=title)
+    if summary["method"] == "cert-ssbd":
+        sigmas = {"training": est.train_sigma_, "test (clean)": results["clean"].sigma}
+        plot_sigma_histogram(sigmas, tmp / "sigma_histogram.png", scale=summary["scale"], title=title)

@@ -1,0 +1,225 @@
+"""``certssbd fit``: load (and optionally poison) a training set, train a RAB or Cert-SSBD ensemble, save it.
+
+A fit directory, once complete::
+
+    config.toml    the resolved options (``certssbd fit --config DIR/config.toml`` repeats the run)
+    fit.json       data, poisoning, training sigmas, timings, versions
+    ensemble/      the fitted ensemble (``save_ensemble`` format; ``certssbd certify DIR`` reads it)
+
+While training, everything lives in ``DIR.partial/`` (the same files plus ``checkpoint/``, where every finished member
+is stored at once), renamed to ``DIR`` only when the ensemble is saved. So ``DIR`` is always a complete fit, and an
+interrupted fit (Ctrl-C, a kill, a crash) leaves ``DIR.partial/``: running the same command again resumes from it and
+ends with the same ensemble as an uninterrupted run. A mistake found before training (a wrong option, missing data,
+an unknown class) creates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from art_certssbd import __version__
+from art_certssbd.checkpoint import CheckpointError
+from art_certssbd.runs.build import (
+    COMMON_PARAMS,
+    SIGMA_PARAMS,
+    auto_model,
+    build_estimator,
+    build_model,
+    estimator_params,
+    load_data,
+    make_trigger,
+)
+from art_certssbd.runs.options import UsageError, options_of, read_config, toml_text
+from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
+
+logger = logging.getLogger(__name__)
+
+#: Options that change how fast a fit runs or where it goes, not what it learns.
+NOT_IDENTITY = ("output", "device", "quiet", "vectorize")
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON values (paths and data specs as strings, tuples as lists)."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def identity(values: dict[str, Any]) -> dict[str, Any]:
+    """The options that determine the fitted ensemble."""
+    return _plain({k: v for k, v in values.items() if k not in NOT_IDENTITY})
+
+
+def stored_fit_options(directory: Path) -> dict[str, Any]:
+    """The resolved options in ``directory/config.toml`` (every fit option, ``None`` where the file has none)."""
+    stored = read_config(directory / "config.toml", "fit")
+    return {option.key: stored.get(option.key) for option in options_of("fit")}
+
+
+def _first_difference(stored: dict, wanted: dict) -> str | None:
+    stored, wanted = identity(stored), identity(wanted)
+    for key in sorted(set(stored) | set(wanted)):
+        if stored.get(key) != wanted.get(key):
+            return f"--{key.replace('_', '-')} {stored.get(key)!r} (this command: {wanted.get(key)!r})"
+    return None
+
+
+def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
+    """Run ``certssbd fit`` with resolved options; return the fit directory."""
+    if values.get("data") is None:
+        raise UsageError("--data is required (for example --data mnist:/path/to/mnist), as a flag or in --config")
+    spec = values["data"].resolved()
+    data, _ = load_data(spec, "train", values)
+    input_shape = tuple(int(d) for d in data.x.shape[1:])
+    if values["poison"] != "none" and not values["target"] < data.nb_classes:
+        raise UsageError(f"--target {values['target']}: expected a label in 0..{data.nb_classes - 1} {data.names()}")
+    if len(np.unique(data.y)) < 2:
+        raise UsageError(f"--data {str(spec)!r}: the training set holds only one class ({data.names()[data.y[0]]})")
+    model_name = auto_model(input_shape) if values["model"] == "auto" else values["model"]
+    net = build_model(model_name, data.nb_classes, input_shape, values["model_args"], values["seed"])
+    params = estimator_params(values)
+    # every estimator option explicit (the estimator's defaults filled in; None for Cert-SSBD's options with RAB)
+    resolved = {**values, "data": spec, "model": model_name, "memory": params.get("use_memory")}
+    resolved.update({key: params.get(key) for key in COMMON_PARAMS + SIGMA_PARAMS if key != "use_memory"})
+    digest = hashlib.sha256(json.dumps(identity(resolved), sort_keys=True).encode()).hexdigest()[:10]
+    output = Path(values["output"] or runs_dir() / f"{values['method']}-{spec.kind}-{digest}").absolute()
+    resolved["output"] = output
+    check_writable_parent(output)
+    if _finished(output, resolved):
+        return output
+    staging = output.with_name(output.name + ".partial")
+    if staging.exists():
+        difference = (
+            _first_difference(stored_fit_options(staging), resolved) if (staging / "config.toml").is_file() else None
+        )
+        if difference is not None:
+            raise UsageError(
+                f"--output {str(output)!r}: the unfinished fit in {str(staging)!r} was started with {difference}; "
+                "re-run the command that started it to resume, or delete that directory"
+            )
+    trigger = make_trigger(values["poison"], values["delta"])
+    x, y, is_poison = data.x, data.y, np.zeros(len(data.y), dtype=bool)
+    if trigger is not None:
+        from art_certssbd.attacks import poison_dataset
+
+        try:
+            x, y, is_poison = poison_dataset(x, y, trigger, values["rate"], values["target"], values["seed"])
+        except ValueError as err:
+            raise UsageError(f"--rate {values['rate']} --target {values['target']}: {err}") from None
+    est = build_estimator(values, params, net, data, values["poison"])
+    _warn_if_nothing_can_be_certified(params)
+
+    created = not staging.exists()
+    staging.mkdir(parents=True, exist_ok=True)
+    with exclusive(staging, "--output"):
+        if created or not (staging / "config.toml").is_file():
+            _write_config(staging / "config.toml", resolved, command)
+        tic = time.perf_counter()
+        logger.info(
+            "Fitting %s (%d members) on %d images %s; checkpoints in %s",
+            values["method"],
+            params["nb_models"],
+            len(y),
+            input_shape,
+            staging / "checkpoint",
+        )
+        try:
+            est.fit(
+                x, y, batch_size=values["batch_size"], nb_epochs=values["epochs"], checkpoint_dir=staging / "checkpoint"
+            )
+        except CheckpointError as err:
+            raise UsageError(
+                f"--output {str(output)!r}: the unfinished fit in {str(staging)!r} does not match this command ({err})"
+            ) from None
+        except ValueError as err:
+            if created:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise UsageError(f"fit: {err}") from None
+        fit_s = time.perf_counter() - tic
+        est.save_ensemble(staging / "ensemble")
+        _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, fit_s)
+        (staging / ".lock").unlink(missing_ok=True)
+        staging.rename(output)
+    shutil.rmtree(output / "checkpoint", ignore_errors=True)
+    logger.info("Fitted in %.1f s: %s", fit_s, output)
+    return output
+
+
+def _finished(output: Path, resolved: dict) -> bool:
+    """Whether ``output`` already holds this very fit (then there is nothing to do); refuse any other content."""
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+        return False
+    if not ((output / "config.toml").is_file() and (output / "ensemble").is_dir()):
+        raise UsageError(f"--output {str(output)!r}: exists and is not a certssbd fit directory; choose another")
+    difference = _first_difference(stored_fit_options(output), resolved)
+    if difference is not None:
+        raise UsageError(
+            f"--output {str(output)!r}: already holds a fit with {difference}; choose another --output or delete it"
+        )
+    shutil.rmtree(output / "checkpoint", ignore_errors=True)  # left by a crash right after the final rename
+    logger.warning("%s already holds this fit: nothing to do", output)
+    return True
+
+
+def _warn_if_nothing_can_be_certified(params: dict) -> None:
+    from art_certssbd.stats import max_radius
+
+    votes = params["nb_models"] * params["draws_per_model"]
+    # the estimator bounds the top class at alpha / 2 (see CertSSBDEstimator.certify)
+    if float(max_radius(votes, params["alpha"] / 2, 1.0, params["bound"])) <= 0:
+        logger.warning(
+            "with %d votes (--nb-models x --draws-per-model), --alpha %g and --bound %s no input can be certified, "
+            "even with every vote for one class: use more members or a larger --alpha",
+            votes,
+            params["alpha"],
+            params["bound"],
+        )
+
+
+def _write_config(path: Path, resolved: dict, command: str) -> None:
+    from art_certssbd.report import write_text
+
+    keys = [option.key for option in options_of("fit") if option.key not in ("quiet",)]
+    text = toml_text(
+        "fit",
+        {key: _plain({"v": resolved.get(key)})["v"] for key in keys},
+        comment=f"Written by {command!r} (art-certssbd {__version__}): every option, resolved.\n"
+        "Repeat the run with: certssbd fit --config THIS_FILE",
+    )
+    write_text(path, text)
+
+
+def _write_summary(path, resolved, command, spec, data, is_poison, est, fit_s) -> None:
+    from art_certssbd.experiment import environment
+    from art_certssbd.report import write_json
+
+    sigma = est.train_sigma_
+    write_json(
+        path,
+        {
+            "kind": "fit",
+            "command": command,
+            "art_certssbd": __version__,
+            "options": _plain(resolved),
+            "data": {
+                "source": str(spec),
+                "split": "train",
+                "nb_samples": int(len(data.y)),
+                "input_shape": list(data.x.shape[1:]),
+                "class_names": data.names(),
+                "class_counts": np.bincount(data.y, minlength=data.nb_classes).tolist(),
+                "nb_poisoned": int(is_poison.sum()),
+                "poisoned": np.flatnonzero(is_poison).tolist(),
+            },
+            "random_state": int(est.random_state_),
+            "train_sigma": {"min": float(sigma.min()), "mean": float(sigma.mean()), "max": float(sigma.max())},
+            "timings_s": {"fit": fit_s},
+            "environment": environment(),
+        },
+    )

@@ -1,0 +1,96 @@
+"""Where runs are written, and how: whole directories appear at once, never half written.
+
+* :func:`runs_dir`: the default home of fit and report outputs, in the user's data directory (never a source tree).
+* :func:`staged_directory`: build a directory beside its target and rename it into place when complete; on an
+  error the staging directory is removed, so no partial output is left behind.
+* :func:`exclusive`: a lock file, so that two processes never write one fit's checkpoint at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from art_certssbd._io import fsync_dir
+from art_certssbd.runs.options import UsageError
+
+RUNS_ENV = "ART_CERTSSBD_RUNS"
+
+
+def runs_dir() -> Path:
+    """``$ART_CERTSSBD_RUNS`` when set, else ``$XDG_DATA_HOME/art-certssbd/runs`` (``~/.local/share/...``).
+
+    Not created here.
+    """
+    env = os.environ.get(RUNS_ENV)
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home).expanduser() / "art-certssbd" / "runs"
+
+
+def check_writable_parent(target: Path, option: str = "--output") -> None:
+    """Refuse a ``target`` whose nearest existing ancestor is a file or not writable (before any work)."""
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{option} {str(target)!r}: exists and is not a directory")
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {str(target)!r}: {str(ancestor)!r} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise UsageError(f"{option} {str(target)!r}: directory {str(ancestor)!r} is not writable")
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty directory beside ``target`` that becomes ``target`` when the block succeeds.
+
+    :param target: The final directory.
+    :param replace: Replace an existing ``target`` (else it must not exist). The old one is moved aside first and
+           deleted only after the new one is in place.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name, not for the result
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        if target.exists():
+            if not replace:
+                raise UsageError(f"--output {str(target)!r} appeared while this command ran; nothing was replaced")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.rename(target, old / target.name)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory/.lock`` (POSIX ``flock``; a no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = directory / ".lock"
+    with open(lock, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{what} {str(directory)!r} is in use by another certssbd process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

