@@ -46,9 +46,7 @@ from art_certssbd.stats import ABSTAIN, BOUNDS
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "ABSTAIN",
-    "BOUNDS",
+__all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats)
     "certify_at_level",
     "certify_top_class",
     "certify_votes",
