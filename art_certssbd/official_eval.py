@@ -147,6 +147,10 @@ def certify_reference(
 def reference_certificate(mean_scores, sigma_stored, sigma0: float, n_assumed: int, alpha: float):
     """Steps 2-4 of the official evaluation, from the mean scores (soft votes) of the models.
 
+    This is the official rule, reproduced line by line for comparison; it is not a certificate of this package
+    (every estimator path, and the "ours" rows of the official benchmark, use
+    :func:`art_certssbd.certification.certify_votes`).
+
     :param mean_scores: ``(N, C)`` mean softmax scores over the models.
     :param sigma_stored: Per-input sigma of the radius, ``(N,)`` or a scalar.
     :param sigma0: The noise level of the votes (gives the second radius).
