@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from art_certssbd import __version__
 from art_certssbd.checkpoint import CheckpointError
@@ -43,7 +44,7 @@ from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
 logger = logging.getLogger(__name__)
 
 #: Options that change how fast a fit runs or where it goes, not what it learns.
-NOT_IDENTITY = ("output", "device", "quiet", "vectorize")
+NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +113,13 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             x, y, is_poison = poison_dataset(x, y, trigger, values["rate"], values["target"], values["seed"])
         except ValueError as err:
             raise UsageError(f"--rate {values['rate']} --target {values['target']}: {err}") from None
+    chunk = values.get("members_per_chunk")
+    if chunk is None and (values["device"] == "cpu" or not torch.cuda.is_available()):
+        chunk = 1  # members train one by one on the CPU: store each as soon as it is done
+    if chunk is not None:  # the estimator trains (and checkpoints) memory_budget // x.nbytes members together
+        params["memory_budget"] = chunk * max(1, x.nbytes)
     est = build_estimator(values, params, net, data, values["poison"])
-    _warn_if_nothing_can_be_certified(params)
+    _warn_if_nothing_can_be_certified(params, data.nb_classes)
 
     created = not staging.exists()
     staging.mkdir(parents=True, exist_ok=True)
@@ -167,12 +173,18 @@ def _finished(output: Path, resolved: dict) -> bool:
     return True
 
 
-def _warn_if_nothing_can_be_certified(params: dict) -> None:
-    from art_certssbd.stats import max_radius
+def _warn_if_nothing_can_be_certified(params: dict, nb_classes: int) -> None:
+    """Warn when even a unanimous vote cannot be certified (too few members for alpha), before hours of training."""
+    from art_certssbd.certification import certify_votes
+    from art_certssbd.stats import ABSTAIN
 
     votes = params["nb_models"] * params["draws_per_model"]
-    # the estimator bounds the top class at alpha / 2 (see CertSSBDEstimator.certify)
-    if float(max_radius(votes, params["alpha"] / 2, 1.0, params["bound"])) <= 0:
+    counts = np.zeros((1, nb_classes), dtype=np.int64)
+    counts[0, 0] = votes
+    best = certify_votes(
+        counts, 1.0, alpha=params["alpha"], bound=params["bound"], draws_per_model=params["draws_per_model"]
+    )
+    if best.pred[0] == ABSTAIN:
         logger.warning(
             "with %d votes (--nb-models x --draws-per-model), --alpha %g and --bound %s no input can be certified, "
             "even with every vote for one class: use more members or a larger --alpha",

@@ -146,6 +146,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sigma-update", str, "Cert-SSBD: sigma update", F, None, ("gradient", "reference")),
     Option("--memory", None, "Cert-SSBD: storage-update certification memory", F, None, negatable=True),
     Option("--vectorize", None, "vmap over members (speed only)", FC, None, negatable=True),
+    Option(
+        "--members-per-chunk",
+        positive_int,
+        "members trained, and checkpointed, together (speed and memory only; default: 1 on the CPU, where members "
+        "train one by one anyway, so that an interruption loses at most one member; on CUDA as many as the "
+        "estimator's memory_budget holds)",
+        F,
+        metavar="N",
+    ),
     # certify and report
     Option(
         "--radii",
