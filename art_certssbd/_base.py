@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from art.estimators.certification.randomized_smoothing.randomized_smoothing impo
 from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import stats
+from art_certssbd._art import ArtContractMixin
 from art_certssbd._storage import EnsembleStorageMixin
 from art_certssbd._validation import (
     NOT_FITTED,
@@ -71,7 +73,7 @@ _ENSEMBLE_PARAMS = [
 _SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
 
 
-class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin, PyTorchClassifier):
+class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, RandomizedSmoothingMixin, PyTorchClassifier):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
     estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
@@ -105,6 +107,7 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         compile=False,
         random_state=None,
         verbose=False,
+        sample_size=None,
         **sigma_params,
     ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
@@ -125,7 +128,7 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
             postprocessing_defences=postprocessing_defences,
             preprocessing=preprocessing,
             device_type=device_type,
-            sample_size=None,
+            sample_size=sample_size,
             scale=scale,
             alpha=alpha,
         )
@@ -139,8 +142,12 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
 
     @sample_size.setter
     def sample_size(self, value) -> None:
-        if value is not None:
-            raise AttributeError("sample_size is nb_models * draws_per_model: set those instead")
+        if value is not None:  # ART's constructor argument: refused with a pointer to nb_models
+            raise ValueError(
+                f"sample_size={value!r} cannot be set: ART's sample size (noise draws per input) is, for a smoothed "
+                "ensemble, its number of votes nb_models * draws_per_model (each member votes on its own fixed noise): "
+                "set nb_models (and draws_per_model) instead"
+            )
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -186,20 +193,12 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
                     "normalisation inside the model (e.g. as its first layer)"
                 )
 
-    def set_params(self, **kwargs) -> None:
-        """Set parameters (ART's ``set_params``); on a validation error the estimator is left as it was."""
-        snapshot = dict(self.__dict__)
-        try:
-            super().set_params(**kwargs)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(snapshot)
-            raise
-
     # ------------------------------------------------------------------------------------------------- fitting
     def _check_fitted(self) -> None:
         if not hasattr(self, "ensemble_"):
-            raise NotFittedError(NOT_FITTED.format(name=type(self).__name__))
+            reset_by = getattr(self, "_reset_by", None)
+            reason = f" (set_params of {', '.join(reset_by)} reset the fitted ensemble)" if reset_by else ""
+            raise NotFittedError(NOT_FITTED.format(name=type(self).__name__) + reason)
 
     def _config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict[str, Any]:
         """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
@@ -231,16 +230,25 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         """Train the smoothed ensemble on a (possibly poisoned) training set.
 
         :param x: Training inputs, shape ``(N, *input_shape)``, within ``clip_values``.
-        :param y: Labels, indices ``(N,)`` or one-hot ``(N, nb_classes)``; at least two classes.
+        :param y: Labels in any format ART's ``PyTorchClassifier.fit`` accepts: indices ``(N,)`` or ``(N, 1)``
+               (integers, or floats holding whole numbers), or a ``(N, nb_classes)`` matrix (one-hot, soft labels,
+               all-zero rows) read as its row-wise argmax, as ART does; at least two classes.
         :param batch_size: Mini-batch size.
         :param nb_epochs: Epochs per ensemble member.
         :param checkpoint_dir: Directory where each finished member is stored; a second call with the same directory
                and configuration resumes and ends with the same ensemble as an uninterrupted run.
         :param verbose: Progress bars (default: the estimator's ``verbose``).
+        :param kwargs: ART's ``PyTorchClassifier.fit`` options (``training_mode``, ``drop_last``, ``scheduler``) are
+               ignored with a ``UserWarning``: each member gets its own optimiser and shuffled mini-batches.
         """
         verbose = self.verbose if verbose is None else verbose
         if kwargs:
-            logger.warning("fit ignores the arguments %s (ART's PyTorchClassifier options)", sorted(kwargs))
+            warnings.warn(
+                f"fit ignores the arguments {sorted(kwargs)} (options of ART's PyTorchClassifier.fit that the ensemble "
+                "training does not use)",
+                UserWarning,
+                stacklevel=2,
+            )
         x = check_inputs(x, self.input_shape, self.clip_values)
         y = check_labels(y, x.shape[0], self.nb_classes)
         if np.unique(y).size < 2:
@@ -336,7 +344,11 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         self._check_fitted()
         x = check_inputs(x, self.input_shape, self.clip_values)
         if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
-            raise ValueError(f"n must be in [1, {self.sample_size}] (nb_models * draws_per_model), got {n!r}")
+            raise ValueError(
+                f"n must be in [1, {self.sample_size}], got n={n!r}: n counts votes and the ensemble has "
+                f"{self.sample_size} (nb_models={self.nb_models} x draws_per_model={self.draws_per_model}); unlike "
+                "ART's certify(x, n), n is not a Monte-Carlo sample size that can grow: refit with more members"
+            )
         if n is not None and n % self.draws_per_model:
             raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
         batch_size = check_int(batch_size, "batch_size")
@@ -449,32 +461,3 @@ class _SmoothedEnsembleEstimator(EnsembleStorageMixin, RandomizedSmoothingMixin,
         from art_certssbd.adaptive import certify_adaptive  # the adaptive module builds on this shell's pieces
 
         return certify_adaptive(self, x, radius, **kwargs)
-
-    def loss_gradient(self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs) -> np.ndarray:
-        """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
-        surrogate ART's evasion attacks need), with the members' fixed test noise at ``scale``.
-
-        :param x: Inputs, shape ``(N, *input_shape)``.
-        :param y: Labels, indices or one-hot.
-        :return: Gradients of the same shape as ``x``.
-        """
-        self._check_fitted()
-        as_tensor = isinstance(x, torch.Tensor)  # ART's PyTorch attacks (e.g. PGD) pass and expect tensors
-        x_np = x.detach().cpu().numpy() if as_tensor else x
-        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
-        x_np = check_inputs(x_np, self.input_shape, None)
-        y_t = torch.from_numpy(check_labels(y_np, len(x_np), self.nb_classes)).to(self._device)
-        x_t = torch.from_numpy(x_np).to(self._device).requires_grad_(True)
-        nb_models = self.ensemble_.nb_models
-        chunk = max(1, 8192 // len(x_np))
-        for m0 in range(0, nb_models, chunk):
-            m1 = min(m0 + chunk, nb_models)
-            eps = self._test_noise(range(m0, m1), 1, x_np.shape[1:])[:, 0]
-            logits = self.ensemble_.logits(x_t.unsqueeze(0) + self.scale * eps.unsqueeze(1), m0, m1, self.vectorize)
-            loss = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
-            loss.backward()
-        return x_t.grad.to(x.device) if as_tensor else x_t.grad.cpu().numpy()
-
-    def class_gradient(self, x: np.ndarray, label=None, training_mode: bool = False, **kwargs) -> np.ndarray:
-        """Not available for a smoothed ensemble (as in ART's ``PyTorchRandomizedSmoothing``)."""
-        raise NotImplementedError

@@ -107,19 +107,36 @@ def check_inputs(x, input_shape: tuple[int, ...], clip_values=None, name: str = 
 
 
 def check_labels(y, nb_samples: int, nb_classes: int, name: str = "y") -> np.ndarray:
-    """Validate labels (integer indices ``(N,)`` or one-hot ``(N, nb_classes)``) and return int64 indices."""
+    """Validate labels in any format ART's ``PyTorchClassifier`` accepts and return int64 class indices ``(N,)``.
+
+    * indices ``(N,)`` or ``(N, 1)``: integers, or floats holding whole numbers (``3.0``);
+    * a ``(N, nb_classes)`` matrix: one-hot, soft (probabilities) or any scores, read as ``argmax`` per row as ART
+      does; a row without a single maximum (ART's all-zero abstain rows of ``predict``, or the all-one rows
+      ``art.utils.get_labels_np_array`` makes of them) gives its first maximal class, i.e. class 0.
+
+    Refused with a ``ValueError`` naming ``name`` and the values: other shapes, non-numeric or boolean indices, NaN or
+    infinite values, fractional indices (``1.5``; ART would truncate them) and indices outside ``[0, nb_classes)``.
+    """
     if not isinstance(y, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(y).__name__}")
     if y.ndim == 2 and y.shape[1] == nb_classes and y.shape[1] > 1:
-        if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
-            raise ValueError(f"{name} is 2-D but not one-hot (each row must hold a single 1): {_describe(y)}")
+        if y.dtype.kind not in "fiub":
+            raise ValueError(f"{name} must hold numbers, got {_describe(y)}")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            raise ValueError(f"{name} contains NaN or infinite values: {_describe(y)}")
         y = y.argmax(axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     elif y.ndim != 1:
         raise ValueError(f"{name} must have shape ({nb_samples},) or ({nb_samples}, {nb_classes}), got {_describe(y)}")
-    elif y.dtype.kind not in "iu":
+    if y.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold integer class indices, got {_describe(y)}")
     if y.shape[0] != nb_samples:
         raise ValueError(f"{name} has {y.shape[0]} labels but x has {nb_samples} samples")
+    if y.dtype.kind == "f":
+        bad = y[~np.isfinite(y) | (y != np.round(y))] if y.size else y
+        if bad.size:
+            raise ValueError(f"{name} must hold integer class indices, got the values {bad[:5]} ({_describe(y)})")
     if y.size and (y.min() < 0 or y.max() >= nb_classes):
         bad = y[(y < 0) | (y >= nb_classes)]
         raise ValueError(f"{name} has labels outside [0, {nb_classes - 1}] (nb_classes={nb_classes}): {bad[:5]}")

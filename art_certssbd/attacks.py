@@ -17,7 +17,7 @@ axis; a 3-D array is always read as a batch, never as one ``(C, H, W)`` image). 
   ``(C, H, W)`` order whatever the layout, so both layouts get the same pattern), added without clipping.
 
 The pixel triggers clip the touched entries at ``clip_max`` (RAB's ``min(x + d, 1)``); any ``C >= 1`` is accepted
-(a warning is logged when ``C`` is not 1 or 3, which usually means a wrong ``channels_first``).
+(a ``UserWarning`` is issued when ``C`` is not 1 or 3, which usually means a wrong ``channels_first``).
 
 | Paper link: https://arxiv.org/abs/2504.21730 (threat model of RAB: https://arxiv.org/abs/2003.08904)
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
@@ -160,7 +161,11 @@ class Trigger:
         if min(channels, height, width) < 1:
             raise ValueError(f"x must hold non-empty images, got x.shape={x.shape}")
         if channels not in (1, 3):
-            logger.warning("%s: %d channels in x.shape=%s; check channels_first", self.name, channels, x.shape)
+            warnings.warn(
+                f"{self.name}: {channels} channels in x.shape={x.shape}; check channels_first",
+                UserWarning,
+                stacklevel=3,
+            )
         self.pattern((channels, height, width))  # raises for a position outside the image
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -30,7 +30,9 @@ class CertSSBDTrainer(Trainer):
 
     :param classifier: The ART PyTorch classifier to defend.
     :param method: ``"cert-ssbd"`` (default) or ``"rab"``.
-    :param kwargs: Parameters of the estimator (``nb_models``, ``scale``, ``alpha``, ``random_state``, ...).
+    :param kwargs: Parameters of the estimator (``nb_models``, ``scale``, ``alpha``, ``random_state``, ...); they
+           override the settings taken from the classifier (``optimizer``, ``channels_first``, ``clip_values``,
+           ``device_type``).
     """
 
     def __init__(self, classifier: PyTorchClassifier, method: str = "cert-ssbd", **kwargs) -> None:
@@ -44,17 +46,16 @@ class CertSSBDTrainer(Trainer):
         self.method = method
         model = copy.deepcopy(classifier.model)
         optimizer = type(classifier.optimizer)(model.parameters(), **classifier.optimizer.defaults)
-        # building the estimator validates every parameter now, before any training
-        self._estimator = METHODS[method](
-            model,
-            classifier._loss,
-            classifier.input_shape,
-            classifier.nb_classes,
+        # the classifier's settings are defaults that kwargs override (e.g. device_type="cpu")
+        derived = dict(
             optimizer=optimizer,
             channels_first=classifier.channels_first,
             clip_values=classifier.clip_values,
             device_type=classifier._device_type,
-            **kwargs,
+        )
+        # building the estimator validates every parameter now, before any training
+        self._estimator = METHODS[method](
+            model, classifier._loss, classifier.input_shape, classifier.nb_classes, **{**derived, **kwargs}
         )
 
     @property

@@ -207,6 +207,12 @@ class StackedEnsemble:
         convert = to_channels_last if channels_last else (lambda t: t)
         return {n: convert(p[k]) for n, p in self.params.items()}, {n: b[k] for n, b in self.buffers.items()}
 
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy without the cached (possibly compiled) forward functions, which are rebuilt on use."""
+        state = self.__dict__.copy()
+        state["_compiled"] = {}
+        return state
+
     def _function(self, backend: str, compile: bool) -> Callable:
         """``f(params, buffers, x)`` of one member (``"sequential"``) or of a chunk (``"vmap"``), compiled if asked."""
         key = f"{backend}:{compile}"

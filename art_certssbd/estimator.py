@@ -53,6 +53,9 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
            for a few seconds, and needs a C++ compiler on CPU). Votes equal the eager ones up to float rounding.
     :param random_state: Seed of everything random; ``None`` draws one (stored in ``random_state_``).
     :param verbose: Progress bars.
+    :param sample_size: Only ``None``: ART's name for the noise draws per input, which here are the votes
+           ``nb_models * draws_per_model`` (the read-only attribute ``sample_size``); any other value raises a
+           ``ValueError`` pointing to ``nb_models``.
     :param sigma_steps: SGA steps T per sample (0 = fixed sigma, RAB).
     :param sigma_lr: SGA step size.
     :param sigma_samples: Noise draws S per SGA step.
@@ -92,6 +95,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         compile=False,
         random_state=None,
         verbose=False,
+        sample_size=None,
         sigma_steps=30,
         sigma_lr=5e-3,
         sigma_samples=16,
@@ -137,5 +141,6 @@ class RABEstimator(_SmoothedEnsembleEstimator):
         compile=False,
         random_state=None,
         verbose=False,
+        sample_size=None,
     ):
         super().__init__(**_arguments(locals()))

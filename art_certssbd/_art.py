@@ -1,0 +1,362 @@
+"""ART's estimator contract for the smoothed ensemble, beyond fit / predict / certify: a mixin of the estimator shell.
+
+ART's ``PyTorchClassifier`` assumes one network; this mixin gives each call its meaning for an ensemble of
+``nb_models`` members (the "ART conventions" section of the user guide says where and why it differs from ART):
+
+* ``set_params`` sets the public attribute of each estimator parameter (ART's version writes ``_<key>`` whenever
+  such an attribute exists, which overwrote the method ``_bound``), rolls back on a validation error and resets the
+  fitted state when a parameter the fitted ensemble depends on changes (:data:`KEEPS_FIT` lists those that do not);
+* ``fit_generator`` collects the generator's data once and fits once (ART's loop calls ``fit`` per batch);
+* ``loss_gradient`` / ``compute_loss``: the ensemble's expected loss under its fixed test noise at ``scale``;
+  ``class_gradient`` is not available (as in ART's ``PyTorchRandomizedSmoothing``);
+* ``get_activations`` reads a trained member (``model`` is the base network of the sigma optimiser, untrained for
+  RAB);
+* ``save`` writes the whole ensemble (:meth:`save_ensemble`); pickle and ``copy.deepcopy`` work before and after use
+  and write no files (ART's pickling writes the model under ``ART_DATA_PATH``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+
+import numpy as np
+import torch
+
+from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
+
+#: Estimator parameters the fitted ensemble does not depend on: ``set_params`` of them keeps the fitted state.
+#: Changing any other one (``model``, ``loss``, ``optimizer``, ``input_shape``, ``nb_classes``, ``preprocessing``,
+#: ``nb_models``, ``scale``, ``noise``, ``warmup_epochs``, ``random_state``, ``sigma_*``) resets it: the members
+#: were trained with the old value, so certificates would silently be wrong; call ``fit`` again.
+KEEPS_FIT = frozenset(
+    {
+        "alpha",  # the bound's level, applied to the votes at certification
+        "bound",
+        "draws_per_model",  # test-time draws per member (the members' test-noise seeds do not depend on it)
+        "verbose",
+        "vectorize",
+        "memory_budget",
+        "amp",
+        "compile",
+        "use_memory",  # the memory is created or dropped
+        "device_type",  # the fitted state moves to the new device
+        "clip_values",  # the range inputs are checked against (and ART's attacks clip to)
+        "channels_first",  # a layout flag for ART's attacks and defences; the members see the same tensors
+        "use_amp",  # ART's apex options, unused here
+        "opt_level",
+        "loss_scale",
+    }
+)
+
+
+def _same(a, b) -> bool:
+    """Whether a parameter keeps its value (identity, or equal values of numbers, strings, tuples and arrays)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.nn.Module | torch.optim.Optimizer) or isinstance(b, torch.nn.Module | torch.optim.Optimizer):
+        return False
+    try:
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return np.shape(a) == np.shape(b) and bool(np.all(np.asarray(a) == np.asarray(b)))
+        numbers_ = all(isinstance(v, numbers.Number) and not isinstance(v, bool | np.bool_) for v in (a, b))
+        return (numbers_ or type(a) is type(b)) and bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+class ArtContractMixin:
+    """The ART calls of :class:`~art_certssbd._base._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
+
+    # ---------------------------------------------------------------------------------------------- parameters
+    def set_params(self, **kwargs) -> None:
+        """Set estimator parameters (ART's ``set_params``; ``clone_for_refitting`` relies on it).
+
+        Each key of ``estimator_params`` sets the parameter itself (through its setter, or the attribute behind a
+        read-only ART property such as ``loss``); methods and other private state are never touched. On a
+        validation error the estimator is left exactly as it was. When a parameter the fitted ensemble depends on
+        changes value (any parameter not in :data:`KEEPS_FIT`, e.g. ``scale``, ``nb_models``, ``random_state``,
+        ``sigma_*``), the fitted state is reset: ``certify`` / ``predict`` then raise a ``NotFittedError`` naming
+        the parameter, until ``fit`` is called again. Setting a parameter to its current value changes nothing.
+
+        :raises ValueError: For an unknown parameter or an invalid value.
+        """
+        unknown = sorted(key for key in kwargs if key not in self.estimator_params)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} of {type(self).__name__}: {self.estimator_params}")
+        changed = {key: value for key, value in kwargs.items() if not _same(getattr(self, key), value)}
+        snapshot = dict(self.__dict__)
+        snapshot["preprocessing_operations"] = list(self.preprocessing_operations)  # mutated in place below
+        try:
+            for key, value in changed.items():
+                self._set_param(key, value)
+            self._update_preprocessing_operations()
+            self._check_params()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+        # validated: now the side effects on the model and the fitted state
+        if "model" in changed or "device_type" in changed:
+            self._model.to(self._device)
+        if not hasattr(self, "ensemble_"):
+            return
+        reset = sorted(key for key in changed if key not in KEEPS_FIT)
+        if reset:
+            for name in [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]:
+                delattr(self, name)
+            self._reset_by = reset
+            return
+        if "device_type" in changed:
+            self.ensemble_.to(self._device)
+        if "use_memory" in changed:
+            from art_certssbd.memory import CertificationMemory
+
+            self.memory_ = CertificationMemory() if self.use_memory else None
+
+    def _set_param(self, key: str, value) -> None:
+        """Set one parameter: through its property setter, the instance attribute behind a read-only property, ART's
+        converters (``preprocessing*``), or a plain attribute; never a method or a class attribute."""
+        attribute = inspect.getattr_static(type(self), key, None)
+        if key == "model":
+            self._model = self._make_model_wrapper(value)
+            self._layer_names = self._model.get_layers
+        elif key == "device_type":
+            self._device_type = value
+            cuda = value == "gpu" and torch.cuda.is_available()
+            self._device = torch.device(f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
+        elif isinstance(attribute, property) and attribute.fset is not None:
+            setattr(self, key, value)
+        elif isinstance(attribute, property):
+            if "_" + key not in self.__dict__:  # a read-only property without instance state behind it
+                raise ValueError(f"{key} of {type(self).__name__} cannot be set")
+            self.__dict__["_" + key] = value
+        elif key == "preprocessing":
+            self.preprocessing = self._set_preprocessing(value)
+        elif key == "preprocessing_defences":
+            self.preprocessing_defences = self._set_preprocessing_defences(value)
+        elif key == "postprocessing_defences":
+            self.postprocessing_defences = self._set_postprocessing_defences(value)
+        else:
+            setattr(self, key, value)
+
+    # ------------------------------------------------------------------------------------------------- fitting
+    def fit_generator(self, generator, nb_epochs: int = 20, verbose: bool | None = None, **kwargs) -> None:
+        """Fit the ensemble on all the data of an ART ``DataGenerator``, collected once (one call of :meth:`fit`).
+
+        ART's base ``fit_generator`` calls ``fit`` once per batch, which here would retrain the whole ensemble on
+        each batch. Instead the data is read once: ``NumpyDataGenerator``: its arrays ``x`` and ``y`` (in order);
+        ``PyTorchDataGenerator``: one pass over its ``DataLoader`` (a map-style dataset under a sequential or plain
+        shuffling sampler is read in index order, so the fit depends on ``random_state`` only); any other generator:
+        ``get_batch()`` until ``generator.size`` samples.
+
+        :param generator: An ``art.data_generators.DataGenerator``.
+        :param nb_epochs: Epochs per ensemble member (ART's default, 20).
+        :param verbose: Progress bars (default: the estimator's ``verbose``).
+        :param kwargs: Further arguments of :meth:`fit` (``batch_size`` defaults to the generator's).
+        """
+        from art.data_generators import DataGenerator
+
+        if not isinstance(generator, DataGenerator):
+            raise ValueError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
+        x, y = _collect(generator)
+        kwargs.setdefault("batch_size", int(generator.batch_size))
+        self.fit(x, y, nb_epochs=nb_epochs, verbose=verbose, **kwargs)
+
+    # ---------------------------------------------------------------------------------------- losses, gradients
+    def _labels(self, y, nb_samples: int) -> torch.Tensor:
+        return torch.from_numpy(check_labels(_numpy(y), nb_samples, self.nb_classes)).to(self._device)
+
+    def _smoothed_loss(self, x_t: torch.Tensor, y_t: torch.Tensor, backward: bool) -> torch.Tensor | None:
+        """``mean_k loss(f_k(x + scale * e_k), y)`` over the members (chunked; with ``backward`` each chunk's part is
+        back-propagated into ``x_t.grad`` and nothing is returned)."""
+        nb_models = self.ensemble_.nb_models
+        chunk, total = max(1, 8192 // len(x_t)), None
+        for m0 in range(0, nb_models, chunk):
+            m1 = min(m0 + chunk, nb_models)
+            eps = self._test_noise(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
+            logits = self.ensemble_.logits(x_t.unsqueeze(0) + self.scale * eps.unsqueeze(1), m0, m1, self.vectorize)
+            part = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
+            if backward:
+                part.backward()
+            else:
+                total = part if total is None else total + part
+        return total
+
+    def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
+        """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
+        surrogate ART's evasion attacks need), with the members' fixed test noise at ``scale``.
+
+        :param x: Inputs, shape ``(N, *input_shape)`` (numpy, or a tensor as ART's PyTorch attacks pass).
+        :param y: Labels in any format ART accepts (indices ``(N,)`` / ``(N, 1)``, one-hot, soft or all-zero rows:
+               a ``(N, nb_classes)`` matrix is read as its row-wise argmax, as ART does).
+        :return: Gradients of the same shape and kind as ``x``.
+        """
+        self._check_fitted()
+        as_tensor = isinstance(x, torch.Tensor)
+        x_np = check_inputs(_numpy(x), self.input_shape, None)
+        y_t = self._labels(y, len(x_np))
+        x_t = torch.from_numpy(x_np).to(self._device).requires_grad_(True)
+        self._smoothed_loss(x_t, y_t, backward=True)
+        return x_t.grad.to(x.device) if as_tensor else x_t.grad.cpu().numpy()
+
+    def compute_loss(self, x, y, reduction: str = "none", **kwargs):
+        """The ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the quantity :meth:`loss_gradient`
+        differentiates), per input or reduced.
+
+        :param x: Inputs, shape ``(N, *input_shape)`` (numpy, or a tensor: then a tensor is returned).
+        :param y: Labels in any format ART accepts (see :meth:`loss_gradient`).
+        :param reduction: ``"none"`` (shape ``(N,)``), ``"mean"`` or ``"sum"``.
+        """
+        self._check_fitted()
+        check_choice(reduction, "reduction", ("none", "mean", "sum"))
+        as_tensor = isinstance(x, torch.Tensor)
+        x_np = check_inputs(_numpy(x), self.input_shape, None)
+        y_t = self._labels(y, len(x_np))
+        x_t = x.to(self._device) if as_tensor else torch.from_numpy(x_np).to(self._device)
+        previous = self._loss.reduction
+        self._loss.reduction = reduction
+        try:
+            with torch.set_grad_enabled(as_tensor and torch.is_grad_enabled()):
+                loss = self._smoothed_loss(x_t, y_t, backward=False)
+        finally:
+            self._loss.reduction = previous
+        return loss if as_tensor else loss.detach().cpu().numpy()
+
+    def class_gradient(self, x, label=None, training_mode: bool = False, **kwargs):
+        """Not available for a smoothed ensemble, as in ART's ``PyTorchRandomizedSmoothing``: the smoothed classifier
+        is a vote count, without class scores to differentiate; attacks that need class gradients (DeepFool, JSMA,
+        ...) cannot run against it, those built on :meth:`loss_gradient` (FGM, PGD, ...) can.
+
+        :raises NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            f"class_gradient is not available for {type(self).__name__} (a smoothed vote has no class gradient, as in "
+            "ART's PyTorchRandomizedSmoothing); use loss_gradient"
+        )
+
+    # ------------------------------------------------------------------------------------------- activations
+    def get_activations(
+        self, x, layer: int | str | None = None, batch_size: int = 128, framework: bool = False, member: int = 0
+    ):
+        """Output of layer ``layer`` of a trained ensemble member on the inputs ``x`` themselves (no smoothing noise).
+
+        ART's detectors (``ActivationDefence``, ``SpectralSignatureDefense``) read these. An ensemble has no single
+        network: ``model`` is the base network of the sigma optimiser (untrained for RAB, warmed up at ``scale`` for
+        Cert-SSBD), so the activations come from member ``member`` (default 0), which was trained on the whole
+        (possibly poisoned) training set under its own noise. Layer names and indices are those of ``layer_names``
+        (the members share ``model``'s architecture).
+
+        :param x: Inputs, shape ``(N, *input_shape)`` (numpy; a tensor when ``framework=True``).
+        :param layer: Index into ``layer_names`` or a layer name.
+        :param batch_size: Inputs per pass.
+        :param framework: Return a tensor attached to the graph (the inputs must then be a tensor or are converted).
+        :param member: Index of the member whose activations are returned.
+        """
+        self._check_fitted()
+        member = check_int(member, "member", minimum=0)
+        if member >= self.ensemble_.nb_models:
+            raise ValueError(f"member must be in [0, {self.ensemble_.nb_models - 1}] (nb_models), got {member}")
+        names = list(self._layer_names)
+        if isinstance(layer, str):
+            if layer not in names:
+                raise ValueError(f"layer {layer!r} is not one of layer_names {names}")
+            name = layer
+        elif isinstance(layer, int | np.integer) and not isinstance(layer, bool) and -len(names) <= layer < len(names):
+            name = names[layer]
+        else:
+            raise ValueError(f"layer must be an index into layer_names (0..{len(names) - 1}) or a name, got {layer!r}")
+        module = self.ensemble_.member(member)
+        last: dict[str, torch.Tensor] = {}  # a module called twice in forward (a shared ReLU): its last output, as ART
+
+        def keep(mod, args, out) -> None:
+            last["out"] = out
+
+        hook = dict(module.named_modules())[name].register_forward_hook(keep)
+        try:
+            if framework:
+                x_t = x if isinstance(x, torch.Tensor) else torch.from_numpy(check_inputs(x, self.input_shape))
+                module(x_t.to(self._device))
+                return last["out"]
+            x_np = check_inputs(_numpy(x), self.input_shape)
+            batch_size = check_int(batch_size, "batch_size")
+            outputs = []
+            with torch.no_grad():
+                for start in range(0, len(x_np), batch_size):
+                    module(torch.from_numpy(x_np[start : start + batch_size]).to(self._device))
+                    outputs.append(last["out"].detach().cpu().numpy())
+        finally:
+            hook.remove()
+        return np.concatenate(outputs)
+
+    # ----------------------------------------------------------------------------------------- saving, pickling
+    def save(self, filename: str, path: str | None = None) -> None:
+        """Save the whole fitted ensemble (members, base model, sigmas, seeds) to the directory ``path/filename``
+        with :meth:`save_ensemble`; ``path`` defaults to ART's ``config.ART_DATA_PATH``, as in ART. Load it back with
+        ``estimator.load_ensemble(os.path.join(path, filename))`` on an estimator of the same parameters. (ART's
+        ``PyTorchClassifier.save`` writes one network's ``state_dict``, which would lose the ensemble.)
+
+        :param filename: Name of the directory to write.
+        :param path: Folder to write it in (default ``art.config.ART_DATA_PATH``).
+        """
+        if path is None:
+            from art import config
+
+            path = config.ART_DATA_PATH
+        self.save_ensemble(os.path.join(path, filename))
+
+    def __getstate__(self) -> dict:
+        """Pickle the estimator in memory, members included (ART's version writes the model under
+        ``ART_DATA_PATH`` and reloads it from there); the model wrapper, a local class, is rebuilt on unpickling."""
+        state = self.__dict__.copy()
+        state["_model"] = self._model._model  # the plain network
+        state.pop("_model_wrapper", None)
+        state["_device"] = str(self._device)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._device = torch.device(state["_device"])
+        self._model = self._make_model_wrapper(state["_model"])
+
+
+def _collect(generator) -> tuple[np.ndarray, np.ndarray]:
+    """All ``(x, y)`` of an ART data generator, read once."""
+    from art.data_generators import NumpyDataGenerator, PyTorchDataGenerator
+
+    if isinstance(generator, NumpyDataGenerator):
+        return np.asarray(generator.x), np.asarray(generator.y)
+    if isinstance(generator, PyTorchDataGenerator):
+        from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
+
+        loader = generator.iterator
+        plain = type(loader.sampler) is SequentialSampler or (
+            type(loader.sampler) is RandomSampler
+            and not loader.sampler.replacement
+            and loader.sampler._num_samples is None
+        )
+        if plain and not isinstance(loader.dataset, IterableDataset) and loader.batch_size is not None:
+            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
+        batches = [tuple(batch)[:2] for batch in loader]
+    else:
+        if generator.size is None:
+            raise ValueError(f"{type(generator).__name__} has size None: fit_generator needs the number of samples")
+        batches, seen = [], 0
+        while seen < generator.size:  # get_batch loops over the data indefinitely
+            batch = tuple(generator.get_batch())[:2]
+            if len(batch[0]) == 0:
+                break
+            batches.append(batch)
+            seen += len(batch[0])
+    if not batches:
+        raise ValueError(f"{type(generator).__name__} yielded no data")
+    x = np.concatenate([_numpy(b[0]) for b in batches])
+    y = np.concatenate([_numpy(b[1]) for b in batches])
+    if not isinstance(generator, PyTorchDataGenerator) and generator.size is not None:
+        x, y = x[: generator.size], y[: generator.size]
+    return x, y
