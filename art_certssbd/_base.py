@@ -181,6 +181,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
                 raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
         if self.random_state is not None:
             check_int(self.random_state, "random_state", minimum=0)
+        if self._use_amp:
+            raise ValueError("use_amp=True (ART's apex mixed precision) is not supported: use amp='bf16' or 'fp16'")
         if self.preprocessing_defences or self.postprocessing_defences:
             raise ValueError(
                 "preprocessing_defences and postprocessing_defences are not supported: the smoothing noise must reach "
@@ -301,6 +303,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
         # noisy copies of each training sample per member: the certificate shrinks by their square root
         self.train_noise_copies_ = nb_epochs if self.noise == "fresh" else 1
         self.memory_ = CertificationMemory() if self.use_memory else None
+        self.__dict__.pop("_reset_by", None)  # a set_params reset, now refitted
 
     def _check_output(self, x: np.ndarray) -> None:
         was_training = self.model.training

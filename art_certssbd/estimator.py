@@ -27,7 +27,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     :param model: PyTorch model returning logits ``(N, nb_classes)``: the architecture of every member. ``fit``
            re-initialises each copy by its modules' ``reset_parameters`` under seeds drawn from ``random_state`` (so
            incoming weights are not used, as in scikit-learn); afterwards ``model`` holds the base model, warmed up
-           for ``warmup_epochs`` at ``scale``, that the sigma optimiser uses.
+           for ``warmup_epochs`` at ``scale``, that the sigma optimiser uses (``get_activations``, which ART's
+           poison detectors read, uses a trained member instead; see the user guide, "ART conventions").
     :param loss: Training loss on ``(logits, labels)``, e.g. ``torch.nn.CrossEntropyLoss()``.
     :param input_shape: Shape of one input, e.g. ``(1, 28, 28)``.
     :param nb_classes: Number of classes (2 or more).

@@ -347,3 +347,10 @@ def test_activation_defence_on_a_rab_estimator_catches_poisons(digits):
     rab_caught, plain_caught = caught(rab), caught(plain)
     assert is_poison.sum() == 135
     assert rab_caught >= 40 and rab_caught >= 0.5 * plain_caught, (rab_caught, plain_caught)
+
+
+def test_art_apex_amp_is_refused_not_ignored():
+    est = make(RABEstimator)
+    with pytest.raises(ValueError, match=r"use_amp=True \(ART's apex mixed precision\) is not supported"):
+        est.set_params(use_amp=True)
+    assert est.use_amp is False
