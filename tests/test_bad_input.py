@@ -4,8 +4,9 @@ on disk are unchanged after the failure.
 
 Cases already covered elsewhere (not repeated here): tests/test_estimator.py (nb_models=0, scale 0 / -1, alpha 1.5 /
 0, unknown bound / sigma_update / noise, sigma_bounds not around scale, non-identity preprocessing, x of the wrong
-rank, NaN in x, x above clip_values, labels out of range, mismatched lengths, float labels, a one-class training set,
-empty x, a model with the wrong output size, certify before fit, n above nb_models, set_params(alpha=1.5)),
+rank, NaN in x, x above clip_values, labels out of range, mismatched lengths, fractional labels, a one-class training
+set, empty x, a model with the wrong output size, certify before fit, n above nb_models, set_params(alpha=1.5)),
+tests/test_conformance.py (labels: every ART format accepted, unknown / NaN / fractional ones refused),
 tests/test_cli.py (--nb-models 0 / --scale -1 / --alpha 1.5 / --trigger / --radii / --poison-rate in process,
 --epochs zero in a subprocess), tests/test_stats.py and tests/test_memory.py (the pure functions' arguments),
 tests/test_datasets.py (missing dataset directories, broken IDX / CIFAR / image files), tests/test_benchmark.py
