@@ -11,10 +11,12 @@ from art_certssbd.stats import ABSTAIN, certified_accuracy
 
 @dataclass(frozen=True)
 class CertificationResult:
-    """What :meth:`CertSSBDEstimator.certify` returns with ``return_details=True``. All arrays have length N.
+    """What :meth:`CertSSBDEstimator.certify` (and :func:`art_certssbd.certification.certify_votes`) returns with
+    ``return_details=True``. All arrays have length N.
 
     :param pred: Certified class, or ``-1`` (abstain).
-    :param radius: The paper's radius ``sigma_x * Phi^-1(p_a_lower)`` after the storage-update step (0 on abstain).
+    :param radius: The paper's radius ``sigma_x * Phi^-1(p_a_lower)`` after the storage-update step (0 on abstain;
+           divided by ``sqrt(nb_epochs)`` for an ensemble trained with ``noise="fresh"``).
     :param radius_conservative: The radius with ``min(sigma_x, min_j sigma_j)`` in place of ``sigma_x``, never above
            ``radius`` (see the guarantees page of the docs).
     :param sigma: Test noise magnitude ``sigma_x`` used for the votes.
