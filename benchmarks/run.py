@@ -3,7 +3,7 @@
 Usage, from the repository root (about 45 minutes on 2 CPU cores with nothing else running; see README.md)::
 
     python benchmarks/run.py                        # speed (CPU preset), mnist-cpu, official (when its files exist)
-    python benchmarks/run.py --only speed           # a subset: speed, mnist, official
+    python benchmarks/run.py --only speed           # a subset: speed, mnist, official, defences
     python benchmarks/run.py --speed-preset paper-gpu --mnist-config benchmarks/configs/mnist-paper-gpu.json
 
 Each benchmark is the script documented in README.md, called with the arguments that produced the committed files:
@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-BENCHMARKS = ("speed", "mnist", "official")
+BENCHMARKS = ("speed", "mnist", "official", "defences")
 OFFICIAL = Path("~/.cache/art-certssbd/official/cert-ssb").expanduser()
 OFFICIAL_CHECKPOINTS = OFFICIAL / "model/mnist/onepixel/sigma0.12"
 OFFICIAL_SIGMA = OFFICIAL / "sigma/mnist/mnist_onepixel_sigma0.12.pth"
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
     parser.add_argument("--speed-preset", default="cpu", help="preset of speed.py (cpu, paper-gpu, smoke)")
     parser.add_argument("--mnist-config", type=Path, default=HERE / "configs" / "mnist-cpu.json")
+    parser.add_argument("--defences-config", type=Path, default=HERE / "configs" / "defences-cpu.json")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
     parser.add_argument("--output", type=Path, default=HERE / "results")
     parser.add_argument("--checkpoints", type=Path, default=OFFICIAL_CHECKPOINTS, help="official smoothed_k.model")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not only or unknown:
         parser.exit(2, f"run.py: error: --only must name some of {BENCHMARKS}, got {args.only!r}\n")
 
-    problem = _missing_mnist(args.data_dir) if {"mnist", "official"} & set(only) else None
+    problem = _missing_mnist(args.data_dir) if {"mnist", "official", "defences"} & set(only) else None
     if problem:
         parser.exit(2, f"run.py: error: {problem}\n")
     if "official" in only and not (args.checkpoints.is_dir() and args.sigma_file.is_file()):
@@ -86,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
             codes[name] = cli_main(
                 ["benchmark", "mnist", "--config", str(args.mnist_config), "--output", str(args.output), "--quiet"]
+                + extra
+            )
+        elif name == "defences":
+            from art_certssbd.cli import main as cli_main
+
+            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
+            codes[name] = cli_main(
+                ["benchmark", "defences", "--config", str(args.defences_config), "--output", str(args.output)]
+                + ["--quiet"]
                 + extra
             )
         else:

@@ -1,0 +1,93 @@
+"""The defences benchmark (art_certssbd.bench.defences): configuration checks, and every row on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from art_certssbd.bench import defences
+
+
+def _write(tmp_path, payload) -> str:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_config_merges_over_the_defaults(tmp_path):
+    cfg = defences.load_defences_config(_write(tmp_path, {"name": "x", "nb_models": 3}))
+    assert cfg["name"] == "x" and cfg["nb_models"] == 3 and cfg["methods"] == list(defences.METHODS)
+
+
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        ({"bogus": 1}, "unknown keys"),
+        ({"triggers": ["seven-pixel"]}, "triggers must be"),
+        ({"methods": []}, "methods must be"),
+        ({"settings": [{"task": "cifar"}]}, "a setting must be"),
+    ],
+)
+def test_bad_config_is_refused_before_any_work(tmp_path, payload, message):
+    with pytest.raises(ValueError, match=message):
+        defences.load_defences_config(_write(tmp_path, payload))
+
+
+def test_art_pattern_reads_channels_first_batches():
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    out = defences.art_pattern(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out[:, 0, -4:, -4:].sum() > 0 and out[:, 0, :20].sum() == 0  # bottom-right corner only
+
+
+def test_partition_hash_depends_on_the_sample_only():
+    h = defences._hash_partition(7)
+    x = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)
+    assert h(x) == h(x.copy()) and 0 <= h(x) < 7
+
+
+def _tiny(setting, data_dir=None):
+    rng = np.random.default_rng(0)
+    nb_classes = 2 if setting["task"] == "mnist-1v0" else 10
+    y = np.arange(160) % nb_classes
+    x = (rng.random((160, 1, 28, 28)) * 0.2 + y[:, None, None, None] / (2 * nb_classes)).astype(np.float32)
+    return x[:120], y[:120], x[120:], y[120:], nb_classes
+
+
+def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
+    monkeypatch.setattr(defences, "load_setting", _tiny)
+    cfg = {
+        **defences.DEFAULTS,
+        "settings": [{"task": "mnist-1v0"}],
+        "triggers": ["four-pixel"],
+        "nb_epochs": 1,
+        "nb_models": 2,
+        "dpa_partitions": 2,
+        "dpa_epochs": 1,
+        "rs_sample_size": 8,
+        "sigma_steps": 1,
+        "sigma_samples": 2,
+        "warmup_epochs": 1,
+        "poison_rate": 0.1,
+    }
+    results = defences.run_defences_benchmark(cfg)
+    (run,) = results["runs"]
+    assert list(run["methods"]) == list(defences.METHODS)
+    assert run["nb_poisoned"] == 12
+    for name, row in run["methods"].items():
+        assert 0 <= row["clean_accuracy"] <= 1 and 0 <= row["attack_success_rate"] <= 1, name
+        assert row["wall_time_s"] > 0
+    for name in ("activation", "spectral"):
+        row = run["methods"][name]
+        assert 0 <= row["poisons_caught"] <= 12 and row["poisons_caught"] + row["false_alarms"] == row["removed"]
+    dpa = run["methods"]["dpa"]["dpa_certified_accuracy"]
+    assert len(dpa) == len(cfg["dpa_counts"]) and dpa == sorted(dpa, reverse=True)
+    for name in ("randomized-smoothing", "rab", "cert-ssbd"):
+        assert len(run["methods"][name]["certified_accuracy"]) == len(cfg["radii"])
+    assert "certified_accuracy_conservative" in run["methods"]["cert-ssbd"]
+    text = defences.render_defences(results)
+    assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
+    pytest.importorskip("matplotlib")
+    assert defences.plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
