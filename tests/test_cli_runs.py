@@ -16,7 +16,7 @@ from cli_files import digits_uint8, write_cifar10, write_folder, write_mnist
 
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.cli import build_parser, main
-from art_certssbd.runs import options, runs_dir
+from art_certssbd.runs import config, options, runs_dir
 
 # three members, one epoch, one SGA step: a few seconds per fit
 FAST = ["--epochs", "1", "--batch-size", "32", "--alpha", "0.3", "--device", "cpu", "--quiet"]
@@ -210,7 +210,7 @@ def test_a_resume_with_other_options_is_refused_and_keeps_the_progress(npz_file,
     partial = tmp_path / "fit.partial"
     partial.mkdir()
     (partial / "config.toml").write_text(
-        options.toml_text("fit", {"data": f"npz:{npz_file}", "nb_models": 8, "method": "rab"})
+        config.toml_text("fit", {"data": f"npz:{npz_file}", "nb_models": 8, "method": "rab"})
     )
     with pytest.raises(SystemExit) as info:
         main(["fit", "--data", f"npz:{npz_file}", "--method", "rab", "--nb-models", "3", *FAST, "--output", str(out)])
@@ -400,3 +400,33 @@ def test_help_of_each_command(command, needles, capsys):
     text = capsys.readouterr().out
     for needle in needles:
         assert needle in text, needle
+
+
+@pytest.mark.slow
+def test_a_killed_fit_process_resumes(npz_file, tmp_path):
+    """A real SIGTERM from outside (``timeout``, a scheduler): exit status 130 and a resumable DIR.partial."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "fit"
+    argv = [sys.executable, "-m", "art_certssbd", "fit", "--data", f"npz:{npz_file}", "--method", "rab",
+            "--nb-models", "40", *FAST, "--output", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    manifest = tmp_path / "fit.partial" / "checkpoint" / "manifest.json"
+    deadline = time.monotonic() + 120
+    while not (manifest.is_file() and '"member_00002"' in manifest.read_text()):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no member stored within 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err
+    assert not out.exists() and (tmp_path / "fit.partial").is_dir()
+    assert subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300).returncode == 0
+    straight = tmp_path / "straight"
+    assert main([*argv[3:-1], str(straight)]) == 0
+    _assert_same_ensemble(out, straight)

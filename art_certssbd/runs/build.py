@@ -147,14 +147,14 @@ def estimator_params(values: dict[str, Any]) -> dict[str, Any]:
     defaults = inspect.signature(cls.__init__).parameters
     given = {key: values.get(key) for key in COMMON_PARAMS + SIGMA_PARAMS}
     given["use_memory"] = values.get("memory")
-    params = {}
+    params, ignored = {}, []
     for key, value in given.items():
-        if key not in defaults:
-            if value is not None:
-                flag = "--memory" if key == "use_memory" else "--" + key.replace("_", "-")
-                logger.warning("%s is a Cert-SSBD option: ignored with --method %s", flag, values["method"])
-            continue
-        params[key] = defaults[key].default if value is None else value
+        if key in defaults:
+            params[key] = defaults[key].default if value is None else value
+        elif value is not None:
+            ignored.append("--memory" if key == "use_memory" else "--" + key.replace("_", "-"))
+    if ignored:
+        logger.warning("ignored with --method %s (Cert-SSBD options): %s", values["method"], ", ".join(ignored))
     if isinstance(params.get("sigma_bounds"), list):
         params["sigma_bounds"] = tuple(params["sigma_bounds"])
     return params

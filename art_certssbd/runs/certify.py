@@ -28,8 +28,9 @@ from art_certssbd.checkpoint import CheckpointError
 from art_certssbd.datasets.spec import Dataset, has_splits
 from art_certssbd.result import CertificationResult
 from art_certssbd.runs.build import build_estimator, build_model, estimator_params, load_data, make_trigger
+from art_certssbd.runs.config import toml_text
 from art_certssbd.runs.fit import stored_fit_options
-from art_certssbd.runs.options import INHERITED, UsageError, options_of, toml_text
+from art_certssbd.runs.options import INHERITED, UsageError, options_of
 from art_certssbd.runs.outputs import check_writable_parent, staged_directory
 
 logger = logging.getLogger(__name__)

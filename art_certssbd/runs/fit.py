@@ -38,7 +38,8 @@ from art_certssbd.runs.build import (
     load_data,
     make_trigger,
 )
-from art_certssbd.runs.options import UsageError, options_of, read_config, toml_text
+from art_certssbd.runs.config import read_config, toml_text
+from art_certssbd.runs.options import UsageError, options_of
 from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
 
 logger = logging.getLogger(__name__)

@@ -8,15 +8,11 @@ file go through the same parsers as flags, so a wrong value is refused the same 
 from __future__ import annotations
 
 import argparse
-import difflib
-import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from art_certssbd.datasets.spec import DATA_KINDS, DataSpec
+from art_certssbd.datasets.spec import DATA_KINDS
 from art_certssbd.runs.parsers import (
     classes,
     data_spec,
@@ -260,106 +256,8 @@ def resolve(command: str, namespace: argparse.Namespace) -> dict[str, Any]:
     given = {k: v for k, v in given.items() if not (k in POSITIONAL and not v)}  # not given: the file's, if any
     config = getattr(namespace, "config", None)
     if config is not None:
+        from art_certssbd.runs.config import read_config
+
         values.update(read_config(config, command))
     values.update(given)
     return values
-
-
-def read_config(file: Path, command: str) -> dict[str, Any]:
-    """The values for ``command`` in a TOML file (top-level keys, then its ``[command]`` table), parsed."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise UsageError("--config needs Python 3.11 or the tomli package (pip install tomli)") from None
-    file = Path(file).expanduser()
-    if not file.is_file():
-        raise UsageError(f"--config {str(file)!r}: no such file")
-    try:
-        with open(file, "rb") as handle:
-            document = tomllib.load(handle)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"--config {str(file)!r}: not valid TOML ({err})") from None
-    except OSError as err:
-        raise UsageError(f"--config {str(file)!r}: cannot be read ({err})") from None
-    values: dict[str, Any] = {}
-    for key, value in document.items():
-        if key in COMMANDS and isinstance(value, dict):
-            continue
-        option = _lookup(file, key, None)
-        if command in option.commands:
-            values[option.key] = _convert(file, option, value)
-    table = document.get(command, {})
-    if not isinstance(table, dict):
-        raise UsageError(f"--config {str(file)!r}: {command} must be a table ([{command}])")
-    for key, value in table.items():
-        option = _lookup(file, key, command)
-        values[option.key] = _convert(file, option, value)
-    return values
-
-
-def _lookup(file: Path, key: str, command: str | None) -> Option:
-    """The option of a config key (``-`` or ``_`` in it); ``command=None``: any command's (a top-level key)."""
-    option = _ALL.get(key.replace("-", "_"))
-    if option is None or (command is not None and command not in option.commands):
-        valid = [k for k, o in _ALL.items() if command is None or command in o.commands]
-        close = difflib.get_close_matches(key.replace("-", "_"), valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        where = f"in [{command}] " if command else ""
-        raise UsageError(f"--config {str(file)!r}: unknown key {where}{key!r}{hint}")
-    return option
-
-
-def _convert(file: Path, option: Option, value: Any) -> Any:
-    """A TOML value through the option's parser; paths relative to the file's directory."""
-    where = f"--config {str(file)!r}: {option.key} = {value!r}"
-    if option.parse is None:
-        if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false")
-        return value
-    if option.key == "runs":
-        items = value if isinstance(value, list) else [value]
-        return [_relative(file, path(str(item))) for item in items]
-    if option.key == "model_args" and isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, bool) or isinstance(value, dict):
-        raise UsageError(f"{where}: expected {'a list' if option.key in ('classes', 'radii') else 'a value'}")
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-    try:
-        parsed = option.parse(text)
-    except argparse.ArgumentTypeError as err:
-        raise UsageError(f"{where}: {err}") from None
-    if option.choices is not None and parsed not in option.choices:
-        raise UsageError(f"{where}: expected one of {', '.join(option.choices)}")
-    if isinstance(parsed, DataSpec):
-        return parsed.resolved(file.parent)
-    return _relative(file, parsed) if option.key in PATH_KEYS else parsed
-
-
-def _relative(file: Path, value: Path) -> Path:
-    return value if value.is_absolute() else Path(os.path.abspath(file.parent / value))
-
-
-def toml_text(table: str, values: dict[str, Any], comment: str = "") -> str:
-    """``values`` as a TOML table ``[table]`` (``None`` values left out), readable by :func:`read_config`."""
-    lines = [f"# {line}" for line in comment.splitlines()] + [f"[{table}]"]
-    for key, value in values.items():
-        if value is not None:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if isinstance(value, int) or math.isfinite(value) else json.dumps(str(value))
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value), ensure_ascii=False)
