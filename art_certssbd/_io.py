@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    """The process's file-creation mask: from ``/proc`` where it is there (Linux), else by setting it and restoring
+    it at once."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a directory's entries (a rename inside it) to disk; a no-op where directories cannot be opened."""
     try:
@@ -29,7 +40,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it is removed.
 
     The temporary file is named ``.{name}.XXXX.tmp`` in the same directory (so the rename stays on one file system),
-    flushed and fsynced before the rename; the directory is fsynced after it.
+    flushed and fsynced before the rename; the directory is fsynced after it. The file gets the permissions an
+    ordinary ``open`` would give it (``0o666`` less the umask), not the temporary file's private ``0o600``.
 
     :param path: Destination file.
     :param mode: ``"wb"`` or ``"w"``.
@@ -43,6 +55,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -586,3 +586,14 @@ def test_a_bad_saved_memory_is_refused_and_leaves_the_estimator_as_it_was(rememb
     damaged.write_bytes(damaged.read_bytes()[:-20])
     with pytest.raises(CheckpointError, match=r"memory.pt' fails its SHA-256 check"):
         make().load_ensemble(tmp_path / "bad0")
+
+
+def test_atomic_write_gives_the_file_ordinary_permissions(tmp_path):
+    """A file written atomically is readable like one written by ``open`` (0o666 less the umask), not the temporary
+    file's private 0o600."""
+    old = os.umask(0o022)
+    try:
+        _io.atomic_write(tmp_path / "results.json", lambda handle: handle.write("{}"), mode="w")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
