@@ -1,0 +1,270 @@
+"""Mutation testing of the certification core (issue 10): run mutmut in a scratch copy and write the survivor report.
+
+    python benchmarks/mutation_report.py              # run mutmut, then write benchmarks/results/mutation.{md,json}
+    python benchmarks/mutation_report.py --report-only --workdir DIR   # report on an existing run in DIR
+
+``tox -e mutation`` runs the first form. mutmut works in a scratch copy of the tracked (and untracked, not ignored)
+files, so ``mutants/`` never lands in the repository; the copy is made under ``--workdir`` (default a fresh temporary
+folder). The modules mutated and the (fast, focused) tests run against each mutant are :data:`MODULES` and
+:data:`TESTS` below.
+
+Every surviving mutant must be either killed by a test or explained in ``benchmarks/mutation_equivalent.toml``
+(an equivalent mutant, or one whose only effect is outside what a test can observe). Entries are keyed by a stable
+description of the mutant (module, function, the original and the mutated source line), not by mutmut's numeric
+index, which moves whenever a function changes. The report lists each survivor with its diff and its explanation,
+or ``UNEXPLAINED``; the script exits 1 if a module of :data:`CORE` has an unexplained survivor (or a mutant that
+timed out, was suspicious or had no test), so the tox env fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+EXPLANATIONS = ROOT / "benchmarks" / "mutation_equivalent.toml"
+
+MODULES = [
+    "art_certssbd/certification.py",
+    "art_certssbd/sequential.py",
+    "art_certssbd/memory.py",
+    "art_certssbd/_distances.py",
+    "art_certssbd/stats.py",
+]
+#: The certification core: an unexplained survivor here fails the tox env.
+CORE = ["art_certssbd.certification", "art_certssbd.sequential"]
+#: Tests run against each mutant (mutmut runs only those that execute the mutated function, fastest first). The
+#: estimator-level soundness tests (``tests/test_soundness.py``) train torch members and would cost about a minute per
+#: surviving mutant; everything they check of these modules is reached through the pure functions tested here.
+TESTS = [
+    "tests/test_mutation_kills.py",
+    "tests/test_certification.py",
+    "tests/test_sequential.py",
+    "tests/test_stats.py",
+    "tests/test_memory.py",
+]
+PYTEST_ARGS = ["-m", "not slow and not gpu", "-p", "no:cacheprovider", "-q"]
+
+MUTMUT_CONFIG = f"""
+[tool.mutmut]
+source_paths = ["art_certssbd"]
+only_mutate = {json.dumps(MODULES)}
+pytest_add_cli_args_test_selection = {json.dumps(TESTS)}
+pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}
+also_copy = ["benchmarks", "tests"]
+"""
+
+
+def prepare(workdir: Path) -> None:
+    """Copy the project's tracked and untracked-not-ignored files into ``workdir`` and add the mutmut config."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / os.fsdecode(name)
+        if src.is_file():
+            dst = workdir / os.fsdecode(name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    pyproject = workdir / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + MUTMUT_CONFIG)
+
+
+def run(workdir: Path, max_children: int, names: list[str]) -> float:
+    start = time.monotonic()
+    exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([exe, "run", "--max-children", str(max_children), *names], cwd=workdir, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"mutmut run failed with exit code {proc.returncode}")
+    return time.monotonic() - start
+
+
+def _split(name: str) -> tuple[str, str]:
+    """``art_certssbd.stats.x_radius__mutmut_3`` -> (``art_certssbd.stats``, ``radius``); ``Class.method``."""
+    mangled = name.partition("__mutmut_")[0]
+    module, _, func = mangled.rpartition(".")
+    if "ǁ" in func:  # mutmut's class separator: xǁClassǁmethod
+        _, cls, meth = func.split("ǁ")
+        return module, f"{cls}.{meth}"
+    return module, func.removeprefix("x_")
+
+
+def _changed_lines(diff: str) -> tuple[str, str]:
+    before, after = [], []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("-"):
+            before.append(line[1:].strip())
+        elif line.startswith("+"):
+            after.append(line[1:].strip())
+    return " / ".join(before), " / ".join(after)
+
+
+def load_explanations() -> tuple[dict, dict]:
+    data = tomllib.loads(EXPLANATIONS.read_text()) if EXPLANATIONS.exists() else {}
+    equivalent = {}
+    for entry in data.get("equivalent", []):
+        key = (entry["module"], entry["function"], entry["before"].strip(), entry["after"].strip())
+        equivalent[key] = entry["reason"]
+    killed = {}
+    for entry in data.get("killed", []):
+        key = (entry["module"], entry["function"], entry["before"].strip(), entry["after"].strip())
+        killed[key] = entry["test"]
+    return equivalent, killed
+
+
+_DUMP = """
+import json, sys
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+from mutmut.utils.file_utils import walk_mutatable_files
+out = []
+for path in walk_mutatable_files():
+    m = SourceFileMutationData(path=path)
+    m.load()
+    for name, code in m.exit_code_by_key.items():
+        out.append(dict(name=name, status=status_by_exit_code[code], diff=get_diff_for_mutant(name, path=path)))
+json.dump(out, sys.stdout)
+"""
+
+
+def collect(workdir: Path) -> list[dict]:
+    """Every mutant of the run in ``workdir`` with its status and diff (read with mutmut's own functions)."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _DUMP], cwd=workdir, capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-5000:])
+        raise SystemExit("could not read the mutmut results")
+    mutants = json.loads(proc.stdout)
+    for m in mutants:
+        m["module"], m["function"] = _split(m["name"])
+        m["diff"] = m["diff"].strip("\n")
+        m["before"], m["after"] = _changed_lines(m["diff"])
+    return mutants
+
+
+def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]:
+    equivalent, killed_by = load_explanations()
+    per_module: dict[str, Counter] = {}
+    rows = []
+    for m in mutants:
+        c = per_module.setdefault(m["module"], Counter())
+        c[m["status"]] += 1
+        if "before" not in m:
+            continue
+        key = (m["module"], m["function"], m["before"], m["after"])
+        if m["status"] == "killed":
+            if key in killed_by:
+                m["killed_by"] = killed_by[key]
+            continue
+        if key in equivalent and m["status"] == "survived":
+            m["explanation"] = equivalent[key]
+            c["explained"] += 1
+        else:
+            m["explanation"] = None
+            c["unexplained"] += 1
+        rows.append(m)
+    failing = [m for m in rows if m["explanation"] is None and m["module"] in CORE]
+    lines = ["# Mutation testing: survivor report", ""]
+    lines.append(
+        "Generated by `benchmarks/mutation_report.py` (`tox -e mutation`): mutmut over "
+        + ", ".join(f"`{p}`" for p in MODULES)
+        + ", each mutant run against the non-slow tests of "
+        + ", ".join(f"`{t}`" for t in TESTS)
+        + ". Explanations of equivalent mutants: `benchmarks/mutation_equivalent.toml`."
+    )
+    if seconds is not None:
+        lines.append(f"\nFull run: {seconds / 60:.1f} min (mutmut `--max-children` as given on the command line).")
+    lines += ["", "| module | mutants | killed | timeout | survived | of which explained | unexplained | no tests |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for module in sorted(per_module):
+        c = per_module[module]
+        lines.append(
+            f"| `{module}` | {sum(v for k, v in c.items() if k not in ('explained', 'unexplained'))} | {c['killed']} "
+            f"| {c['timeout']} | {c['survived']} | {c['explained']} | {c['unexplained']} | {c['no tests']} |"
+        )
+    lines += ["", f"Certification core ({', '.join(CORE)}): {len(failing)} unexplained survivor(s).", ""]
+    was = [m for m in mutants if m.get("killed_by")]
+    if was:
+        lines += ["## Former survivors, now killed", ""]
+        for m in was:
+            lines.append(
+                f"- `{m['module']}.{m['function']}`: `{m['before']}` -> `{m['after']}`: killed by {m['killed_by']}"
+            )
+        lines.append("")
+    lines += ["## Survivors", ""]
+    for m in sorted(rows, key=lambda m: (m["module"], m["function"], m["name"])):
+        verdict = f"explained: {m['explanation']}" if m["explanation"] else f"**UNEXPLAINED** ({m['status']})"
+        lines += [
+            f"### `{m['module']}.{m['function']}` ({m['name']})",
+            "",
+            verdict,
+            "",
+            "```diff",
+            m["diff"],
+            "```",
+            "",
+        ]
+    summary = {
+        "modules": {k: dict(v) for k, v in sorted(per_module.items())},
+        "core_unexplained": len(failing),
+        "seconds": seconds,
+        "survivors": [
+            {k: m.get(k) for k in ("name", "module", "function", "status", "before", "after", "explanation")}
+            for m in rows
+        ],
+        "former_survivors_killed": [
+            {k: m.get(k) for k in ("module", "function", "before", "after", "killed_by")} for m in was
+        ],
+    }
+    return "\n".join(lines), summary, not failing
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, help="scratch folder for the copy and mutants/ (default: a temp dir)")
+    parser.add_argument("--report-only", action="store_true", help="only report on the run already in --workdir")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=RESULTS / "mutation", help="report path without suffix")
+    parser.add_argument("names", nargs="*", help="mutant names or globs to run (default: all)")
+    args = parser.parse_args(argv)
+    seconds = None
+    if args.report_only:
+        if args.workdir is None:
+            parser.error("--report-only needs --workdir")
+        workdir = args.workdir
+    else:
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="certssbd-mutation-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not (workdir / "mutants").exists():
+            prepare(workdir)
+        seconds = run(workdir, args.max_children, args.names)
+    mutants = collect(workdir)
+    text, summary, ok = report(mutants, seconds)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".md").write_text(text + "\n")
+    args.output.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {args.output.with_suffix('.md')} ({summary['core_unexplained']} unexplained in the core)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
