@@ -14,7 +14,8 @@ same clean and triggered test sets:
 * ``rab`` / ``cert-ssbd``: this package's estimators (training-set and test-time smoothing).
 
 A configuration file is JSON: the defaults of :data:`DEFAULTS`, overridden by its keys, with ``settings`` a list of
-``{"task": "mnist-1v0" | "mnist-10", "max_train": N, "max_test": N}``. Results: clean accuracy, attack success rate
+``{"task": "mnist-1v0" | "mnist-10" | "digits", "max_train": N, "max_test": N}`` (``digits``: scikit-learn's embedded
+8x8 digits, ten classes, for a quick look without MNIST). Results: clean accuracy, attack success rate
 (abstentions count as failures), certified accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
 DPA's certified accuracy at ``dpa_counts`` insertions/deletions, and the wall time of each defence.
 """
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("undefended", "activation", "spectral", "dpa", "randomized-smoothing", "rab", "cert-ssbd")
 TRIGGERS = ("one-pixel", "four-pixel", "blending", "art-pattern")
-TASKS = ("mnist-1v0", "mnist-10")
+TASKS = ("mnist-1v0", "mnist-10", "digits")
 DEFAULTS = {
     "name": "defences-cpu",
     "description": "",
@@ -111,7 +112,12 @@ def _trigger(name: str, delta: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def load_setting(setting: dict, data_dir=None):
     """``(x_train, y_train, x_test, y_test, nb_classes)``: MNIST 1 vs 0 (the paper's task) or all ten digits."""
-    from art_certssbd.datasets import load_mnist, load_task
+    from art_certssbd.datasets import load_digits, load_mnist, load_task
+
+    if setting["task"] == "digits":
+        x, y, xt, yt = load_digits(random_state=0)
+        n, m = setting.get("max_train"), setting.get("max_test")
+        return x[:n], y[:n], xt[:m], yt[:m], 10
 
     try:
         if setting["task"] == "mnist-1v0":
@@ -129,19 +135,23 @@ def load_setting(setting: dict, data_dir=None):
     return x[:n], y[:n], xt[:m], yt[:m], 2 if setting["task"] == "mnist-1v0" else 10
 
 
-def _classifier(nb_classes: int, cfg: dict, seed: int):
-    from art.estimators.classification import PyTorchClassifier
+def _network(nb_classes: int, shape: tuple[int, ...]) -> torch.nn.Module:
+    from art_certssbd.models import DigitsCNN, MnistCNN
 
-    from art_certssbd.models import MnistCNN
+    return MnistCNN(nb_classes=nb_classes) if shape[-1] == 28 else DigitsCNN(nb_classes, input_size=shape[-1])
+
+
+def _classifier(nb_classes: int, cfg: dict, seed: int, shape: tuple[int, ...]):
+    from art.estimators.classification import PyTorchClassifier
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = MnistCNN(nb_classes=nb_classes)
+        net = _network(nb_classes, shape)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     return PyTorchClassifier(
         net,
         torch.nn.CrossEntropyLoss(),
-        (1, 28, 28),
+        shape,
         nb_classes,
         optimizer=opt,
         clip_values=(0.0, 1.0),
@@ -161,12 +171,12 @@ def _hash_partition(k: int) -> Callable[[np.ndarray], int]:
 
 
 def _smoothed(name: str, x_p, y_p, nb_classes: int, cfg: dict, clip):
+    shape = x_p.shape[1:]
     from art_certssbd.estimator import CertSSBDEstimator, RABEstimator
-    from art_certssbd.models import MnistCNN
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["random_state"])
-        net = MnistCNN(nb_classes=nb_classes)
+        net = _network(nb_classes, shape)
     common = dict(
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg["lr"]),
         clip_values=clip,
@@ -186,7 +196,7 @@ def _smoothed(name: str, x_p, y_p, nb_classes: int, cfg: dict, clip):
             sigma_samples=cfg["sigma_samples"],
         )
     cls = CertSSBDEstimator if name == "cert-ssbd" else RABEstimator
-    est = cls(net, torch.nn.CrossEntropyLoss(), (1, 28, 28), nb_classes, **common)
+    est = cls(net, torch.nn.CrossEntropyLoss(), shape, nb_classes, **common)
     est.fit(x_p, y_p, batch_size=cfg["batch_size"], nb_epochs=cfg["nb_epochs"])
     return est
 
@@ -212,7 +222,7 @@ def _rs_certify(clf, nb_classes: int, cfg: dict, x: np.ndarray) -> tuple[np.ndar
     rs = base(
         clf.model,
         torch.nn.CrossEntropyLoss(),
-        (1, 28, 28),
+        clf.input_shape,
         nb_classes,
         clip_values=(0.0, 1.0),
         device_type=cfg["device_type"],
@@ -246,7 +256,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         "nb_train": len(x),
         "nb_test": len(xt),
         "nb_poisoned": int(is_poison.sum()),
-        "trigger_l2": float(np.mean(np.linalg.norm((trigger(x[:200]) - x[:200]).reshape(200, -1), axis=1))),
+        "trigger_l2": float(np.mean(np.linalg.norm((trigger(x[:200]) - x[:200]).reshape(len(x[:200]), -1), axis=1))),
         "methods": {},
     }
 
@@ -263,7 +273,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
 
     methods = cfg["methods"]
     tic = time.perf_counter()
-    undefended = _classifier(nb_classes, cfg, cfg["random_state"])
+    undefended = _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:])
     _fit(undefended, x_p, y_hot, cfg)
     if "undefended" in methods:
         record("undefended", undefended.predict(xt).argmax(1), undefended.predict(xt_trig).argmax(1), tic)
@@ -282,7 +292,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
             detector = SpectralSignatureDefense(undefended, x_p, y_hot, expected_pp_poison=cfg["poison_rate"])
             _, is_clean = detector.detect_poison()
         kept = np.asarray(is_clean, dtype=bool)
-        clf = _classifier(nb_classes, cfg, cfg["random_state"])
+        clf = _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:])
         _fit(clf, x_p[kept], y_hot[kept], cfg)
         record(
             name,
@@ -301,7 +311,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         tic = time.perf_counter()
         k = cfg["dpa_partitions"]
         dpa = DeepPartitionEnsemble(
-            _classifier(nb_classes, cfg, cfg["random_state"]),
+            _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:]),
             hash_function=_hash_partition(k),
             ensemble_size=k,
             channels_first=True,
