@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from art_certssbd.bench import defences
+from art_certssbd.bench.defences_report import plot_defences, render_defences
 
 
 def _write(tmp_path, payload) -> str:
@@ -87,7 +88,7 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     for name in ("randomized-smoothing", "rab", "cert-ssbd"):
         assert len(run["methods"][name]["certified_accuracy"]) == len(cfg["radii"])
     assert "certified_accuracy_conservative" in run["methods"]["cert-ssbd"]
-    text = defences.render_defences(results)
+    text = render_defences(results)
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
     pytest.importorskip("matplotlib")
-    assert defences.plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

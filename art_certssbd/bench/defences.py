@@ -370,79 +370,9 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
     return results
 
 
-def _fmt(values) -> str:
-    return " / ".join(f"{v:.3f}" for v in values) if values else "-"
-
-
-def render_defences(results: dict) -> str:
-    """The Markdown report: one table per setting and trigger."""
-    cfg = results["config"]
-    lines = [
-        f"# Cert-SSBD beside ART's defences: {cfg['name']}",
-        "",
-        f"Poison rate {cfg['poison_rate']}, trigger L2 norm {cfg['delta']} (ART's pattern: set pixels, norm below), "
-        f"target class {cfg['target']}; {cfg['nb_epochs']} epochs; M = {cfg['nb_models']} (RAB, Cert-SSBD), "
-        f"{cfg['dpa_partitions']} DPA partitions ({cfg['dpa_epochs']} epochs), sigma0 = {cfg['scale']}, "
-        f"alpha = {cfg['alpha']}, randomized smoothing n = {cfg['rs_sample_size']}.",
-        f"Certified accuracy at L2 radius {_fmt(cfg['radii'])}; DPA: at {cfg['dpa_counts']} inserted/deleted "
-        "training samples (a replaced sample counts 2). Smoothing rows: abstentions count as wrong.",
-    ]
-    for run in results["runs"]:
-        lines += [
-            "",
-            f"## {run['task']}, {run['trigger']} (mean L2 norm {run['trigger_l2']:.2f}): {run['nb_poisoned']} of "
-            f"{run['nb_train']} training samples poisoned, {run['nb_test']} test samples",
-            "",
-            "| defence | clean acc | ASR | certified acc (L2 radii) | DPA certified acc (counts) | caught / false "
-            "alarms | wall s |",
-            "|---|---:|---:|---|---|---|---:|",
-        ]
-        for name, m in run["methods"].items():
-            cert = _fmt(m.get("certified_accuracy"))
-            if "certified_accuracy_conservative" in m:
-                cert += f" (conservative {_fmt(m['certified_accuracy_conservative'])})"
-            caught = f"{m['poisons_caught']} / {m['false_alarms']}" if "poisons_caught" in m else "-"
-            lines.append(
-                f"| {name} | {m['clean_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {cert} | "
-                f"{_fmt(m.get('dpa_certified_accuracy'))} | {caught} | {m['wall_time_s']:.0f} |"
-            )
-        notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
-        lines += [f"\nNote: {note}." for note in sorted(notes)]
-    lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
-    return "\n".join(lines)
-
-
-def plot_defences(results: dict, path: str | os.PathLike) -> Path | None:
-    """Clean accuracy and attack success rate of every defence, one panel per setting and trigger (needs
-    matplotlib; without it, a warning and None)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
-        return None
-    runs = results["runs"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), squeeze=False, sharey=True)
-    for ax, run in zip(axes[0], runs):
-        names = list(run["methods"])
-        pos = np.arange(len(names))
-        ax.bar(pos - 0.2, [run["methods"][n]["clean_accuracy"] for n in names], 0.4, label="clean accuracy")
-        ax.bar(pos + 0.2, [run["methods"][n]["attack_success_rate"] for n in names], 0.4, label="ASR")
-        ax.set_xticks(pos, names, rotation=70, fontsize=7)
-        ax.set_title(f"{run['task']}\n{run['trigger']}", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def run_defences_cli(args, command: str) -> dict:
     """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
+    from art_certssbd.bench.defences_report import plot_defences, render_defences
     from art_certssbd.report import write_json, write_text
 
     cfg = load_defences_config(args.config)  # all validation before any compute
