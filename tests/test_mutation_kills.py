@@ -4,8 +4,11 @@ form, brute force), not against the code itself."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from scipy.special import ndtri
 from scipy.stats import beta, norm
 
 from art_certssbd import certification, sequential
@@ -207,6 +210,7 @@ def test_spending_levels_closed_forms():
     np.testing.assert_allclose(sl(0.1, 1, "final-half"), [0.1])
     np.testing.assert_allclose(sl(0.1, 3, [1, 2, 7]), [0.01, 0.02, 0.07])
     np.testing.assert_allclose(sl(0.1, 1, [3.0]), [0.1])
+    np.testing.assert_allclose(sl(0.1, 3, [Fraction(1), Fraction(2), Fraction(7)]), [0.01, 0.02, 0.07])
     with pytest.raises(
         ValueError,
         match=r"^spending must be one of \('uniform', 'final-half'\) or an array of "
@@ -231,7 +235,8 @@ def test_check_looks():
     assert out.dtype == np.int64
     np.testing.assert_array_equal(sequential.check_looks([1], 1), [1])
     np.testing.assert_array_equal(sequential.check_looks([5, 7]), [5, 7])
-    for bad in ([], [[1, 2]], [1.0, 2.0]):
+    np.testing.assert_array_equal(sequential.check_looks([1, 2, 3], 3), [1, 2, 3])
+    for bad in ([], np.array([], dtype=np.int64), [[1, 2]], [1.0, 2.0]):
         with pytest.raises(ValueError, match=r"^looks must be a non-empty 1-D array of integers, got "):
             sequential.check_looks(bad)
     with pytest.raises(ValueError, match=r"^looks must increase strictly within \[1, 8\], got \[0, 4\]$"):
@@ -306,8 +311,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_run_sequential_matches_a_reference_written_with_scipy(case):
+@pytest.mark.parametrize("case, r", [(c, 0.25) for c in range(len(CASES))] + [(0, 0.0), (4, 0.0)])
+def test_run_sequential_matches_a_reference_written_with_scipy(case, r):
     bound, draws, futility, conservative, tsm, copies, spending, looks = CASES[case]
     rng = np.random.default_rng(case)
     nb, n_max, nb_classes = 40, looks[-1], 3
@@ -323,7 +328,6 @@ def test_run_sequential_matches_a_reference_written_with_scipy(case):
         calls.append((idx.copy(), start, stop))
         return np.stack([np.bincount(votes[i, start:stop], minlength=nb_classes) for i in idx])
 
-    r = 0.25
     out = sequential.run_sequential(
         draw,
         nb,
@@ -363,7 +367,9 @@ def test_run_sequential_matches_a_reference_written_with_scipy(case):
     for i in range(nb):
         slices = [(a, b) for idx, a, b in calls if i in idx]
         assert slices == [(int(looks[t - 1]) if t else 0, int(looks[t])) for t in range(out.decided_at[i] + 1)]
-    assert out.certified.dtype == bool and out.pred.dtype == np.int64
+    assert out.certified.dtype == bool
+    for field in (out.pred, out.votes_used, out.decided_at, out.counts, out.looks):
+        assert field.dtype == np.int64
 
 
 def test_run_sequential_without_inputs_and_its_errors():
@@ -389,3 +395,17 @@ def test_run_sequential_without_inputs_and_its_errors():
     first = next(t for t, q in enumerate(p) if norm.ppf(q) >= 0.5)
     assert (out.decided_at == first).all() and (out.pred == 0).all()
     np.testing.assert_allclose(out.radius_bound, norm.ppf(p[first]))
+
+
+def test_run_sequential_certifies_a_radius_reached_exactly_and_counts_votes_that_went_nowhere():
+    level = 0.1 / 2
+    p = beta.ppf(level, 10, 1)  # 10 of 10 votes
+    r = 1.0 / 2.0 * (ndtri(p) - ndtri(1 - p))  # the radius exactly as the certificate computes it
+    out = sequential.run_sequential(lambda idx, a, b: np.tile([b - a, 0], (len(idx), 1)), 1, 1.0, r, 0.1, [10])
+    assert out.certified[0] and out.radius_bound[0] == r
+    # float counts from the draw function are accepted; votes that went nowhere count against the top class
+    nowhere = sequential.run_sequential(
+        lambda idx, a, b: np.tile([b - a - 2.0, 0.0], (len(idx), 1)), 1, 1.0, 0.1, 0.1, [20, 40]
+    )
+    assert nowhere.p_a_lower[0] == pytest.approx(_cp_lower(nowhere.counts[0, 0], nowhere.votes_used[0], 0.025))
+    assert nowhere.counts[0, 0] == nowhere.votes_used[0] - 2 * (nowhere.decided_at[0] + 1)
