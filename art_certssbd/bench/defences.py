@@ -14,9 +14,10 @@ same clean and triggered test sets:
 * ``rab`` / ``cert-ssbd``: this package's estimators (training-set and test-time smoothing).
 
 A configuration file is JSON: the defaults of :data:`DEFAULTS`, overridden by its keys, with ``settings`` a list of
-``{"task": "mnist-1v0" | "mnist-10" | "digits", "max_train": N, "max_test": N}`` (``digits``: scikit-learn's embedded
-8x8 digits, ten classes, for a quick look without MNIST). Results: clean accuracy, attack success rate
-(abstentions count as failures), certified accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
+``{"task": "mnist-1v0" | "mnist-10" | "digits", "max_train": N, "max_test": N, "triggers": [...]}`` (``digits``:
+scikit-learn's embedded 8x8 digits, ten classes, for a quick look without MNIST; ``triggers``, optional, overrides
+the list for that setting). Results: clean accuracy, attack success rate (abstentions count as failures), certified
+accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
 DPA's certified accuracy at ``dpa_counts`` insertions/deletions, and the wall time of each defence.
 """
 
@@ -88,7 +89,12 @@ def load_defences_config(path: str | os.PathLike) -> dict:
         if bad or not config[key]:
             raise ValueError(f"config file {str(path)!r}: {key} must be a non-empty subset of {allowed}, got {bad}")
     for setting in config["settings"]:
-        if setting.get("task") not in TASKS or set(setting) - {"task", "max_train", "max_test"}:
+        bad_triggers = set(setting.get("triggers", TRIGGERS)) - set(TRIGGERS)
+        if (
+            setting.get("task") not in TASKS
+            or set(setting) - {"task", "max_train", "max_test", "triggers"}
+            or bad_triggers
+        ):
             raise ValueError(
                 f"config file {str(path)!r}: a setting must be {{task: one of {TASKS}, max_train, "
                 f"max_test}}, got {setting!r}"
@@ -362,7 +368,7 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
     results = {"config": cfg, "runs": [], "environment": environment()}
     start = time.perf_counter()
     for setting in cfg["settings"]:
-        for trigger_name in cfg["triggers"]:
+        for trigger_name in setting.get("triggers", cfg["triggers"]):
             results["runs"].append(run_setting(setting, trigger_name, cfg, data_dir or cfg["data_dir"]))
             results["wall_time_s"] = time.perf_counter() - start
             if on_run is not None:
