@@ -29,6 +29,7 @@ def test_config_merges_over_the_defaults(tmp_path):
         ({"triggers": ["seven-pixel"]}, "triggers must be"),
         ({"methods": []}, "methods must be"),
         ({"settings": [{"task": "cifar"}]}, "a setting must be"),
+        ({"settings": [{"task": "mnist-10", "triggers": ["seven-pixel"]}]}, "a setting must be"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, payload, message):
