@@ -50,6 +50,8 @@ def render_defences(results: dict) -> str:
         notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
         lines += [f"\nNote: {note}." for note in sorted(notes)]
     lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
+    if results.get("partial"):
+        lines += ["", f"**Partial:** {results['partial']}"]
     return "\n".join(lines)
 
 
