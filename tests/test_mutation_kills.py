@@ -375,11 +375,14 @@ def test_run_sequential_matches_a_reference_written_with_scipy(case, r):
 def test_run_sequential_without_inputs_and_its_errors():
     out = sequential.run_sequential(lambda idx, a, b: None, 0, 1.0, 0.5, 0.1, [10, 20])
     assert len(out) == 0 and out.counts.shape == (0, 2) and out.total_votes == 0
+    assert out.counts.dtype == np.int64 and out.pred.dtype == np.int64
     np.testing.assert_allclose(out.levels, [0.025, 0.025])
     out = sequential.run_sequential(
         lambda idx, a, b: None, 0, 1.0, 0.5, 0.3, [4, 8], bound="hoeffding", draws_per_model=2, spending="final-half"
     )
     np.testing.assert_allclose(out.levels, [0.075, 0.075])
+    out = sequential.run_sequential(lambda idx, a, b: None, 0, 1.0, 0.5, 0.2, [4, 8, 12], spending="final-half")
+    np.testing.assert_allclose(out.levels, [0.025, 0.025, 0.05])
     draw = lambda idx, a, b: np.tile([b - a, 0], (len(idx), 1))  # noqa: E731
     with pytest.raises(ValueError, match=r"^nb_inputs must be an integer >= 0, got -1$"):
         sequential.run_sequential(draw, -1, 1.0, 0.5, 0.1, [10])
@@ -409,3 +412,47 @@ def test_run_sequential_certifies_a_radius_reached_exactly_and_counts_votes_that
     )
     assert nowhere.p_a_lower[0] == pytest.approx(_cp_lower(nowhere.counts[0, 0], nowhere.votes_used[0], 0.025))
     assert nowhere.counts[0, 0] == nowhere.votes_used[0] - 2 * (nowhere.decided_at[0] + 1)
+
+
+def _unanimous(idx, start, stop):
+    return np.tile([stop - start, 0], (len(idx), 1))
+
+
+def test_an_input_whose_best_case_reaches_r_exactly_goes_on_to_the_next_look():
+    levels = [0.1 / 2 / 2] * 2
+    p = beta.ppf(levels[1], 20.0, 1.0)  # all 20 votes at the last look
+    r = 1.0 / 2.0 * (ndtri(p) - ndtri(1 - p))
+    assert beta.ppf(levels[0], 10.0, 1.0) < p  # not certified at the first look
+    out = sequential.run_sequential(_unanimous, 1, 1.0, r, 0.1, [10, 20], futility_alpha=None)
+    assert out.certified[0] and out.decided_at[0] == 1 and out.radius_bound[0] == r
+
+
+def test_futility_stops_only_when_the_upper_bound_is_strictly_below_p_r():
+    upper = beta.ppf(1.0 - 0.01, 9.0, 2.0)  # Clopper-Pearson upper bound of 8 of 10 votes at level 0.01
+    r = float(norm.ppf(upper))
+    assert norm.cdf(r) == upper  # p_r equals the upper bound exactly: not futile
+
+    def draw(idx, start, stop):
+        return np.tile([8, 2] if start == 0 else [stop - start, 0], (len(idx), 1))
+
+    out = sequential.run_sequential(draw, 1, 1.0, r, 0.1, [10, 1000], futility_alpha=0.01)
+    assert out.decided_at[0] == 1 and out.votes_used[0] == 1000
+    # just above: futile at the first look
+    out = sequential.run_sequential(draw, 1, 1.0, r * (1 + 1e-9), 0.1, [10, 1000], futility_alpha=0.01)
+    assert out.decided_at[0] == 0 and out.votes_used[0] == 10 and not out.certified[0]
+
+
+def test_a_bound_of_exactly_one_half_abstains():
+    # Hoeffding: 6 of 8 votes, margin sqrt(ln(e) / 16) = 1/4, so the bound is 0.75 - 0.25 = 1/2 exactly
+    res = certification.certify_at_level([[6, 2]], 1.0, level=float(np.exp(-1)), bound="hoeffding")
+    assert res.p_a_lower[0] == 0.5
+    assert res.pred[0] == ABSTAIN and res.radius[0] == 0 and res.radius_conservative[0] == 0
+
+
+def test_debug_logs_say_how_many_were_certified(caplog):
+    with caplog.at_level("DEBUG", logger="art_certssbd"):
+        certification.certify_votes([[95, 5], [50, 50], [100, 0]], 1.0, alpha=0.1)
+        sequential.run_sequential(_unanimous, 3, 1.0, 0.5, 0.1, [10, 20, 40])
+    messages = [r.getMessage() for r in caplog.records]
+    assert "certified 2 of 3 inputs (clopper-pearson, level 0.05)" in messages
+    assert "sequential: 3 of 3 certified, 60 votes" in messages
