@@ -1,7 +1,10 @@
 """Helpers shared by the tests and by ``resume_fit.py`` (a script the resume tests run in a subprocess): the small
-digits estimator every test file builds, and comparisons of ensemble runs."""
+digits estimator every test file builds, comparisons of ensemble runs, and the plain-Python reference of the
+certification memory's trim rule."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -46,3 +49,24 @@ def assert_runs_identical(a: dict, b: dict) -> None:
         assert torch.equal(a["base"][name], b["base"][name]), name
     for key in ("train_sigma", "sigma", "votes", "radius"):
         assert torch.equal(a[key], b[key]), key
+
+
+def trim_bruteforce(x, c, R, Rc, centers, labels, radii, radii_c):
+    """Reference trim rule in plain Python: the new ``(label, radius, conservative radius)`` of ``(x, c, R, Rc)``.
+
+    Decisions use the paper radii; the conservative radius follows: ``max(0, Rc_j - d)`` inside ball ``j``,
+    ``min(Rc, d - R_j)`` when trimmed outside, unchanged otherwise (and never above the paper radius).
+    """
+    if c == -1:  # abstain
+        return c, R, Rc
+    dists = [math.sqrt(sum((a - b) ** 2 for a, b in zip(x, xj))) for xj in centers]
+    # ||x - x_j|| < R + R_j, written as ||x - x_j|| - R_j < R (the form the memory evaluates, same rounding).
+    conflicts = [(d, rj, rcj, cj) for d, rj, rcj, cj in zip(dists, radii, radii_c, labels) if cj != c and d - rj < R]
+    if not conflicts:
+        return c, R, Rc
+    inside = [(d - rj, cj, max(0.0, rcj - d)) for d, rj, rcj, cj in conflicts if d < rj]
+    if inside:
+        depth, cj, rc = min(inside, key=lambda item: item[0])  # first of equal minima, in storage order
+        return cj, -depth, min(rc, -depth)
+    gap = min(d - rj for d, rj, _, _ in conflicts)
+    return c, gap, min(Rc, gap)

@@ -8,34 +8,13 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from helpers import digits_estimator
+from helpers import digits_estimator, trim_bruteforce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from art_certssbd import memory as memory_module
-from art_certssbd.memory import ABSTAIN, CertificationMemory, apply_memory
+from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.result import CertificationResult
-
-
-def trim_bruteforce(x, c, R, Rc, centers, labels, radii, radii_c):
-    """Reference trim rule in plain Python: the new ``(label, radius, conservative radius)`` of ``(x, c, R, Rc)``.
-
-    Decisions use the paper radii; the conservative radius follows: ``max(0, Rc_j - d)`` inside ball ``j``,
-    ``min(Rc, d - R_j)`` when trimmed outside, unchanged otherwise (and never above the paper radius).
-    """
-    if c == ABSTAIN:
-        return c, R, Rc
-    dists = [math.sqrt(sum((a - b) ** 2 for a, b in zip(x, xj))) for xj in centers]
-    # ||x - x_j|| < R + R_j, written as ||x - x_j|| - R_j < R (the form the memory evaluates, same rounding).
-    conflicts = [(d, rj, rcj, cj) for d, rj, rcj, cj in zip(dists, radii, radii_c, labels) if cj != c and d - rj < R]
-    if not conflicts:
-        return c, R, Rc
-    inside = [(d - rj, cj, max(0.0, rcj - d)) for d, rj, rcj, cj in conflicts if d < rj]
-    if inside:
-        depth, cj, rc = min(inside, key=lambda item: item[0])  # first of equal minima, in storage order
-        return cj, -depth, min(rc, -depth)
-    gap = min(d - rj for d, rj, _, _ in conflicts)
-    return c, gap, min(Rc, gap)
 
 
 class ReferenceMemory:

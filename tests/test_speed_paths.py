@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import trim_bruteforce
 
 from art_certssbd import ensemble as ens_mod
 from art_certssbd import training as train_mod
 from art_certssbd.ensemble import StackedEnsemble, to_channels_last, vote
-from art_certssbd.memory import CertificationMemory, _trim_bruteforce
+from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import MnistCNN
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 from art_certssbd.sigma import optimize_sigma
@@ -154,7 +155,9 @@ def test_training_backends_agree_on_a_cnn(noise, one_thread):
             assert a.keys() == b.keys()
             for name in a:
                 assert a[name].is_contiguous()
-                torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+                # two epochs of SGD accumulate float rounding that differs between CPU kernels (vmap'd and
+                # channels-last convolutions): about 4e-5 on AMD EPYC; a wrong backend is off by far more
+                torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=2e-4)
     # the sequential path without channels-last is the loop twin, bit for bit
     for a, b in zip(_train("sequential", noise=noise, channels_last=False), ref):
         assert all(torch.equal(a[n], b[n]) for n in a)
@@ -194,13 +197,13 @@ def test_memory_matrix_product_screen_matches_bruteforce():
     centers = rng.normal(size=(300, 12)) * 3
     labels, radii = rng.integers(0, 3, 300), rng.uniform(0.1, 1.0, 300)
     memory = CertificationMemory(chunk_size=64)
-    memory._append(centers, labels, radii, np.full(300, 0.2))
+    memory._append(centers, labels, radii, radii / 2, np.full(300, 0.2))
     np.testing.assert_allclose(memory._norm2[:300].numpy(), (centers**2).sum(1))
     queries = rng.normal(size=(40, 12)) * 3
     pred, radius = rng.integers(-1, 3, 40), rng.uniform(0, 3, 40)
     got = memory.query(queries, pred, radius)
     for i in range(40):
-        c, r = _trim_bruteforce(queries[i], pred[i], radius[i], centers, labels, radii)
+        c, r, _ = trim_bruteforce(queries[i], pred[i], radius[i], radius[i], centers, labels, radii, radii / 2)
         assert got[0][i] == c and got[1][i] == pytest.approx(r, abs=1e-12)
 
 
