@@ -144,6 +144,7 @@ def test_certificate_fields_against_closed_forms():
     np.testing.assert_allclose(res.radius_conservative, [0.3 * norm.ppf(p[0]), 0.0, 0.3 * norm.ppf(p[2])], rtol=1e-6)
     assert res.radius.dtype == np.float64 and res.radius_conservative.dtype == np.float64
     np.testing.assert_array_equal(res.votes, counts)
+    assert res.votes.dtype == np.int64
     np.testing.assert_allclose(res.sigma, sigma)
     assert res.sigma.dtype == np.float64
     assert res.pred_before_memory is not res.pred
@@ -162,6 +163,7 @@ def test_a_tie_abstains_and_the_tie_level_is_half_alpha():
 def test_certify_at_level_uses_the_level_as_given():
     res = certification.certify_at_level([[80, 20]], 1.0, level=0.05)
     assert res.p_a_lower[0] == pytest.approx(_cp_lower(80, 100, 0.05))
+    assert res.radius[0] == pytest.approx(norm.ppf(_cp_lower(80, 100, 0.05)))  # one noise copy by default
     res = certification.certify_at_level([[80, 20, 0]], 1.0, level=0.05, bound="hoeffding", draws_per_model=4)
     assert res.p_a_lower[0] == pytest.approx(_hoeffding(0.8, 25, 0.05))
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 0"):
@@ -456,3 +458,11 @@ def test_debug_logs_say_how_many_were_certified(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "certified 2 of 3 inputs (clopper-pearson, level 0.05)" in messages
     assert "sequential: 3 of 3 certified, 60 votes" in messages
+
+
+def test_one_class_and_per_row_n_with_more_classes_than_rows():
+    res = certification.certify_votes([[10], [7]], 1.0, alpha=0.1)
+    np.testing.assert_array_equal(res.pred, [0, 0])
+    np.testing.assert_allclose(res.p_a_lower, [_cp_lower(10, 10, 0.05), _cp_lower(7, 7, 0.05)])
+    res = certification.certify_votes([[8, 1, 1], [0, 9, 0]], 1.0, alpha=0.1, n=np.array([12, 9]))
+    np.testing.assert_allclose(res.p_a_lower, [_cp_lower(8, 12, 0.05), _cp_lower(9, 9, 0.05)])
