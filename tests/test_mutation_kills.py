@@ -466,3 +466,29 @@ def test_one_class_and_per_row_n_with_more_classes_than_rows():
     np.testing.assert_allclose(res.p_a_lower, [_cp_lower(10, 10, 0.05), _cp_lower(7, 7, 0.05)])
     res = certification.certify_votes([[8, 1, 1], [0, 9, 0]], 1.0, alpha=0.1, n=np.array([12, 9]))
     np.testing.assert_allclose(res.p_a_lower, [_cp_lower(8, 12, 0.05), _cp_lower(9, 9, 0.05)])
+
+
+# --- stats.py ------------------------------------------------------------------------------------------------------
+
+
+def test_certify_scores_edges():
+    from art_certssbd.stats import certified_accuracy, certify_scores
+
+    with pytest.raises(ValueError, match=r"^n must be a scalar integer >= 1, got \[10 10\]$"):
+        certify_scores([[0.5, 0.5]], 1.0, 0.1, [10, 10])
+    with pytest.raises(ValueError, match=r"^mean_scores must be a 2-D array \(N, C\) with C >= 1, got shape \(2,\)$"):
+        certify_scores([0.5, 0.5], 1.0, 0.1, 10)
+    pred, _, p = certify_scores([[1.0]], 1.0, 0.1, 100)  # one class
+    assert pred[0] == 0 and p[0] == pytest.approx(_hoeffding(1.0, 100, 0.05))
+    # scores within the slack outside [0, 1] are accepted and clipped
+    pred, _, p = certify_scores([[1.0 + 1e-9, -1e-9]], 1.0, 0.1, 100)
+    assert pred[0] == 0 and p[0] == pytest.approx(_hoeffding(1.0, 100, 0.05))
+    pred, _, p = certify_scores([[-1e-9, -1e-9]], 1.0, 0.1, 100)
+    assert pred[0] == ABSTAIN and p[0] == 0
+    pred, _, p = certify_scores([[0.0, 0.0]], 1.0, 0.1, 1, bound="clopper-pearson")
+    assert pred[0] == ABSTAIN and p[0] == 0
+    # soft votes: the top class bounded at alpha / max(2, C)
+    _, _, p = certify_scores([[0.9, 0.05, 0.05]], 1.0, 0.3, 100)
+    assert p[0] == pytest.approx(_hoeffding(0.9, 100, 0.1))
+    with pytest.raises(ValueError, match=r"^pred, radius and y must be non-empty 1-D arrays"):
+        certified_accuracy([[0]], [[0.1]], [[0]], [0.0])
