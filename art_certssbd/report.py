@@ -58,31 +58,10 @@ def _jsonable(value):
 def plot_certified_accuracy(
     curves: Mapping[str, Sequence[float]], radii: Sequence[float], path: str | os.PathLike, title: str = ""
 ) -> Path | None:
-    """Plot certified accuracy against radius (one line per curve) to a PNG. Needs matplotlib (the ``plots``
-    extra); without it, logs a warning and returns ``None``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
-        return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, values in curves.items():
-        ax.plot(radii, values, marker="o", markersize=3, label=name, linestyle="--" if "trigger" in name else "-")
-    ax.set_xlabel("L2 radius")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    """Plot certified accuracy against radius (one line per curve, dashed for the triggered ones) to a PNG, through
+    :func:`plot_curves`. Needs matplotlib (the ``plots`` extra); without it, logs a warning and returns ``None``."""
+    lines = [(name, radii, values, "--" if "trigger" in name else "-") for name, values in curves.items()]
+    return plot_curves(lines, path, title=title)
 
 
 def write_csv(path: str | os.PathLike, columns: Mapping[str, Sequence]) -> Path:
