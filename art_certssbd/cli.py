@@ -41,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="poison scikit-learn digits, train RAB and Cert-SSBD, certify, print a table")
     demo.add_argument("--output", type=_output_dir, default=Path("certssbd-demo"), help="directory for the results")
-    # Defaults chosen so that the backdoor works on 8x8 digits (undefended attack success rate about 0.95): the
-    # paper's one-pixel trigger at norm 1 is too weak there (ASR 0.14); four pixels at norm 2 (each +1) on 10 %.
+    # Defaults chosen so that the backdoor works on 8x8 digits (undefended attack success rate about 0.93): the
+    # paper's one-pixel trigger at norm 1 is too weak there (ASR 0.14); four pixels at norm 2 (each +1) on 6 %
+    # (seed 0: undefended ASR 0.93, RAB 0.14, Cert-SSBD 0.10; at 10 % the defences let 0.36 / 0.32 through, at 5 % the
+    # undefended ASR falls to 0.76).
     demo.add_argument("--trigger", choices=tuple(TRIGGERS), default="four-pixel")
     demo.add_argument("--delta", type=_positive_float, default=2.0, help="L2 norm of the trigger")
-    demo.add_argument("--poison-rate", type=_rate, default=0.1)
+    demo.add_argument("--poison-rate", type=_rate, default=0.06)
     demo.add_argument("--nb-models", type=_positive_int, default=32, help="ensemble size M")
     demo.add_argument("--epochs", type=_positive_int, default=5, help="epochs per member")
     demo.add_argument("--scale", type=_positive_float, default=0.25, help="sigma0")
