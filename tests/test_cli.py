@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end_and_writes_its_files(tmp_path, capsys):
         curves = results["methods"][name]["certified_accuracy"]
         assert len(curves["clean"]) == len(results["config"]["radii"])
         assert all(a >= b for a, b in zip(curves["clean"], curves["clean"][1:]))  # non-increasing in the radius
-    assert results["nb_poisoned"] == round(0.1 * 1347)  # the demo's default poison rate
+    assert results["nb_poisoned"] == round(0.06 * 1347)  # the demo's default poison rate
     assert (tmp_path / "out" / "results.md").read_text().startswith("# Cert-SSBD demo")
     assert "Threat model:" in out and "four-pixel trigger (delta=2.0)" in out
     assert (tmp_path / "out" / "certified_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
