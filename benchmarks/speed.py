@@ -56,7 +56,7 @@ from speed_baselines import (  # noqa: E402
 )
 
 from art_certssbd import RABEstimator, stats  # noqa: E402
-from art_certssbd import memory as memory_module  # noqa: E402
+from art_certssbd import _distances as distances_module  # noqa: E402
 from art_certssbd.adaptive import threshold_probability  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
@@ -378,7 +378,7 @@ def _cdist_screen(a, a_norm2, b, b_norm2):
 
 
 def _with_cdist(memory: CertificationMemory, xq: torch.Tensor, cq: torch.Tensor):
-    with mock.patch.object(memory_module, "_mm_dist", _cdist_screen):
+    with mock.patch.object(distances_module, "_mm_dist", _cdist_screen):
         return memory._nearest_conflict(xq, cq)
 
 
@@ -395,7 +395,7 @@ def bench_memory(cfg: dict, ctx: dict) -> dict:
         centers = np.clip(pool[idx] + rng.normal(0, 0.05, (size, pool.shape[1])), 0, 1)  # distinct, MNIST-like
         labels, radii = rng.integers(0, 2, size), rng.uniform(0.05, 0.5, size)
         memory = CertificationMemory(device=ctx["device"])
-        memory._append(centers, labels, radii, np.full(size, SIGMA0))
+        memory._append(centers, labels, radii, radii, np.full(size, SIGMA0))  # conservative radii = paper radii
         xq_t, cq_t = torch.from_numpy(xq).to(ctx["device"]), torch.from_numpy(pq).to(ctx["device"])
         runs = {
             "query": lambda mem=memory: mem.query(xq, pq, rq),
