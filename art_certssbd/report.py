@@ -98,6 +98,18 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, ax, path: str | os.PathLike, title: str) -> Path:
+    """Legend and title, then the figure written to ``path`` as a PNG, atomically, and closed."""
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_curves(
     curves: Sequence[tuple[str, Sequence[float], Sequence[float], str]],
     path: str | os.PathLike,
@@ -122,14 +134,7 @@ def plot_curves(
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, path, title)
 
 
 def plot_sigma_histogram(
@@ -150,11 +155,4 @@ def plot_sigma_histogram(
         ax.axvline(scale, color="k", linestyle=":", label=f"sigma0 = {scale:g}")
     ax.set_xlabel("sigma")
     ax.set_ylabel("samples")
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, path, title)
