@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+from art.estimators.classification import PyTorchClassifier
 
 from art_certssbd import CertSSBDEstimator, RABEstimator
 from art_certssbd.models import DigitsCNN
@@ -70,3 +71,15 @@ def trim_bruteforce(x, c, R, Rc, centers, labels, radii, radii_c):
         return cj, -depth, min(rc, -depth)
     gap = min(d - rj for d, rj, _, _ in conflicts)
     return c, gap, min(Rc, gap)
+
+
+def digits_classifier(net, lr=3e-3, clip_values=(0.0, 1.0)) -> PyTorchClassifier:
+    """A plain ART classifier around ``net`` for the 8x8 digits (10 classes), with Adam at ``lr``."""
+    return PyTorchClassifier(
+        net,
+        torch.nn.CrossEntropyLoss(),
+        (1, 8, 8),
+        10,
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
+        clip_values=clip_values,
+    )

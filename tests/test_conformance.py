@@ -21,7 +21,7 @@ from art.data_generators import NumpyDataGenerator, PyTorchDataGenerator
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification import ClassifierMixin, PyTorchClassifier
 from art.utils import compute_accuracy
-from helpers import digits_estimator
+from helpers import digits_classifier, digits_estimator
 
 from art_certssbd import CertSSBDEstimator, CertSSBDTrainer, RABEstimator
 from art_certssbd._art import KEEPS_FIT
@@ -38,14 +38,7 @@ def _trainer_estimator():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = DigitsCNN(10)
-    classifier = PyTorchClassifier(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-    )
+    classifier = digits_classifier(net)
     # device_type overrides the classifier's (issue 11, point 8: "got multiple values" before)
     return CertSSBDTrainer(classifier, method="cert-ssbd", device_type="cpu", **SMALL).estimator
 

@@ -9,7 +9,7 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification import ClassifierMixin, PyTorchClassifier
 from art.utils import compute_accuracy
-from helpers import digits_estimator
+from helpers import digits_classifier, digits_estimator
 
 from art_certssbd import CertificationResult, CertSSBDEstimator, CertSSBDTrainer, RABEstimator
 from art_certssbd._validation import NotFittedError, check_labels
@@ -183,14 +183,7 @@ def test_checkpoint_resume_gives_the_same_ensemble(digits, tmp_path):
 def test_trainer_defence_yields_fitted_estimator(digits):
     net = DigitsCNN(10)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    clf = PyTorchClassifier(
-        net,
-        torch.nn.CrossEntropyLoss(),
-        (1, 8, 8),
-        10,
-        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        clip_values=(0.0, 1.0),
-    )
+    clf = digits_classifier(net)
     trainer = CertSSBDTrainer(clf, method="rab", nb_models=4, scale=0.25, random_state=0)
     trainer.fit(digits[0][:300], digits[1][:300], nb_epochs=2, batch_size=64)
     est = trainer.get_classifier()
@@ -302,8 +295,7 @@ def test_fit_with_soft_labels_equals_fit_with_their_argmax(digits):
 
 def test_trainer_keyword_arguments_override_the_classifier_settings():
     net = DigitsCNN(10)
-    optimizer = torch.optim.Adam(net.parameters())
-    clf = PyTorchClassifier(net, torch.nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer=optimizer, clip_values=(0, 1))
+    clf = digits_classifier(net, lr=1e-3)  # Adam's default rate
     trainer = CertSSBDTrainer(clf, method="rab", device_type="cpu", clip_values=(0.0, 2.0), nb_models=3)
     est = trainer.estimator
     assert est.device_type == "cpu" and est.device.type == "cpu"
@@ -340,9 +332,7 @@ def test_activation_defence_on_a_rab_estimator_catches_poisons(digits):
     rab = make(RABEstimator, nb_models=2, random_state=0)
     rab.fit(x_p, y_p, nb_epochs=5, batch_size=64)
     net = DigitsCNN(10)
-    plain = PyTorchClassifier(
-        net, torch.nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer=torch.optim.Adam(net.parameters(), lr=3e-3)
-    )
+    plain = digits_classifier(net, clip_values=None)
     plain.fit(x_p, y_p, nb_epochs=5, batch_size=64)
     rab_caught, plain_caught = caught(rab), caught(plain)
     assert is_poison.sum() == 135
