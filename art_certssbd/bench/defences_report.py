@@ -15,6 +15,23 @@ def _fmt(values) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "-"
 
 
+def _summary(runs: list[dict]) -> list[str]:
+    """One line per defence, one column per setting and trigger: clean accuracy / attack success rate."""
+    if not runs:
+        return []
+    names = list(dict.fromkeys(name for run in runs for name in run["methods"]))
+    head = " | ".join(f"{run['task']} {run['trigger']}" for run in runs)
+    lines = ["", "## Summary: clean accuracy / attack success rate", "", f"| defence | {head} |"]
+    lines.append("|---|" + "---:|" * len(runs))
+    for name in names:
+        cells = []
+        for run in runs:
+            m = run["methods"].get(name)
+            cells.append(f"{m['clean_accuracy']:.2f} / {m['attack_success_rate']:.2f}" if m else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_defences(results: dict) -> str:
     """The Markdown report: one table per setting and trigger."""
     cfg = results["config"]
@@ -22,17 +39,20 @@ def render_defences(results: dict) -> str:
         f"# Cert-SSBD beside ART's defences: {cfg['name']}",
         "",
         f"Poison rate {cfg['poison_rate']}, trigger L2 norm {cfg['delta']} (ART's pattern: set pixels, norm below), "
-        f"target class {cfg['target']}; {cfg['nb_epochs']} epochs; M = {cfg['nb_models']} (RAB, Cert-SSBD), "
+        f"target class {cfg['target']}; {cfg['nb_epochs']} epochs (unless a setting says otherwise); "
+        f"M = {cfg['nb_models']} (RAB, Cert-SSBD), "
         f"{cfg['dpa_partitions']} DPA partitions ({cfg['dpa_epochs']} epochs), sigma0 = {cfg['scale']}, "
         f"alpha = {cfg['alpha']}, randomized smoothing n = {cfg['rs_sample_size']}.",
         f"Certified accuracy at L2 radius {_fmt(cfg['radii'])}; DPA: at {cfg['dpa_counts']} inserted/deleted "
         "training samples (a replaced sample counts 2). Smoothing rows: abstentions count as wrong.",
     ]
+    lines += _summary(results["runs"])
     for run in results["runs"]:
+        epochs = run.get("nb_epochs", cfg["nb_epochs"])
         lines += [
             "",
             f"## {run['task']}, {run['trigger']} (mean L2 norm {run['trigger_l2']:.2f}): {run['nb_poisoned']} of "
-            f"{run['nb_train']} training samples poisoned, {run['nb_test']} test samples",
+            f"{run['nb_train']} training samples poisoned, {run['nb_test']} test samples, {epochs} epochs",
             "",
             "| defence | clean acc | ASR | certified acc (L2 radii) | DPA certified acc (counts) | caught / false "
             "alarms | wall s |",
@@ -67,8 +87,12 @@ def plot_defences(results: dict, path: str | os.PathLike) -> Path | None:
         logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
         return None
     runs = results["runs"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), squeeze=False, sharey=True)
-    for ax, run in zip(axes[0], runs):
+    ncols = min(4, len(runs))
+    nrows = -(-len(runs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    for ax, run in zip(axes.flat, runs):
         names = list(run["methods"])
         pos = np.arange(len(names))
         ax.bar(pos - 0.2, [run["methods"][n]["clean_accuracy"] for n in names], 0.4, label="clean accuracy")
