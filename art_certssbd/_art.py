@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
+from art_certssbd.noise import add_noise
 
 #: Estimator parameters the fitted ensemble does not depend on: ``set_params`` of them keeps the fitted state.
 #: Changing any other one (``model``, ``loss``, ``optimizer``, ``input_shape``, ``nb_classes``, ``preprocessing``,
@@ -180,7 +181,9 @@ class ArtContractMixin:
         for m0 in range(0, nb_models, chunk):
             m1 = min(m0 + chunk, nb_models)
             eps = self._test_noise(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
-            logits = self.ensemble_.logits(x_t.unsqueeze(0) + self.scale * eps.unsqueeze(1), m0, m1, self.vectorize)
+            logits = self.ensemble_.logits(
+                add_noise(x_t.unsqueeze(0), self.scale, eps.unsqueeze(1)), m0, m1, self.vectorize
+            )
             part = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
             if backward:
                 part.backward()

@@ -48,8 +48,9 @@ from art_certssbd.certification import certify_votes
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import check_accelerators, vote
 from art_certssbd.memory import CertificationMemory, apply_memory
-from art_certssbd.noise import derive_seed, gaussian, make_generator
+from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.pipeline import train_smoothed_ensemble
+from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule, run_sequential
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
@@ -337,9 +338,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
 
     def _test_noise(self, members, draws: int, shape) -> torch.Tensor:
         """The fixed test noise ``e_{k, j}`` of members ``members``: shape ``(len(members), draws, *shape)``."""
-        return torch.stack(
-            [gaussian((draws, *shape), make_generator(self.test_noise_seeds_[k], self._device)) for k in members]
-        )
+        return fixed_test_noise(self.test_noise_seeds_, members, draws, shape, self._device)
 
     # ---------------------------------------------------------------------------------------------- prediction
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
@@ -356,22 +355,31 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
             raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
         batch_size = check_int(batch_size, "batch_size")
         x_t = torch.from_numpy(x).to(self._device)
-        sigma_x = self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
-        counts = vote(
+        sigma_x = self._test_sigma(x_t, verbose)
+        counts = self._count_votes(x_t, sigma_x, nb_votes=n, batch_size=batch_size, verbose=verbose)
+        return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
+
+    def _test_sigma(self, x_t: torch.Tensor, verbose: bool) -> torch.Tensor:
+        """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
+        return self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
+
+    def _count_votes(self, x_t, sigma_t, *, start_vote=0, nb_votes=None, batch_size=256, verbose=False):
+        """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t`` (a ``(N, C)`` int64 tensor)."""
+        return vote(
             self.ensemble_,
             x_t,
-            sigma_x,
+            sigma_t,
             self._test_noise,
             self.nb_classes,
             draws_per_model=self.draws_per_model,
-            nb_votes=n,
+            start_vote=start_vote,
+            nb_votes=nb_votes,
             batch_size=batch_size,
             vectorize=self.vectorize,
             amp=self.amp,
             compile=self.compile,
             verbose=verbose,
         )
-        return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
 
     def _certificate_options(self) -> dict[str, Any]:
         """Step 6's options, from the parameters and the fitted state: the keyword arguments of
@@ -452,15 +460,74 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
         result = apply_memory(self.memory_, x, result, update=update_memory)
         return result if return_details else (result.pred, result.radius)
 
-    def certify_adaptive(self, x: np.ndarray, radius: float, **kwargs):
+    def certify_adaptive(
+        self,
+        x: np.ndarray,
+        radius: float,
+        *,
+        alpha: float | None = None,
+        looks=None,
+        first_look: int = 32,
+        growth: float = 2.0,
+        spending="uniform",
+        futility_alpha: float | None = 0.01,
+        conservative: bool = False,
+        batch_size: int = 128,
+        verbose: bool | None = None,
+    ) -> AdaptiveResult:
         """Decide per input "certified at ``radius``" or "abstain" with as few votes as a valid sequential test
-        allows (alpha spent over a fixed schedule of looks, :meth:`certify`'s certificate at each look's level;
-        guarantee in :mod:`art_certssbd.sequential`, options in :func:`art_certssbd.adaptive.certify_adaptive`).
+        allows: the members vote in looks, each look only on the inputs still undecided, and each look is certified
+        by :meth:`certify`'s certificate (its ``bound``, ``draws_per_model``, training sigmas and training noise
+        copies) at that look's level (guarantee, schedule and spending rules in :mod:`art_certssbd.sequential`).
+        With ``draws_per_model > 1`` the looks are multiples of ``draws_per_model``. The storage-update memory is not
+        consulted (it trims radii, and this answers a yes/no question at one radius).
 
         :param x: Inputs, shape ``(N, *input_shape)``.
-        :param radius: The radius to certify.
-        :return: An :class:`~art_certssbd.adaptive.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
+        :param radius: The radius ``r`` to certify.
+        :param alpha: Overall error probability (default: the estimator's ``alpha``).
+        :param looks: Cumulative vote counts of the looks, multiples of ``draws_per_model`` (default
+               :func:`~art_certssbd.sequential.look_schedule` from ``first_look`` and ``growth``).
+        :param first_look: Votes of the first look (rounded up to whole members).
+        :param growth: Ratio between consecutive looks.
+        :param spending: Split of ``alpha`` over the looks (:func:`~art_certssbd.sequential.spending_levels`).
+        :param futility_alpha: Level of the early-abstention bound (``None``: only when certification is impossible).
+        :param conservative: Test the conservative radius (``min(sigma_x, min_j sigma_j)`` in place of ``sigma_x``);
+               :attr:`AdaptiveResult.radius_bound` is then the conservative radius.
+        :param batch_size: Inputs per pass.
+        :param verbose: Progress bars (default: the estimator's ``verbose``).
+        :return: An :class:`~art_certssbd.sequential.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
         """
-        from art_certssbd.adaptive import certify_adaptive  # the adaptive module builds on this shell's pieces
+        self._check_fitted()
+        radius = check_radius(radius)
+        verbose = self.verbose if verbose is None else verbose
+        options = self._certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
+        default_alpha = options.pop("alpha")
+        alpha = default_alpha if alpha is None else alpha
+        draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model
+        x = check_inputs(x, self.input_shape, self.clip_values)
+        batch_size = check_int(batch_size, "batch_size")
+        if looks is None:  # with several draws per member the looks fall on member boundaries
+            first = max(1, -(-check_int(first_look, "first_look") // draws))
+            looks = draws * look_schedule(self.ensemble_.nb_models, first, growth)
+        looks = check_looks(looks, total, draws)
+        x_t = torch.from_numpy(x).to(self._device)
+        sigma_t = self._test_sigma(x_t, verbose)
 
-        return certify_adaptive(self, x, radius, **kwargs)
+        def draw(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
+            rows = torch.from_numpy(idx).to(x_t.device)
+            counts = self._count_votes(x_t[rows], sigma_t[rows], start_vote=start, nb_votes=stop, batch_size=batch_size)
+            return counts.cpu().numpy()
+
+        sigma = sigma_t.cpu().numpy().astype(np.float64)
+        return run_sequential(
+            draw,
+            len(x),
+            sigma,
+            radius,
+            alpha,
+            looks,
+            spending=spending,
+            futility_alpha=futility_alpha,
+            conservative=conservative,
+            **options,
+        )

@@ -30,7 +30,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from art_certssbd.noise import expand_sigma
+from art_certssbd.noise import add_noise
 
 logger = logging.getLogger(__name__)
 
@@ -323,10 +323,10 @@ def vote(
             keep = ((index >= start_vote) & (index < nb_votes)).reshape(m1 - m0, draws_per_model)
             members = _Members(ensemble, backend, m0, m1, amp, compile)
             for n0 in range(0, x.shape[0], batch_size):
-                x_b, s_b = x[n0 : n0 + batch_size], expand_sigma(sigma[n0 : n0 + batch_size], x.dim())
+                x_b, s_b = x[n0 : n0 + batch_size], sigma[n0 : n0 + batch_size]
                 size = (draws_per_model * x_b.shape[0],) + shape
                 if backend == "vmap":  # (Mc, d, B, *shape): every member and draw sees every input of the batch
-                    inputs = torch.addcmul(x_b[None, None], s_b, eps.unsqueeze(2)).reshape((m1 - m0,) + size)
+                    inputs = add_noise(x_b[None, None], s_b[None, None], eps.unsqueeze(2)).reshape((m1 - m0,) + size)
                 else:  # member i's (d, B) noisy copies are built just before its pass (cache-resident)
                     inputs = functools.partial(_noisy_copies, x_b, s_b, eps, size)
                 logits = members.run(inputs).reshape(m1 - m0, draws_per_model, x_b.shape[0], -1)
@@ -342,7 +342,7 @@ def vote(
 
 def _noisy_copies(x_b: torch.Tensor, s_b: torch.Tensor, eps: torch.Tensor, size: tuple, i: int) -> torch.Tensor:
     """Member ``i``'s noisy copies ``x_b + s_b * eps[i, j]`` of a batch, flattened to ``(draws * B, *shape)``."""
-    return torch.addcmul(x_b, s_b, eps[i].unsqueeze(1)).reshape(size)
+    return add_noise(x_b, s_b, eps[i].unsqueeze(1)).reshape(size)
 
 
 class _Members:

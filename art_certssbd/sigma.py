@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from art_certssbd.ensemble import module_to_channels_last
-from art_certssbd.noise import expand_sigma, gaussian, make_generator
+from art_certssbd.noise import add_noise, sigma_noise
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def optimize_sigma(
     if steps == 0 or x.shape[0] == 0:
         return sigma
     # Common random numbers: eps[t] is shared by all samples at step t.
-    generator = make_generator(seed, x.device)
-    eps = gaussian((steps, n_samples) + tuple(x.shape[1:]), generator, dtype=x.dtype)
+    eps = sigma_noise(seed, steps, n_samples, x.shape[1:], x.device, x.dtype)
 
     context = _eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with context:
@@ -156,7 +155,7 @@ def _ascend(model, x_b, s, eps, lr, sigma_min, sigma_max, update, p_clamp) -> to
         s = s.detach().requires_grad_(update == "gradient")
         with torch.set_grad_enabled(update == "gradient"):
             # Step 1: S reparameterised noisy copies of every sample, x + s * eps.
-            noisy = torch.addcmul(x_b.unsqueeze(1), expand_sigma(s, x_b.dim() + 1), eps_t.unsqueeze(0))
+            noisy = add_noise(x_b.unsqueeze(1), s, eps_t.unsqueeze(0))
             # Step 2: mean softmax over the copies.
             logits = model(noisy.reshape((n_b * n_samples,) + tuple(x_b.shape[1:])))
             probs = torch.softmax(logits, dim=-1).reshape(n_b, n_samples, -1).mean(dim=1)

@@ -32,7 +32,7 @@ from art_certssbd.ensemble import (
     module_to_channels_last,
     resolve_backend,
 )
-from art_certssbd.noise import derive_seed, expand_sigma, gaussian, make_generator
+from art_certssbd.noise import MemberStreams, add_noise, derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -54,32 +54,6 @@ def init_member(template: torch.nn.Module, seed: int) -> torch.nn.Module:
             if callable(reset):
                 reset()
     return module
-
-
-class _Streams:
-    """The shuffle and noise generators of one model, and its fixed training noise (``noise="fixed"``)."""
-
-    def __init__(self, shuffle_seed: int, noise_seed: int, x: torch.Tensor, noise: str, out=None):
-        self.shuffle = make_generator(shuffle_seed, x.device)
-        self.noise = make_generator(noise_seed, x.device)
-        self.fixed = None
-        if noise == "fixed" and out is None:
-            self.fixed = gaussian(x.shape, self.noise, x.dtype)
-        elif noise == "fixed":  # drawn into a slice of a stacked buffer: the same values as ``gaussian``
-            self.fixed = torch.randn(x.shape, generator=self.noise, device=x.device, dtype=x.dtype, out=out)
-
-    @classmethod
-    def of_member(cls, random_state: int, k: int, x: torch.Tensor, noise: str, out=None) -> _Streams:
-        seeds = derive_seed(random_state, "shuffle", k), derive_seed(random_state, "train_noise", k)
-        return cls(*seeds, x, noise, out)
-
-    def permutation(self, n: int) -> torch.Tensor:
-        return torch.randperm(n, generator=self.shuffle, device=self.shuffle.device)
-
-    def batch_noise(self, idx: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        if self.fixed is not None:
-            return self.fixed[idx]
-        return gaussian((idx.shape[0],) + tuple(shape), self.noise, dtype)
 
 
 def train_members(
@@ -180,7 +154,7 @@ def _fit(model, optimizer, streams, x, y, sigma, run: _Run, torch_seed) -> None:
             for part in _batches(x.shape[0], run.batch_size):
                 idx = perm[part]
                 eps = streams.batch_noise(idx, x.shape[1:], x.dtype)
-                x_noisy = torch.addcmul(x[idx], expand_sigma(sigma[idx], x.dim()), eps)
+                x_noisy = add_noise(x[idx], sigma[idx], eps)
                 with autocast(x.device, run.amp):
                     loss = run.loss_fn(forward(x_noisy), y[idx])
                 run.step(loss, optimizer, scaler)
@@ -205,7 +179,7 @@ def fit_model(
     :return: ``model``, in train mode.
     """
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    streams = _Streams(derive_seed(seed, "shuffle"), derive_seed(seed, "train_noise"), x, noise)
+    streams = MemberStreams.of_seed(seed, x, noise)
     _fit(model, optimizer, streams, x, y, sigma, _Run(loss_fn, nb_epochs, batch_size), seed)
     return model
 
@@ -224,7 +198,7 @@ def _train_one(template, x, y, sigma, k, optimizer_factory, random_state, noise,
     model = init_member(template, seed).to(x.device)
     if run.channels_last:
         module_to_channels_last(model)
-    streams = _Streams.of_member(random_state, k, x, noise)
+    streams = MemberStreams.of_member(random_state, k, x, noise)
     _fit(model, optimizer_factory(model.parameters()), streams, x, y, sigma, run, seed)
     return _state_dict(model.state_dict())
 
@@ -243,7 +217,7 @@ def _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_
     optimizer = optimizer_factory(list(params.values()))
     stacked = torch.empty((nb,) + tuple(x.shape), dtype=x.dtype, device=x.device) if noise == "fixed" else None
     streams = [
-        _Streams.of_member(random_state, k, x, noise, None if stacked is None else stacked[m])
+        MemberStreams.of_member(random_state, k, x, noise, None if stacked is None else stacked[m])
         for m, k in enumerate(members)
     ]
     rows = torch.arange(nb, device=x.device)
@@ -265,7 +239,7 @@ def _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_
                     eps = stacked[rows, idx]
                 else:
                     eps = torch.stack([s.batch_noise(i, x.shape[1:], x.dtype) for s, i in zip(streams, idx.T)], 1)
-                x_noisy = torch.addcmul(x[idx], expand_sigma(sigma[idx], x.dim() + 1), eps)
+                x_noisy = add_noise(x[idx], sigma[idx], eps)
                 with autocast(x.device, run.amp):
                     logits = forward(params, buffers, x_noisy)  # (Mc, B, C)
                     # the sum of the members' losses: each member's gradient is its own loss's gradient
