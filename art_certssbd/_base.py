@@ -381,7 +381,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
             verbose=verbose,
         )
 
-    def _certificate_options(self) -> dict[str, Any]:
+    def certificate_options(self) -> dict[str, Any]:
         """Step 6's options, from the parameters and the fitted state: the keyword arguments of
         :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
         ``train_sigma_min``, ``noise_copies``)."""
@@ -412,7 +412,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
         :return: Array of shape ``(N, nb_classes)``.
         """
         _, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        pred = certify_votes(counts, sigma_x, **self._certificate_options()).pred  # abstains exactly where certify does
+        pred = certify_votes(counts, sigma_x, **self.certificate_options()).pred  # abstains exactly where certify does
         if kwargs.get("is_abstain", True) is False:
             pred = counts.argmax(axis=1)
         out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
@@ -455,7 +455,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
         verbose = self.verbose if verbose is None else verbose
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
         # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
-        result = certify_votes(counts, sigma_x, n=n, **self._certificate_options())
+        result = certify_votes(counts, sigma_x, n=n, **self.certificate_options())
         # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
         result = apply_memory(self.memory_, x, result, update=update_memory)
         return result if return_details else (result.pred, result.radius)
@@ -500,7 +500,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
         self._check_fitted()
         radius = check_radius(radius)
         verbose = self.verbose if verbose is None else verbose
-        options = self._certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
+        options = self.certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
         default_alpha = options.pop("alpha")
         alpha = default_alpha if alpha is None else alpha
         draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -141,3 +143,29 @@ def check_labels(y, nb_samples: int, nb_classes: int, name: str = "y") -> np.nda
         bad = y[(y < 0) | (y >= nb_classes)]
         raise ValueError(f"{name} has labels outside [0, {nb_classes - 1}] (nb_classes={nb_classes}): {bad[:5]}")
     return y.astype(np.int64)
+
+
+def existing_path(path, name: str, kind: str = "file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` that exists and is a ``kind`` (``"file"`` or ``"directory"``), else an
+    error naming it: FileNotFoundError (missing), IsADirectoryError / NotADirectoryError (the other kind), ValueError
+    (not a path at all)."""
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"{name} must be a path, got {type(path).__name__} {path!r}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{name}{' directory' if kind == 'directory' else ''} {str(path)!r} does not exist")
+    if kind == "directory" and not path.is_dir():
+        raise NotADirectoryError(f"{name} {str(path)!r} is not a directory")
+    if kind == "file" and not path.is_file():
+        raise IsADirectoryError(f"{name} {str(path)!r} is not a file")
+    return path
+
+
+def existing_file(path, name: str) -> Path:
+    """An existing file (see :func:`existing_path`)."""
+    return existing_path(path, name, "file")
+
+
+def existing_dir(path, name: str = "root") -> Path:
+    """An existing directory (see :func:`existing_path`)."""
+    return existing_path(path, name, "directory")

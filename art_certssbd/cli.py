@@ -123,75 +123,53 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _add_benchmark_parser(sub) -> None:
-    """``certssbd benchmark mnist --config FILE`` and ``certssbd benchmark official --checkpoints DIR ...``."""
-    bench = sub.add_parser("benchmark", help="run a benchmark and write JSON/Markdown/PNG results")
+    """``certssbd benchmark {mnist,defences,official} ...``: the harnesses live in the source tree's ``benchmarks/``
+    (not installed with the package); ``--benchmarks-dir`` points to it (default: ``./benchmarks``)."""
+    bench = sub.add_parser(
+        "benchmark",
+        help="run a benchmark of the source tree's benchmarks/ folder and write JSON/Markdown/PNG results",
+    )
     kinds = bench.add_subparsers(dest="benchmark", required=True)
     mnist = kinds.add_parser("mnist", help="MNIST 1 vs 0: RAB vs Cert-SSBD vs undefended, from a JSON config")
     mnist.add_argument("--config", type=Path, required=True, help="e.g. benchmarks/configs/mnist-cpu.json")
-    mnist.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for the results")
-    mnist.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
-    mnist.add_argument("--quiet", action="store_true", help="no progress bars")
     defences = kinds.add_parser("defences", help="Cert-SSBD and RAB beside ART's defences on the same poisoned data")
     defences.add_argument("--config", type=Path, required=True, help="e.g. benchmarks/configs/defences-cpu.json")
-    defences.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for the results")
-    defences.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
-    defences.add_argument("--quiet", action="store_true", help="no progress logging")
     official = kinds.add_parser("official", help="the official Cert-SSB MNIST checkpoints: official eval vs ours")
     official.add_argument("--checkpoints", type=Path, required=True, help="folder with smoothed_{k}.model")
     official.add_argument("--sigma-file", type=Path, required=True, help="e.g. mnist_onepixel_sigma0.12.pth")
     official.add_argument("--nb-models", type=_positive_int, default=None, help="first N checkpoints (default all)")
-    official.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
-    official.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for the results")
     official.add_argument("--name", default="official_mnist_onepixel", help="file name stem of the results")
-    official.add_argument("--quiet", action="store_true", help="no progress bars")
+    for kind in (mnist, defences, official):
+        kind.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
+        kind.add_argument(
+            "--output", type=Path, default=None, help="directory for the results (default: BENCH/results)"
+        )
+        kind.add_argument(
+            "--benchmarks-dir",
+            type=Path,
+            default=Path("benchmarks"),
+            metavar="BENCH",
+            help="the repository's benchmarks/ folder, which holds the harness (default: ./benchmarks)",
+        )
+        kind.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
-    """``certssbd benchmark ...``: validate everything, run, print the Markdown report, write the result files."""
-    from art_certssbd.report import write_json, write_text
-
-    command = "certssbd " + " ".join(argv)
-    out = args.output
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} is a file, not a directory")
-    if args.benchmark == "official":
-        from art_certssbd.bench.official import render_official, run_official_benchmark
-
-        results = run_official_benchmark(
-            args.checkpoints.expanduser(),
-            args.sigma_file.expanduser(),
-            data_dir=args.data_dir,
-            nb_models=args.nb_models,
-            verbose=not args.quiet,
+    """``certssbd benchmark ...``: find the harness in the source tree's ``benchmarks/`` folder and run it there."""
+    root = args.benchmarks_dir.expanduser().resolve()
+    if not (root / "certssbd_bench" / "__init__.py").is_file():
+        raise FileNotFoundError(
+            f"--benchmarks-dir {str(root)!r} does not hold the benchmark harness (certssbd_bench/): the benchmarks "
+            "live in the repository's benchmarks/ folder, not in the installed package. Run from the root of a clone "
+            "of the repository, or pass --benchmarks-dir PATH/TO/benchmarks"
         )
-        results["command"] = command
-        text = render_official(results)
-        write_json(out / f"{args.name}.json", results)
-        write_text(out / f"{args.name}.md", text + "\n")
-        sys.stdout.write(text + "\n")
-        return results
-    if args.benchmark == "defences":
-        from art_certssbd.bench.defences import run_defences_cli
+    if args.output is None:
+        args.output = root / "results"
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from certssbd_bench.command import run
 
-        return run_defences_cli(args, command)
-    from art_certssbd.bench.mnist import load_benchmark_config, run_mnist_benchmark
-    from art_certssbd.bench.render import plot_mnist, render_mnist
-
-    config = load_benchmark_config(args.config)  # all validation before any compute
-
-    def save(partial: dict) -> None:
-        partial["command"] = command
-        write_json(out / f"{config.name}.json", partial)
-
-    results = run_mnist_benchmark(config, data_dir=args.data_dir, verbose=not args.quiet, on_run=save)
-    save(results)
-    text = render_mnist(results)
-    write_text(out / f"{config.name}.md", text + "\n")
-    plot = plot_mnist(results, out / f"{config.name}.png")
-    sys.stdout.write(text + "\n")
-    written = [out / f"{config.name}.json", out / f"{config.name}.md"] + ([plot] if plot else [])
-    sys.stdout.write("wrote " + ", ".join(str(p) for p in written) + "\n")
-    return results
+    return run(args, "certssbd " + " ".join(argv))
 
 
 def run_demo(args: argparse.Namespace) -> dict:

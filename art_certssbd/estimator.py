@@ -8,7 +8,16 @@ shell, which chains the pure pieces of the package, is in :mod:`art_certssbd._ba
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+import torch
+
 from art_certssbd._base import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
+from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.memory import CertificationMemory
+from art_certssbd.models import BinaryLogitAdapter, MnistCNN
+from art_certssbd.official.files import load_official_ensemble
 
 
 def _arguments(frame_locals: dict) -> dict:
@@ -105,6 +114,97 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         use_memory=True,
     ):
         super().__init__(**_arguments(locals()))
+
+    @classmethod
+    def from_official(
+        cls,
+        directory: str | os.PathLike,
+        nb_models: int | None = None,
+        scale: float = 0.12,
+        *,
+        alpha: float = 0.001,
+        bound: str = "clopper-pearson",
+        clip_values: tuple[float, float] | None = (0.0, 1.0),
+        device_type: str = "gpu",
+        random_state: int = 0,
+        use_memory: bool = True,
+        verbose: bool = False,
+        **sigma_params,
+    ) -> CertSSBDEstimator:
+        """A *fitted* estimator holding the official MNIST ensemble (the released Cert-SSB checkpoints).
+
+        The members are the official one-logit CNNs behind :class:`~art_certssbd.models.BinaryLogitAdapter`
+        (``nb_classes=2``, ``input_shape=(1, 28, 28)``; softmax = ``[1 - sigmoid, sigmoid]``, class 1 = digit 1).
+        The fitted state is set as ``fit`` would set it:
+
+        * ``ensemble_``: the checkpoints ``smoothed_0.model`` ... in numeric order, stacked;
+        * ``test_noise_seeds_``: the official per-model seeds ``sha256(file) mod 2**32``
+          (:func:`~art_certssbd.official.files.official_model_seed`); :meth:`certify` draws member ``k``'s test
+          noise from a torch generator with that seed, :func:`~art_certssbd.official.evaluation.certify_reference`
+          (``noise="official"``) from numpy's legacy generator as the official ``fix_pert``;
+        * ``train_sigma_``: **a stand-in**, the one-element array ``[scale]``. The official training sigmas are not
+          released (nor is the training code). What is known: training starts every sample at sigma0 and the
+          official update ``s += lr * |gap| / 2`` never decreases it, so the true ``min_j sigma_j`` is at least
+          sigma0 = ``scale``. The conservative radius uses ``min(sigma_x, min_j sigma_j)``; with ``scale`` in place
+          of ``min_j sigma_j`` it is never larger than with the true (unknown) value, so it stays conservative;
+        * ``model``: member 0. No base model is released; it is used only by the sigma optimiser when
+          ``sigma_steps > 0``;
+        * ``random_state_ = random_state`` (seeds the sigma optimiser's noise), ``memory_``: empty when
+          ``use_memory``.
+
+        With the default ``sigma_steps=0``, :meth:`certify` is our sound default on these models: hard votes on
+        ``x + scale * e_k``, ``bound`` (Clopper-Pearson), radius with ``scale`` (RAB's certificate). See
+        :func:`~art_certssbd.official.evaluation.certify_reference` for the official evaluation.
+
+        :param directory: Folder with ``smoothed_{k}.model`` (e.g. ``model/mnist/onepixel/sigma0.12``).
+        :param nb_models: Use the first ``nb_models`` checkpoints (default: all).
+        :param scale: sigma0 of the checkpoints (0.12 for ``sigma0.12``).
+        :param alpha: Failure probability of :meth:`certify`.
+        :param bound: ``"clopper-pearson"`` (default) or ``"hoeffding"`` for :meth:`certify`.
+        :param clip_values: Valid input range (``None`` for the blending trigger, whose inputs leave [0, 1]).
+        :param device_type: ``"gpu"`` (CUDA when available) or ``"cpu"``.
+        :param random_state: Seed of the sigma optimiser's noise (``random_state_``).
+        :param use_memory: Storage-update step in :meth:`certify`.
+        :param verbose: Progress bars.
+        :param sigma_params: ``sigma_steps`` (default 0), ``sigma_lr``, ``sigma_samples``, ``sigma_bounds``,
+            ``sigma_update`` of :class:`CertSSBDEstimator`.
+        :return: The fitted estimator.
+        :raises FileNotFoundError: ``directory`` does not exist.
+        :raises ValueError: No or malformed checkpoints, or a bad parameter.
+        """
+        unknown = sorted(
+            set(sigma_params) - {"sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update"}
+        )
+        if unknown:
+            raise ValueError(f"unknown keyword arguments for from_official: {unknown}")
+        sigma_params.setdefault("sigma_steps", 0)
+        template, states, seeds, _ = load_official_ensemble(directory, nb_models=nb_models, nb_classes=2)
+        model = BinaryLogitAdapter(MnistCNN(nb_classes=1))
+        estimator = cls(
+            model,
+            torch.nn.CrossEntropyLoss(),
+            input_shape=(1, 28, 28),
+            nb_classes=2,
+            clip_values=clip_values,
+            device_type=device_type,
+            nb_models=len(states),
+            scale=scale,
+            alpha=alpha,
+            bound=bound,
+            warmup_epochs=0,
+            random_state=random_state,
+            use_memory=use_memory,
+            verbose=verbose,
+            **sigma_params,
+        )
+        model.load_state_dict(states[0])
+        model.to(estimator._device).eval()
+        estimator.ensemble_ = StackedEnsemble.from_state_dicts(template, states).to(estimator._device)
+        estimator.train_sigma_ = np.array([scale], dtype=np.float32)
+        estimator.random_state_ = random_state
+        estimator.test_noise_seeds_ = list(seeds)
+        estimator.memory_ = CertificationMemory() if use_memory else None
+        return estimator
 
 
 class RABEstimator(_SmoothedEnsembleEstimator):

@@ -12,8 +12,10 @@ preset (full MNIST, M = 1000; for a GPU). Extra arguments (``--output``, ``--dat
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from art_certssbd.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["benchmark", "defences", *sys.argv[1:]]))
+    here = str(Path(__file__).resolve().parent)
+    sys.exit(main(["benchmark", "defences", "--benchmarks-dir", here, *sys.argv[1:]]))

@@ -11,8 +11,10 @@ writes ``benchmarks/results/mnist-cpu.{json,md,png}``. Any extra argument of ``c
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from art_certssbd.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["benchmark", "mnist", *sys.argv[1:]]))
+    here = str(Path(__file__).resolve().parent)
+    sys.exit(main(["benchmark", "mnist", "--benchmarks-dir", here, *sys.argv[1:]]))

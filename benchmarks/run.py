@@ -81,32 +81,17 @@ def main(argv: list[str] | None = None) -> int:
             import speed
 
             codes[name] = speed.main(["--preset", args.speed_preset, "--out", str(args.output)])
-        elif name == "mnist":
-            from art_certssbd.cli import main as cli_main
-
-            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
-            codes[name] = cli_main(
-                ["benchmark", "mnist", "--config", str(args.mnist_config), "--output", str(args.output), "--quiet"]
-                + extra
-            )
-        elif name == "defences":
-            from art_certssbd.cli import main as cli_main
-
-            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
-            codes[name] = cli_main(
-                ["benchmark", "defences", "--config", str(args.defences_config), "--output", str(args.output)]
-                + ["--quiet"]
-                + extra
-            )
         else:
-            import official_mnist
+            from art_certssbd.cli import main as cli_main
 
-            extra = ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
-            codes[name] = official_mnist.main(
-                ["--checkpoints", str(args.checkpoints), "--sigma-file", str(args.sigma_file)]
-                + ["--output", str(args.output)]
-                + extra
-            )
+            common = ["--output", str(args.output), "--benchmarks-dir", str(HERE), "--quiet"]
+            common += ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
+            specific = {
+                "mnist": ["--config", str(args.mnist_config)],
+                "defences": ["--config", str(args.defences_config)],
+                "official": ["--checkpoints", str(args.checkpoints), "--sigma-file", str(args.sigma_file)],
+            }[name]
+            codes[name] = cli_main(["benchmark", name, *specific, *common])
         print(f"[run] {name}: exit {codes[name]} after {time.perf_counter() - tic:.0f} s", file=sys.stderr)
     return next((code for code in codes.values() if code), 0)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+# the benchmark harness (certssbd_bench) lives in the source tree, not in the installed package
+sys.path.insert(0, str(ROOT / "benchmarks"))
 REFERENCE_DIR = SHARED / "reference" / "cert-ssb-mnist-onepixel-sigma0.12"
 
 

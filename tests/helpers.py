@@ -83,3 +83,18 @@ def digits_classifier(net, lr=3e-3, clip_values=(0.0, 1.0)) -> PyTorchClassifier
         optimizer=torch.optim.Adam(net.parameters(), lr=lr),
         clip_values=clip_values,
     )
+
+
+class Linear2(torch.nn.Module):
+    """Two-class logits [0, w.x + b]: its smoothed probability is known in closed form."""
+
+    def __init__(self, dim: int = 4):
+        super().__init__()
+        self.lin = torch.nn.Linear(dim, 1)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.linspace(-1.0, 2.0, dim).unsqueeze(0))
+            self.lin.bias.fill_(0.1)
+
+    def forward(self, x):
+        z = self.lin(x.reshape(len(x), -1)) * 8.0  # sharp, nearly a hard linear classifier
+        return torch.cat([torch.zeros_like(z), z], dim=1)

@@ -10,7 +10,7 @@ tests/test_conformance.py (labels: every ART format accepted, unknown / NaN / fr
 tests/test_cli.py (--nb-models 0 / --scale -1 / --alpha 1.5 / --trigger / --radii / --poison-rate in process,
 --epochs zero in a subprocess), tests/test_stats.py and tests/test_memory.py (the pure functions' arguments),
 tests/test_datasets.py (missing dataset directories, broken IDX / CIFAR / image files), tests/test_benchmark.py
-(malformed benchmark config files: bad JSON, unknown keys, wrong types), tests/test_interop.py.
+(malformed benchmark config files: bad JSON, unknown keys, wrong types), tests/test_official_files.py.
 """
 
 from __future__ import annotations

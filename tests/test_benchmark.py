@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from art_certssbd.bench.mnist import load_benchmark_config
 from art_certssbd.cli import main
+from certssbd_bench.mnist import load_benchmark_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 
@@ -151,7 +151,7 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
     ],
 )
 def test_cert_ssbd_against_rab_verdict(ours, theirs, verdict):
-    from art_certssbd.bench.render import _largest_radius, _verdict
+    from certssbd_bench.render import _largest_radius, _verdict
 
     assert _verdict(ours, theirs, [0.0, 0.5, 1.0]) == verdict
     assert _largest_radius(ours, [0.0, 0.5, 1.0]) == "0" and _largest_radius([0.1, 0.0, 0.0], [0, 1, 2]) == "-"

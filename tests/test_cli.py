@@ -84,3 +84,15 @@ def test_demo_with_its_defaults_shows_the_attack_and_both_defences_holding(tmp_p
     methods = json.loads((tmp_path / "results.json").read_text())["methods"]
     assert methods["undefended"]["attack_success_rate"] >= 0.8
     assert methods["rab"]["attack_success_rate"] <= 0.2 and methods["cert-ssbd"]["attack_success_rate"] <= 0.2
+
+
+def test_benchmark_outside_a_clone_says_where_the_harness_lives(tmp_path, capsys):
+    """The harnesses are not installed with the package: from elsewhere the CLI names the folder it needs."""
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "defences", "--config", str(config), "--benchmarks-dir", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--benchmarks-dir" in err and "nowhere" in err and "clone" in err
+    assert not (tmp_path / "nowhere").exists()

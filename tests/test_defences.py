@@ -1,4 +1,4 @@
-"""The defences benchmark (art_certssbd.bench.defences): configuration checks, and every row on tiny synthetic data."""
+"""The defences benchmark (certssbd_bench.defences): configuration checks, and every row on tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from art_certssbd.bench import defences
-from art_certssbd.bench.defences_report import plot_defences, render_defences
+from certssbd_bench import defences
+from certssbd_bench.defences_report import plot_defences, render_defences
 
 
 def _write(tmp_path, payload) -> str:

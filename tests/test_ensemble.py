@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_sigma import Linear2
+from helpers import Linear2
 
 from art_certssbd.ensemble import StackedEnsemble, count_votes, vote
 from art_certssbd.noise import derive_seed, gaussian, make_generator

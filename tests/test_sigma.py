@@ -5,25 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import Linear2
 from scipy.stats import norm
 
 from art_certssbd.noise import gaussian, make_generator
 from art_certssbd.sigma import optimize_sigma, radius_surrogate
-
-
-class Linear2(torch.nn.Module):
-    """Two-class logits [0, w.x + b]: its smoothed probability is known in closed form."""
-
-    def __init__(self, dim: int = 4):
-        super().__init__()
-        self.lin = torch.nn.Linear(dim, 1)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.linspace(-1.0, 2.0, dim).unsqueeze(0))
-            self.lin.bias.fill_(0.1)
-
-    def forward(self, x):
-        z = self.lin(x.reshape(len(x), -1)) * 8.0  # sharp, nearly a hard linear classifier
-        return torch.cat([torch.zeros_like(z), z], dim=1)
 
 
 def test_radius_surrogate_matches_closed_form():

@@ -632,7 +632,7 @@ def test_the_matrix_covers_every_certificate_option():
     }
     est = matrix_estimator(matrix_rows()[0], 2)
     refit(est, 0)
-    assert set(est._certificate_options()) == {"alpha", "bound", "draws_per_model", "train_sigma_min", "noise_copies"}
+    assert set(est.certificate_options()) == {"alpha", "bound", "draws_per_model", "train_sigma_min", "noise_copies"}
     # every value of every axis
     assert set(MATRIX["bound"]) == set(BOUNDS) and set(MATRIX["noise"]) == set(NOISE_MODES)
     assert set(MATRIX["use_memory"]) == {False, True} and min(MATRIX["draws_per_model"]) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sigma import Linear2
+from helpers import Linear2
 
 from art_certssbd.training import init_member, optimizer_factory_from, train_members
 

@@ -11,18 +11,18 @@ from scipy.stats import norm
 
 from art_certssbd import CertificationMemory, CertificationResult, CertSSBDEstimator
 from art_certssbd._validation import NotFittedError
-from art_certssbd.interop import (
+from art_certssbd.models import MnistCNN
+from art_certssbd.official import (
     certify_reference,
-    from_official,
     load_official_checkpoint,
     load_sigma_file,
     official_certified_accuracy,
     official_model_seed,
     official_noise_fn,
 )
-from art_certssbd.models import MnistCNN
 
 NAMES = [f"smoothed_{k}.model" for k in range(4)]
+from_official = CertSSBDEstimator.from_official
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_bad_input_is_refused_naming_the_parameter(reference_dir, estimator, pro
 
 
 def test_another_bound_on_the_same_votes_follows_the_estimators_rule(estimator, probes):
-    from art_certssbd.bench.mnist import certify_with_bound
+    from certssbd_bench.mnist import certify_with_bound
 
     details = estimator.certify(probes, return_details=True, update_memory=False)
     same = certify_with_bound(estimator, details.votes, details.sigma, "clopper-pearson")

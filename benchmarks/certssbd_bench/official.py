@@ -2,11 +2,11 @@
 
 Four certificates on the same 1000 released models and the 2,115 MNIST test images of digits 0 and 1, file order:
 
-1. ``official``: :func:`~art_certssbd.official_eval.certify_reference`: soft votes on ``x + sigma0 * e_k``,
+1. ``official``: :func:`~art_certssbd.official.certify_reference`: soft votes on ``x + sigma0 * e_k``,
    Hoeffding with ``n = 1000``, radius with the stored per-sample sigma, no abstain, ``radius > r``;
 2. ``official votes, sigma0 radius``: the same votes and bound, radius with sigma0 (RAB's radius for the noise
    that was drawn);
-3. ``ours, sigma0``: :meth:`certify` of :func:`~art_certssbd.interop.from_official` (hard votes on
+3. ``ours, sigma0``: :meth:`certify` of :meth:`~art_certssbd.CertSSBDEstimator.from_official` (hard votes on
    ``x + sigma0 * e_k``, Clopper-Pearson, radius with sigma0, storage update), plus Hoeffding from the same counts;
 4. ``ours, stored sigma``: hard votes on ``x + sigma_i * e_k`` with the stored sigma (the noise the official radius
    claims), Clopper-Pearson or Hoeffding, radius with ``sigma_i`` (paper) and with ``min(sigma_i, sigma0)``
@@ -28,13 +28,13 @@ import torch
 
 from art_certssbd import stats
 from art_certssbd.attacks import apply_trigger, attack_success_rate, one_pixel
-from art_certssbd.bench.mnist import certify_with_bound
 from art_certssbd.datasets import load_task
 from art_certssbd.ensemble import vote
+from art_certssbd.estimator import CertSSBDEstimator
 from art_certssbd.experiment import environment
-from art_certssbd.interop import from_official, load_sigma_file
-from art_certssbd.official_eval import certify_reference, official_certified_accuracy
+from art_certssbd.official import certify_reference, load_sigma_file, official_certified_accuracy
 from art_certssbd.report import DEFAULT_RADII
+from certssbd_bench.mnist import certify_with_bound
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def run_official_benchmark(
         raise ValueError(f"sigma_file {str(sigma_file)!r} has {len(sigma)} sigmas for {len(x)} test images")
     x_trig = apply_trigger(x, one_pixel(delta=1.0))
     y_wm = np.zeros_like(y)  # the official triggered labels: the target class for every image
-    est = from_official(checkpoints, nb_models=nb_models, scale=scale, alpha=alpha, device_type="cpu")
+    est = CertSSBDEstimator.from_official(checkpoints, nb_models=nb_models, scale=scale, alpha=alpha, device_type="cpu")
     est.set_params(vectorize=False)  # the member loop is the faster path on a CPU at this batch size
     m = est.ensemble_.nb_models
     out: dict = {"nb_models": m, "scale": scale, "alpha": alpha, "radii": radii, "timings_s": {}, "rows": {}}

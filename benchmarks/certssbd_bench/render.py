@@ -1,4 +1,4 @@
-"""Markdown and PNG views of :func:`art_certssbd.bench.mnist.run_mnist_benchmark`'s results."""
+"""Markdown and PNG views of :func:`certssbd_bench.mnist.run_mnist_benchmark`'s results."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tables and plot of the defences benchmark (:mod:`art_certssbd.bench.defences`): Markdown and PNG."""
+"""Tables and plot of the defences benchmark (:mod:`certssbd_bench.defences`): Markdown and PNG."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def certify_with_bound(estimator, counts: np.ndarray, sigma, bound: str) -> Cert
     """
     if bound not in certification.BOUNDS:
         raise ValueError(f"bound must be one of {certification.BOUNDS}, got {bound!r}")
-    options = {**estimator._certificate_options(), "bound": bound}
+    options = {**estimator.certificate_options(), "bound": bound}
     return certification.certify_votes(np.asarray(counts), np.asarray(sigma, dtype=np.float64), **options)
 
 
