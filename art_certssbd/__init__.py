@@ -5,14 +5,13 @@
 
 import logging
 
-__version__ = "0.1.0"
+from art_certssbd._version import __version__
+from art_certssbd.defence import CertSSBDTrainer
+from art_certssbd.estimator import CertSSBDEstimator, RABEstimator
+from art_certssbd.memory import CertificationMemory
+from art_certssbd.result import CertificationResult
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-from art_certssbd.defence import CertSSBDTrainer  # noqa: E402
-from art_certssbd.estimator import CertSSBDEstimator, RABEstimator  # noqa: E402
-from art_certssbd.memory import CertificationMemory  # noqa: E402
-from art_certssbd.result import CertificationResult  # noqa: E402
 
 __all__ = [
     "CertSSBDEstimator",

@@ -72,7 +72,7 @@ def _numpy(t) -> np.ndarray:
 
 
 class ArtContractMixin:
-    """The ART calls of :class:`~art_certssbd._base._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
+    """The ART calls of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
 
     # ---------------------------------------------------------------------------------------------- parameters
     def set_params(self, **kwargs) -> None:

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from art_certssbd import __version__
 from art_certssbd._io import atomic_write, fsync_dir
+from art_certssbd._version import __version__
 
 logger = logging.getLogger(__name__)
 

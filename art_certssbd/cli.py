@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from art_certssbd import __version__
+from art_certssbd._version import __version__
 from art_certssbd.runs import options
 
 logger = logging.getLogger("art_certssbd")

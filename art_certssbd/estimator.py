@@ -1,7 +1,8 @@
 """ART estimators: :class:`CertSSBDEstimator` (sample-specific sigma) and :class:`RABEstimator` (fixed sigma).
 
 Both are ART randomized-smoothing classifiers (``RandomizedSmoothingMixin`` + ``PyTorchClassifier``); the shared
-shell, which chains the pure pieces of the package, is in :mod:`art_certssbd._base`.
+shell, which chains the pure pieces of the package, is in :mod:`art_certssbd._shell` (with :mod:`art_certssbd._art`,
+the rest of the ART contract, and :mod:`art_certssbd._persistence`, saving and loading).
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
@@ -13,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from art_certssbd._base import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
+from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import BinaryLogitAdapter, MnistCNN

@@ -17,8 +17,8 @@ import torch
 from art.attacks.poisoning import PoisoningAttackBackdoor
 from art.estimators.classification import PyTorchClassifier
 
-from art_certssbd import __version__
 from art_certssbd._validation import check_bool, check_choice, check_int, check_positive, check_probability
+from art_certssbd._version import __version__
 from art_certssbd.attacks import attack_success_rate, blending, four_pixel, one_pixel, poison_dataset
 from art_certssbd.estimator import CertSSBDEstimator, RABEstimator
 from art_certssbd.report import certified_accuracy_rows

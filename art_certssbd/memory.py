@@ -42,10 +42,10 @@ import torch
 from art_certssbd._distances import any_overlap, exact_dist, nearest_conflict
 from art_certssbd._io import atomic_open
 from art_certssbd.result import CertificationResult
+from art_certssbd.stats import ABSTAIN
 
 logger = logging.getLogger(__name__)
 
-ABSTAIN = -1
 _FORMAT = "art-certssbd/certification-memory"
 _FORMAT_VERSION = 2  # 2 added radii_conservative; version-1 files load with conservative radii 0 (unknown)
 _ARRAYS = ("centers", "labels", "radii", "radii_conservative", "sigmas")

@@ -12,11 +12,12 @@ abstains when ``pA_lower <= 1/2``.
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 from scipy.special import ndtri
 from scipy.stats import beta
+
+from art_certssbd._validation import check_choice, check_probability
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +38,12 @@ def _first(values: np.ndarray, bad: np.ndarray):
 
 def _check_alpha(alpha) -> float:
     """``alpha`` as a float in the open interval (0, 1)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return float(alpha)
+    return check_probability(alpha, "alpha")
 
 
 def _check_bound(bound) -> str:
     """``bound`` as one of :data:`BOUNDS`."""
-    if bound not in BOUNDS:
-        raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
-    return bound
+    return check_choice(bound, "bound", BOUNDS)
 
 
 def _check_positive(name: str, value) -> np.ndarray:

@@ -12,7 +12,8 @@ Backends (``backend``, as in :mod:`art_certssbd.ensemble`): ``"vmap"`` trains a 
 parameters (the default on CUDA); ``"sequential"`` trains them one after the other with convolution weights in
 channels-last layout (the default on CPU, where oneDNN's per-member kernels beat vmap's grouped convolutions; see
 ``benchmarks/speed.py``); ``vectorize=False`` is the loop twin (the same sequence, standard layout, the reference).
-Mixed precision (``amp``) and ``torch.compile`` (``compile``) are CUDA-only options.
+Mixed precision (``amp``) is a CUDA-only option; ``torch.compile`` (``compile``) runs on CUDA or CPU (see
+:func:`art_certssbd.ensemble.check_accelerators`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from art.estimators.classification import ClassifierMixin, PyTorchClassifier
 from art.utils import compute_accuracy
 from helpers import digits_classifier, digits_estimator
 
-from art_certssbd import CertificationResult, CertSSBDEstimator, CertSSBDTrainer, RABEstimator
+from art_certssbd import CertificationResult, CertSSBDEstimator, RABEstimator
 from art_certssbd._validation import NotFittedError, check_labels
 from art_certssbd.datasets import load_digits
 from art_certssbd.models import DigitsCNN
@@ -180,22 +180,6 @@ def test_checkpoint_resume_gives_the_same_ensemble(digits, tmp_path):
         changed.fit(x, y, nb_epochs=1, batch_size=50, checkpoint_dir=tmp_path / "ck")
 
 
-def test_trainer_defence_yields_fitted_estimator(digits):
-    net = DigitsCNN(10)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    clf = digits_classifier(net)
-    trainer = CertSSBDTrainer(clf, method="rab", nb_models=4, scale=0.25, random_state=0)
-    trainer.fit(digits[0][:300], digits[1][:300], nb_epochs=2, batch_size=64)
-    est = trainer.get_classifier()
-    assert isinstance(est, RABEstimator) and hasattr(est, "ensemble_")
-    pred, radius = est.certify(digits[2][:10])
-    assert pred.shape == (10,)
-    for k, v in net.state_dict().items():
-        torch.testing.assert_close(v, before[k])
-    with pytest.raises(ValueError, match="method must be one of"):
-        CertSSBDTrainer(clf, method="nope")
-
-
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -291,16 +275,6 @@ def test_fit_with_soft_labels_equals_fit_with_their_argmax(digits):
     b.fit(x, soft, nb_epochs=1, batch_size=60)
     for name, tensor in a.ensemble_.state_dict(1).items():
         torch.testing.assert_close(b.ensemble_.state_dict(1)[name], tensor, rtol=0, atol=0)
-
-
-def test_trainer_keyword_arguments_override_the_classifier_settings():
-    net = DigitsCNN(10)
-    clf = digits_classifier(net, lr=1e-3)  # Adam's default rate
-    trainer = CertSSBDTrainer(clf, method="rab", device_type="cpu", clip_values=(0.0, 2.0), nb_models=3)
-    est = trainer.estimator
-    assert est.device_type == "cpu" and est.device.type == "cpu"
-    np.testing.assert_array_equal(est.clip_values, [0.0, 2.0])
-    assert clf.device_type == "gpu"  # the classifier is left alone
 
 
 def test_n_and_sample_size_name_the_ensemble_size(fitted, digits):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from art_certssbd import __version__
+from art_certssbd._version import __version__
 from art_certssbd.checkpoint import CheckpointError
 from art_certssbd.datasets.spec import Dataset, has_splits
 from art_certssbd.result import CertificationResult

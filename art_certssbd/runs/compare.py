@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from art_certssbd import __version__
+from art_certssbd._version import __version__
 from art_certssbd.runs.options import UsageError
 from art_certssbd.runs.outputs import check_writable_parent, runs_dir, staged_directory
 from art_certssbd.stats import certified_accuracy

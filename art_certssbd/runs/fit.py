@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from art_certssbd import __version__
+from art_certssbd._version import __version__
 from art_certssbd.checkpoint import CheckpointError
 from art_certssbd.runs.build import (
     COMMON_PARAMS,

@@ -3,9 +3,10 @@
 Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`) that
 chain the pure pieces of the package::
 
-    fit:     warm-up of the wrapped model at sigma0 -> sigma.optimize_sigma on every training sample
-             -> training.train_members (M models on x_i + sigma_i * b_k)
-    certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k)
+    fit:     pipeline.train_smoothed_ensemble: warm-up of the wrapped model at sigma0
+             -> sigma.optimize_sigma on every training sample -> training.train_members (M models on
+             x_i + sigma_i * b_k, noise.MemberStreams), checkpointed member by member (checkpoint)
+    certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k, noise.fixed_test_noise)
              -> certification.certify_votes (top class, bound, abstain, paper and conservative radius)
              -> memory.apply_memory (storage-update step); predict abstains by the same certify_votes
 
@@ -30,7 +31,7 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import stats
 from art_certssbd._art import ArtContractMixin
-from art_certssbd._storage import EnsembleStorageMixin
+from art_certssbd._persistence import PersistenceMixin
 from art_certssbd._validation import (
     NOT_FITTED,
     NotFittedError,
@@ -74,7 +75,7 @@ _ENSEMBLE_PARAMS = [
 _SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
 
 
-class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, RandomizedSmoothingMixin, PyTorchClassifier):
+class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedSmoothingMixin, PyTorchClassifier):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
     estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
@@ -384,7 +385,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, EnsembleStorageMixin, Randomi
     def certificate_options(self) -> dict[str, Any]:
         """Step 6's options, from the parameters and the fitted state: the keyword arguments of
         :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
-        ``train_sigma_min``, ``noise_copies``)."""
+        ``train_sigma_min``, ``noise_copies``), e.g. to certify stored vote counts again with another bound::
+
+            certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
+        """
         copies = getattr(self, "train_noise_copies_", None)
         if copies is None:  # fitted state from before the count was stored (e.g. an older save)
             if self.noise != "fixed":

@@ -19,8 +19,8 @@ from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.memory import CertificationMemory
 
 
-class EnsembleStorageMixin:
-    """``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._base._SmoothedEnsembleEstimator`."""
+class PersistenceMixin:
+    """``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`."""
 
     def save_ensemble(self, directory: str | os.PathLike) -> None:
         """Write the fitted ensemble, base model, sigmas, seeds and the storage-update memory to ``directory`` (the
