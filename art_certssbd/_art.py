@@ -41,6 +41,7 @@ KEEPS_FIT = frozenset(
         "memory_budget",
         "amp",
         "compile",
+        "executor",  # where the work runs; the same ensemble and votes
         "use_memory",  # the memory is created or dropped
         "device_type",  # the fitted state moves to the new device
         "clip_values",  # the range inputs are checked against (and ART's attacks clip to)

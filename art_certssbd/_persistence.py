@@ -17,6 +17,7 @@ import torch
 from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.memory import CertificationMemory
+from art_certssbd.streaming import SavedEnsemble, load_block
 
 
 class PersistenceMixin:
@@ -50,9 +51,14 @@ class PersistenceMixin:
             for k in range(self.ensemble_.nb_models):
                 store.save_member(k, self.ensemble_.state_dict(k))
 
-    def load_ensemble(self, directory: str | os.PathLike) -> None:
+    def load_ensemble(self, directory: str | os.PathLike, stream: bool = False) -> None:
         """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
         estimator is changed only once everything has loaded.
+
+        With ``stream=True`` the members stay on disk: ``ensemble_`` is a
+        :class:`~art_certssbd.streaming.SavedEnsemble` and every vote reads them in blocks of at most
+        ``memory_budget`` bytes of weights (:func:`~art_certssbd.streaming.stream_votes`), with the same votes and
+        certificates as the loaded ensemble, for ensembles larger than memory. The directory must stay in place.
 
         With ``use_memory=True`` the saved storage-update memory is restored, so later certificates are trimmed
         against every region certified before the save. A save without a memory entry (written before
@@ -73,7 +79,11 @@ class PersistenceMixin:
         members = store.finished_members()
         if members != list(range(self.nb_models)):
             raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
-        ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
+        if stream:  # one member loads, to refuse another architecture now; the others are read when they vote
+            load_block(directory, self.model, 0, 1)
+            ensemble = SavedEnsemble(directory, self.model, self.memory_budget)
+        else:
+            ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
         base = store.load("base")
         StackedEnsemble.from_state_dicts(self.model, [base])  # refuses a base model of another architecture
         train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")

@@ -18,6 +18,7 @@ in the core (``sigma``, ``n``, ``p_a_lower``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -51,8 +52,10 @@ from art_certssbd.ensemble import check_accelerators, vote
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.pipeline import train_smoothed_ensemble
+from art_certssbd.ray_backend import resolve_executor
 from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule, run_sequential
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
+from art_certssbd.streaming import SavedEnsemble, stream_votes
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ _ENSEMBLE_PARAMS = [
     "memory_budget",
     "amp",
     "compile",
+    "executor",
     "random_state",
     "verbose",
 ]
@@ -107,6 +111,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         memory_budget=2**30,
         amp=None,
         compile=False,
+        executor="local",
         random_state=None,
         verbose=False,
         sample_size=None,
@@ -114,7 +119,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
     ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
-        self.amp, self.compile = amp, compile
+        self.amp, self.compile, self.executor = amp, compile, executor
         self.random_state, self.verbose = random_state, verbose
         for key, value in sigma_params.items():
             setattr(self, key, value)
@@ -171,6 +176,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         check_choice(self.noise, "noise", NOISE_MODES)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
         check_int(self.memory_budget, "memory_budget")
+        resolve_executor(self.executor)
         check_accelerators(self._device, self.amp, self.compile)
         check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
         check_int(self.sigma_steps, "sigma_steps", minimum=0)
@@ -208,7 +214,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
         data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
-        speed_only = ("verbose", "vectorize", "memory_budget", "amp", "compile")  # do not change the fitted ensemble
+        # these do not change the fitted ensemble
+        speed_only = ("verbose", "vectorize", "memory_budget", "amp", "compile", "executor")
         config = {key: getattr(self, key) for key in keys if key not in speed_only}
         config.update(
             random_state=seed,
@@ -289,6 +296,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             vectorize=self.vectorize,
             members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
             store=store,
+            member_runner=self._member_runner(verbose),
             verbose=verbose,
         )
 
@@ -321,12 +329,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={self.nb_classes})")
 
     def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
-        """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``)."""
+        """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``),
+        locally or sharded over Ray tasks (the same sigmas)."""
         low, high = self.sigma_bounds if self.sigma_bounds is not None else (None, None)
-        return optimize_sigma(
-            model,
-            x,
-            self.scale,
+        options = dict(
             steps=self.sigma_steps,
             lr=self.sigma_lr,
             n_samples=self.sigma_samples,
@@ -334,8 +340,22 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             sigma_max=high,
             update=self.sigma_update,
             seed=seed,
-            verbose=verbose,
         )
+        executor = resolve_executor(self.executor)
+        if executor is not None and self.sigma_steps > 0:
+            return executor.optimize_sigma(model, x, sigma0=self.scale, verbose=verbose, **options)
+        return optimize_sigma(model, x, self.scale, verbose=verbose, **options)
+
+    def _member_runner(self, verbose: bool):
+        """How ``fit`` trains the members: ``None`` locally, or the Ray executor's task runner."""
+        executor = resolve_executor(self.executor)
+        if executor is None:
+            return None
+        return lambda *args, **kwargs: executor.train_members(*args, verbose=verbose, **kwargs)
+
+    def _noise_fn(self):
+        """The members' fixed test noise as a picklable function ``(members, draws, shape) -> noise``."""
+        return functools.partial(fixed_test_noise, self.test_noise_seeds_, device=self._device)
 
     def _test_noise(self, members, draws: int, shape) -> torch.Tensor:
         """The fixed test noise ``e_{k, j}`` of members ``members``: shape ``(len(members), draws, *shape)``."""
@@ -366,12 +386,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
 
     def _count_votes(self, x_t, sigma_t, *, start_vote=0, nb_votes=None, batch_size=256, verbose=False):
         """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t`` (a ``(N, C)`` int64 tensor)."""
-        return vote(
-            self.ensemble_,
-            x_t,
-            sigma_t,
-            self._test_noise,
-            self.nb_classes,
+        args = (self.ensemble_, x_t, sigma_t, self._noise_fn(), self.nb_classes)
+        options = dict(
             draws_per_model=self.draws_per_model,
             start_vote=start_vote,
             nb_votes=nb_votes,
@@ -381,6 +397,12 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             compile=self.compile,
             verbose=verbose,
         )
+        executor = resolve_executor(self.executor)
+        if executor is not None:  # blocks of members vote as Ray tasks (in memory or read from a saved ensemble)
+            return executor.vote(*args, **options)
+        if isinstance(self.ensemble_, SavedEnsemble):  # blocks of members read from disk within memory_budget
+            return stream_votes(*args, **options)
+        return vote(*args, **options)
 
     def certificate_options(self) -> dict[str, Any]:
         """Step 6's options, from the parameters and the fitted state: the keyword arguments of

@@ -62,6 +62,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
            ``"fp16"`` autocast; ``None`` (default) votes in float32. Training is always float32.
     :param compile: ``torch.compile`` the members' forward pass for the votes (CUDA or CPU; the first call compiles,
            for a few seconds, and needs a C++ compiler on CPU). Votes equal the eager ones up to float rounding.
+    :param executor: Where the work runs: ``"local"`` (default), or ``"ray"`` / a
+           :class:`~art_certssbd.ray_backend.RayExecutor` to train the members, optimise the sigmas and vote as Ray
+           tasks (``pip install 'art-certssbd[ray]'``; the same ensemble, sigmas and certificates, see
+           ``docs/cluster.md``).
     :param random_state: Seed of everything random; ``None`` draws one (stored in ``random_state_``).
     :param verbose: Progress bars.
     :param sample_size: Only ``None``: ART's name for the noise draws per input, which here are the votes
@@ -104,6 +108,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         memory_budget=2**30,
         amp=None,
         compile=False,
+        executor="local",
         random_state=None,
         verbose=False,
         sample_size=None,
@@ -241,6 +246,7 @@ class RABEstimator(_SmoothedEnsembleEstimator):
         memory_budget=2**30,
         amp=None,
         compile=False,
+        executor="local",
         random_state=None,
         verbose=False,
         sample_size=None,

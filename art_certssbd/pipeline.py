@@ -14,8 +14,9 @@ and a later call with the same store skips what is there; the outcome is the sam
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -27,6 +28,17 @@ from art_certssbd.training import fit_model, init_member, train_members
 logger = logging.getLogger(__name__)
 
 BASE_MEMBER = 2**31  # the base model's index in the seed derivation, clear of every member index
+
+#: ``runner(template, x, y, sigma, members, **train_options)`` yields ``(k, state_dict)`` for every member ``k`` of
+#: ``members``, in any order (``train_options``: those of :func:`~art_certssbd.training.train_members`).
+MemberRunner = Callable[..., Iterator[tuple[int, dict]]]
+
+
+def _train_here(template, x, y, sigma, members, *, members_per_chunk: int, verbose: bool, **train_options):
+    """The local runner: ``members_per_chunk`` members at a time, in this process."""
+    for start in range(0, len(members), members_per_chunk):
+        chunk = members[start : start + members_per_chunk]
+        yield from zip(chunk, train_members(template, x, y, sigma, chunk, verbose=verbose, **train_options))
 
 
 def train_smoothed_ensemble(
@@ -47,6 +59,7 @@ def train_smoothed_ensemble(
     vectorize: bool = True,
     members_per_chunk: int = 1,
     store: EnsembleCheckpoint | None = None,
+    member_runner: MemberRunner | None = None,
     verbose: bool = False,
 ) -> tuple[torch.nn.Module, torch.Tensor, StackedEnsemble]:
     """Train the base model, the training sigmas and the ``nb_models`` members.
@@ -67,6 +80,8 @@ def train_smoothed_ensemble(
     :param vectorize: Train the members of a chunk together (see :func:`~art_certssbd.training.train_members`).
     :param members_per_chunk: Members trained, and checkpointed, together.
     :param store: Checkpoint to resume from and save to.
+    :param member_runner: How the members are trained (:data:`MemberRunner`; default: here, ``members_per_chunk``
+           at a time; the Ray executor runs them as tasks). Each member is checkpointed as soon as it is handed back.
     :param verbose: Progress bars.
     :return: ``(base, train_sigma, ensemble)``.
     """
@@ -100,26 +115,19 @@ def train_smoothed_ensemble(
     states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
     todo = [k for k in range(nb_models) if k not in states]
     logger.info("Training %d of %d members (%d per chunk).", len(todo), nb_models, members_per_chunk)
-    for start in range(0, len(todo), members_per_chunk):
-        members = todo[start : start + members_per_chunk]
-        trained = train_members(
-            model,
-            x,
-            y,
-            train_sigma,
-            members,
-            loss_fn=loss_fn,
-            optimizer_factory=optimizer_factory,
-            random_state=seed,
-            nb_epochs=nb_epochs,
-            batch_size=batch_size,
-            noise=noise,
-            vectorize=vectorize,
-            verbose=verbose,
-        )
-        for k, state in zip(members, trained):
-            states[k] = state
-            if store is not None:
-                store.save_member(k, state)
+    runner = member_runner or functools.partial(_train_here, members_per_chunk=members_per_chunk, verbose=verbose)
+    train_options = dict(
+        loss_fn=loss_fn,
+        optimizer_factory=optimizer_factory,
+        random_state=seed,
+        nb_epochs=nb_epochs,
+        batch_size=batch_size,
+        noise=noise,
+        vectorize=vectorize,
+    )
+    for k, state in runner(model, x, y, train_sigma, todo, **train_options):
+        states[k] = state
+        if store is not None:
+            store.save_member(k, state)
     ensemble = StackedEnsemble.from_state_dicts(model, [states[k] for k in range(nb_models)])
     return base, train_sigma, ensemble

@@ -5,6 +5,7 @@ certification memory's trim rule."""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from art.estimators.classification import PyTorchClassifier
@@ -98,3 +99,21 @@ class Linear2(torch.nn.Module):
     def forward(self, x):
         z = self.lin(x.reshape(len(x), -1)) * 8.0  # sharp, nearly a hard linear classifier
         return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+class FailOnce(torch.nn.Module):
+    """Wraps a network; the first forward pass in a process other than the one that built it (a Ray worker) fails,
+    once per ``marker`` file: with an exception (``mode="raise"``) or by killing the worker (``mode="exit"``)."""
+
+    def __init__(self, net: torch.nn.Module, marker, mode: str = "raise"):
+        super().__init__()
+        self.net, self.marker, self.mode, self.driver = net, str(marker), mode, os.getpid()
+
+    def forward(self, x):
+        if os.getpid() != self.driver and not os.path.exists(self.marker):
+            with open(self.marker, "w") as handle:
+                handle.write(str(os.getpid()))
+            if self.mode == "exit":
+                os._exit(1)
+            raise RuntimeError("FailOnce: the planned failure of this task")
+        return self.net(x)

@@ -29,6 +29,7 @@ from art_certssbd._validation import NotFittedError
 from art_certssbd.attacks import blending, four_pixel, one_pixel
 from art_certssbd.datasets import load_digits
 from art_certssbd.models import DigitsCNN
+from art_certssbd.ray_backend import RayExecutor
 
 SMALL = dict(nb_models=8, scale=0.25, alpha=0.1, random_state=0, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
 FIT = dict(nb_epochs=2, batch_size=64)
@@ -67,6 +68,7 @@ CHANGES = {
     "vectorize": lambda: {"vectorize": False},
     "memory_budget": lambda: {"memory_budget": 2**20},
     "compile": lambda: {"compile": True},
+    "executor": lambda: {"executor": RayExecutor(num_cpus=1)},
     "random_state": lambda: {"random_state": 7},
     "verbose": lambda: {"verbose": True},
     "sigma_steps": lambda: {"sigma_steps": 3},

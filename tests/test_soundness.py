@@ -412,6 +412,7 @@ NOT_IN_MATRIX = {
     "memory_budget": "speed only",
     "amp": "speed only (votes in lower precision, CUDA only)",
     "compile": "speed only",
+    "executor": "speed only (tests/test_ray_backend.py: the same votes and certificates on Ray)",
     "random_state": "seeds",
     "verbose": "progress bars",
     "sigma_steps": "the sigmas: the certificate conditions on them (sample-specific sigma_x: "
