@@ -17,6 +17,13 @@ CPU the default batch holds about 256 noisy images (cache-resident activations),
 weights are evaluated from a private channels-last copy (oneDNN's fast layout); on CUDA batches are larger. Forward-
 mode differentiation (``torch.func.jvp``, one pass for all per-sample derivatives) was measured as no faster than
 the reverse pass here, so the reverse pass is kept (``benchmarks/speed.py``).
+
+Early stopping (``early_stop=True``, off by default): a step is *settled* for a sample when the projection held its
+sigma at a bound against the update (the unprojected ``s + lr * grad`` lay beyond ``sigma_min`` or ``sigma_max``) or
+when the step moved its sigma by less than ``tol * sigma0``; a sample stops after ``patience`` consecutive settled
+steps (or after ``steps`` steps). Finished samples leave the batch and the next samples of ``x`` take their places,
+each at its own step index ``t`` with its own draws ``eps[t]``, so no forward pass is spent on a finished sample and
+a sample's sigma still depends only on its own trajectory (``benchmarks/sigma_early_stop.py`` measures the saving).
 """
 
 from __future__ import annotations
@@ -79,6 +86,9 @@ def optimize_sigma(
     batch_size: int | None = None,
     p_clamp: tuple[float, float] = (0.02, 0.98),
     verbose: bool = False,
+    early_stop: bool = False,
+    tol: float = 1e-3,
+    patience: int = 3,
 ) -> torch.Tensor:
     """Optimise one sigma per sample of ``x`` by stochastic gradient ascent on :func:`radius_surrogate`.
 
@@ -100,7 +110,17 @@ def optimize_sigma(
            images per pass on CPU (``max(1, 256 // n_samples)`` samples), 256 samples on CUDA. The result does not
            depend on it beyond floating-point rounding.
     :param p_clamp: Clamp of the probabilities inside the surrogate.
-    :param verbose: Show a progress bar over batches.
+    :param verbose: Show a progress bar over batches (over samples with ``early_stop``).
+    :param early_stop: Stop each sample once its sigma has settled (default ``False``: every sample runs all
+           ``steps`` steps, bitwise as before this option existed). A step is *settled* for a sample when its sigma
+           sits at ``sigma_min`` or ``sigma_max`` after a step whose update pushed it further out (the projection
+           held it), or when the step moved its sigma by less than ``tol * sigma0``; the sample stops after
+           ``patience`` consecutive settled steps. Finished samples are replaced in the batch by the next samples of
+           ``x`` (each at its own step index, with the shared draws ``eps[t]`` of that index), so finished samples
+           cost no forward pass and the result of a sample does not depend on which others share its batch.
+    :param tol: Relative movement below which a step counts as settled (``early_stop`` only; ``0`` keeps only the
+           bound rule).
+    :param patience: Consecutive settled steps after which a sample stops (``early_stop`` only).
     :return: Sigmas, shape ``(N,)``, on ``x``'s device, detached.
     """
     sigma_min = sigma0 if sigma_min is None else sigma_min
@@ -115,6 +135,12 @@ def optimize_sigma(
         batch_size = 256 if x.device.type == "cuda" else max(1, 256 // max(1, n_samples))
     if steps < 0 or n_samples < 1 or batch_size < 1:
         raise ValueError(f"need steps >= 0, n_samples >= 1, batch_size >= 1, got ({steps}, {n_samples}, {batch_size})")
+    if not isinstance(early_stop, bool):
+        raise ValueError(f"early_stop must be True or False, got {early_stop!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be an int >= 1, got {patience!r}")
 
     sigma = torch.full((x.shape[0],), float(sigma0), device=x.device, dtype=x.dtype)
     if steps == 0 or x.shape[0] == 0:
@@ -125,6 +151,11 @@ def optimize_sigma(
     context = _eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with context:
         model = _fast_copy(model, x.device)
+        if early_stop:
+            rule = (tol * float(sigma0), patience)
+            return _ascend_pool(
+                model, x, sigma, eps, lr, sigma_min, sigma_max, update, p_clamp, batch_size, rule, verbose
+            )
         for start in tqdm(range(0, x.shape[0], batch_size), desc="Sigma SGA", disable=not verbose):
             x_b = x[start : start + batch_size]
             sigma[start : start + batch_size] = _ascend(
@@ -146,6 +177,62 @@ def _fast_copy(model, device: torch.device):
         logger.debug("model cannot be copied (%s): sigma optimised with the model as given", err)
         return model
     return module_to_channels_last(fast.requires_grad_(False).eval())
+
+
+def _step(model, x_b, s, eps_b, lr, update, p_clamp) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ascent step of a batch, before projection: ``(s, lr * grad)``; ``eps_b`` broadcasts against
+    ``(n_b, S, *input_shape)`` (``(1, S, ...)`` shared, or ``(n_b, S, ...)`` one step index per sample)."""
+    n_b, n_samples = x_b.shape[0], eps_b.shape[1]
+    s = s.detach().requires_grad_(update == "gradient")
+    with torch.set_grad_enabled(update == "gradient"):
+        noisy = add_noise(x_b.unsqueeze(1), s, eps_b)
+        logits = model(noisy.reshape((n_b * n_samples,) + tuple(x_b.shape[1:])))
+        probs = torch.softmax(logits, dim=-1).reshape(n_b, n_samples, -1).mean(dim=1)
+        radius, gap = radius_surrogate(probs, s, *p_clamp)
+        if update == "gradient":
+            (grad,) = torch.autograd.grad(radius.sum(), s)
+        else:
+            grad = gap.detach() / 2
+    return s.detach(), lr * grad
+
+
+def _ascend_pool(model, x, sigma, eps, lr, sigma_min, sigma_max, update, p_clamp, batch_size, rule, verbose):
+    """Early-stopped ascent: a pool of at most ``batch_size`` active samples, each at its own step index; finished
+    samples write their sigma and are replaced by the next samples of ``x``."""
+    min_move, patience = rule
+    steps, n = eps.shape[0], x.shape[0]
+    device = x.device
+    idx = torch.empty(0, dtype=torch.long, device=device)  # samples in the pool
+    s = sigma[:0].clone()  # their current sigma
+    t = torch.empty(0, dtype=torch.long, device=device)  # their next step index
+    settled = torch.empty(0, dtype=torch.long, device=device)  # their consecutive settled steps
+    next_sample = 0
+    with tqdm(total=n, desc="Sigma SGA", disable=not verbose) as bar:
+        while True:
+            take = min(batch_size - idx.numel(), n - next_sample)
+            if take > 0:
+                new = torch.arange(next_sample, next_sample + take, device=device)
+                next_sample += take
+                idx, s = torch.cat([idx, new]), torch.cat([s, sigma[new]])
+                t = torch.cat([t, torch.zeros(take, dtype=torch.long, device=device)])
+                settled = torch.cat([settled, torch.zeros(take, dtype=torch.long, device=device)])
+            if idx.numel() == 0:
+                break
+            eps_b = eps[t[0]].unsqueeze(0) if bool((t == t[0]).all()) else eps[t]
+            s_old, move = _step(model, x[idx], s, eps_b, lr, update, p_clamp)
+            target = s_old + move
+            s = target.clamp(sigma_min, sigma_max)
+            held = (target > sigma_max) | (target < sigma_min)
+            still = held | ((s - s_old).abs() < min_move)
+            settled = torch.where(still, settled + 1, torch.zeros_like(settled))
+            t = t + 1
+            done = (t >= steps) | (settled >= patience)
+            if bool(done.any()):
+                sigma[idx[done]] = s[done]
+                keep = ~done
+                idx, s, t, settled = idx[keep], s[keep], t[keep], settled[keep]
+                bar.update(int(done.sum()))
+    return sigma
 
 
 def _ascend(model, x_b, s, eps, lr, sigma_min, sigma_max, update, p_clamp) -> torch.Tensor:

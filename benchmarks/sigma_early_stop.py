@@ -1,0 +1,184 @@
+"""Early-stopped sigma optimisation against today's full run (issue 16, part 4), side by side in one run.
+
+On scikit-learn's 8x8 digits (1,347 training samples, offline) a :class:`DigitsCNN` base model is warmed up at
+sigma0 as ``CertSSBDEstimator.fit`` does, then the training-set sigmas are optimised with the estimator's defaults
+(30 steps x 16 draws, ``lr = 5e-3``, bounds ``[sigma0, 4 sigma0]``), once with every sample running all steps and once
+per early-stopping setting. Reported: noisy images through the model (counted by a wrapping module), model calls,
+wall and process CPU time (best of ``--repeats``), and the largest and mean ``|sigma - sigma_full|``.
+
+Usage, from the repository root (about a minute on 2 CPU cores; timings taken while another heavy job runs are
+worthless, hence the lock)::
+
+    flock /tmp/certssbd-heavy.lock .venv/bin/python benchmarks/sigma_early_stop.py
+    .venv/bin/python benchmarks/sigma_early_stop.py --smoke --out /tmp/es    # seconds: checks the script
+
+writes ``benchmarks/results/sigma-early-stop.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from art_certssbd.datasets import load_digits
+from art_certssbd.models import DigitsCNN
+from art_certssbd.noise import derive_seed
+from art_certssbd.sigma import optimize_sigma
+from art_certssbd.training import fit_model
+
+SIGMA0 = 0.25
+
+
+class Tally:
+    """Call and row counts, shared (not copied) by the channels-last copy ``optimize_sigma`` makes of the model."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class Counting(torch.nn.Module):
+    """Wraps a model and counts its calls and the rows (noisy images) it is given."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.tally = Tally()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tally.calls += 1
+        self.tally.rows += x.shape[0]
+        return self.net(x)
+
+
+def base_model(x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module:
+    """The warm-up model of ``CertSSBDEstimator.fit``: DigitsCNN trained ``epochs`` epochs on ``x + sigma0 * eps``."""
+    torch.manual_seed(0)
+    net = DigitsCNN(10)
+    fit_model(
+        net,
+        x,
+        y,
+        SIGMA0,
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
+        seed=derive_seed(0, "init"),
+        nb_epochs=epochs,
+        batch_size=64,
+    )
+    return net.eval()
+
+
+def run(net, x, settings, update, steps, repeats):
+    rows = []
+    ref = None
+    for name, kwargs in settings:
+        best, best_cpu, sigma, counter = float("inf"), float("inf"), None, None
+        for _ in range(repeats):
+            counter = Counting(net)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            sigma = optimize_sigma(counter, x, SIGMA0, steps=steps, update=update, seed=7, **kwargs)
+            best = min(best, time.perf_counter() - start)
+            best_cpu = min(best_cpu, time.process_time() - start_cpu)
+        if ref is None:
+            ref = sigma
+        diff = (sigma - ref).abs()
+        at_max = float((sigma >= 4 * SIGMA0 - 1e-7).float().mean())
+        at_min = float((sigma <= SIGMA0 + 1e-7).float().mean())
+        rows.append(
+            {
+                "setting": name,
+                "update": update,
+                **{k: v for k, v in kwargs.items()},
+                "noisy_images": counter.tally.rows,
+                "model_calls": counter.tally.calls,
+                "seconds": round(best, 3),
+                "cpu_seconds": round(best_cpu, 3),
+                "passes_ratio": round(counter.tally.rows / rows[0]["noisy_images"], 4) if rows else 1.0,
+                "time_ratio": round(best / rows[0]["seconds"], 4) if rows else 1.0,
+                "max_abs_sigma_diff": float(diff.max()),
+                "mean_abs_sigma_diff": float(diff.mean()),
+                "max_rel_sigma_diff": float((diff / ref).max()),
+                "frac_at_sigma_min": at_min,
+                "frac_at_sigma_max": at_max,
+                "mean_sigma": float(sigma.mean()),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    x_train, y_train, _, _ = load_digits()
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    steps, epochs, repeats = 30, 5, args.repeats
+    if args.smoke:
+        x, y, steps, epochs, repeats = x[:64], y[:64], 6, 1, 1
+    net = base_model(x, y, epochs)
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    settings = [
+        ("full (today)", {}),
+        ("early_stop tol=1e-3 patience=3 (proposed defaults)", {"early_stop": True, "tol": 1e-3, "patience": 3}),
+        ("early_stop tol=1e-3 patience=5", {"early_stop": True, "tol": 1e-3, "patience": 5}),
+        ("early_stop tol=0 patience=3 (bound rule only)", {"early_stop": True, "tol": 0.0, "patience": 3}),
+        ("early_stop tol=1e-2 patience=3", {"early_stop": True, "tol": 1e-2, "patience": 3}),
+    ]
+    rows = run(net, x, settings, "gradient", steps, repeats)
+    rows += run(net, x, settings[:2], "reference", steps, repeats)
+
+    result = {
+        "what": "training-set sigma optimisation, full vs early-stopped (issue 16 part 4)",
+        "data": f"sklearn digits train split, {x.shape[0]} samples, 1x8x8",
+        "model": f"DigitsCNN warmed up {epochs} epochs at sigma0={SIGMA0}",
+        "sga": {"steps": steps, "n_samples": 16, "lr": 5e-3, "bounds": [SIGMA0, 4 * SIGMA0], "seed": 7},
+        "timing": f"best of {repeats}",
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sigma-early-stop.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Early-stopped sigma optimisation vs today's full run",
+        "",
+        f"{result['data']}; {result['model']}; SGA {steps} steps x 16 draws, lr 5e-3, bounds "
+        f"[{SIGMA0}, {4 * SIGMA0}]; wall time {result['timing']} on {result['machine']['threads']} threads. "
+        "Noisy images = rows given to the model (counted by a wrapping module); differences are against the full "
+        "run with the same update.",
+        "",
+        "| update | setting | noisy images | ratio | model calls | seconds | CPU seconds | time ratio | max abs sigma diff "
+        "| mean abs diff | max rel diff | at sigma_min | at sigma_max |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['update']} | {r['setting']} | {r['noisy_images']:,} | {r['passes_ratio']:.3f} | {r['model_calls']} "
+            f"| {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['time_ratio']:.3f} | {r['max_abs_sigma_diff']:.2e} "
+            f"| {r['mean_abs_sigma_diff']:.2e} | {r['max_rel_sigma_diff']:.2e} | {r['frac_at_sigma_min']:.3f} "
+            f"| {r['frac_at_sigma_max']:.3f} |"
+        )
+    (out / "sigma-early-stop.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
