@@ -164,8 +164,8 @@ def main() -> None:
         "Noisy images = rows given to the model (counted by a wrapping module); differences are against the full "
         "run with the same update.",
         "",
-        "| update | setting | noisy images | ratio | model calls | seconds | CPU seconds | time ratio | max abs sigma diff "
-        "| mean abs diff | max rel diff | at sigma_min | at sigma_max |",
+        "| update | setting | noisy images | ratio | model calls | seconds | CPU seconds | time ratio "
+        "| max abs sigma diff | mean abs diff | max rel diff | at sigma_min | at sigma_max |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
