@@ -58,8 +58,11 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     :param warmup_epochs: Epochs of the base model at ``scale`` before the sigma optimisation.
     :param vectorize: Train and vote with ``torch.func.vmap`` over stacked members (default) or loop over them.
     :param memory_budget: Bytes of fixed training noise held at once (sets how many members train together).
-    :param amp: Mixed precision of the votes (``certify``, ``predict``, ``certify_adaptive``) on CUDA: ``"bf16"`` or
-           ``"fp16"`` autocast; ``None`` (default) votes in float32. Training is always float32.
+    :param amp: Mixed precision of the votes (``certify``, ``predict``, ``certify_adaptive``): ``"bf16"`` or
+           ``"fp16"`` autocast on CUDA, and ``"bf16"`` on a CPU with native bfloat16 (AVX512-BF16 or AMX, detected
+           from ``/proc/cpuinfo``; elsewhere a ``ValueError`` says why); ``None`` (default) votes in float32.
+           Reduced precision can flip near-tie votes, so counts and certificates may differ slightly from float32.
+           Training is always float32.
     :param compile: ``torch.compile`` the members' forward pass for the votes (CUDA or CPU; the first call compiles,
            for a few seconds, and needs a C++ compiler on CPU). Votes equal the eager ones up to float rounding.
     :param executor: Where the work runs: ``"local"`` (default), or ``"ray"`` / a
