@@ -505,14 +505,17 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         allows: the members vote in looks, each look only on the inputs still undecided, and each look is certified
         by :meth:`certify`'s certificate (its ``bound``, ``draws_per_model``, training sigmas and training noise
         copies) at that look's level (guarantee, schedule and spending rules in :mod:`art_certssbd.sequential`).
-        With ``draws_per_model > 1`` the looks are multiples of ``draws_per_model``. The storage-update memory is not
-        consulted (it trims radii, and this answers a yes/no question at one radius).
+        With ``draws_per_model > 1`` the looks are multiples of ``draws_per_model``. With ``bound="anytime"`` the
+        members vote one at a time and every look uses the whole level (a confidence sequence holds at every number
+        of votes at once), so an input stops as soon as its votes allow. The storage-update memory is not consulted
+        (it trims radii, and this answers a yes/no question at one radius).
 
         :param x: Inputs, shape ``(N, *input_shape)``.
         :param radius: The radius ``r`` to certify.
         :param alpha: Overall error probability (default: the estimator's ``alpha``).
         :param looks: Cumulative vote counts of the looks, multiples of ``draws_per_model`` (default
-               :func:`~art_certssbd.sequential.look_schedule` from ``first_look`` and ``growth``).
+               :func:`~art_certssbd.sequential.look_schedule` from ``first_look`` and ``growth``; every vote with
+               ``bound="anytime"``).
         :param first_look: Votes of the first look (rounded up to whole members).
         :param growth: Ratio between consecutive looks.
         :param spending: Split of ``alpha`` over the looks (:func:`~art_certssbd.sequential.spending_levels`).
@@ -532,7 +535,9 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model
         x = check_inputs(x, self.input_shape, self.clip_values)
         batch_size = check_int(batch_size, "batch_size")
-        if looks is None:  # with several draws per member the looks fall on member boundaries
+        if looks is None and self.bound == "anytime":  # a confidence sequence: look after every vote
+            looks = np.arange(1, total + 1)
+        elif looks is None:  # with several draws per member the looks fall on member boundaries
             first = max(1, -(-check_int(first_look, "first_look") // draws))
             looks = draws * look_schedule(self.ensemble_.nb_models, first, growth)
         looks = check_looks(looks, total, draws)

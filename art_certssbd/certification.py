@@ -84,20 +84,24 @@ def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, t
     return bound, draws_per_model, noise_copies, train_sigma_min
 
 
-def selection_level(alpha: float, nb_classes: int, draws_per_model: int = 1, *, soft: bool = False) -> float:
+def selection_level(
+    alpha: float, nb_classes: int, draws_per_model: int = 1, *, soft: bool = False, bound: str = "clopper-pearson"
+) -> float:
     """The level at which the top class is bounded so that the certificate errs with probability at most ``alpha``
     (module docstring): ``alpha / 2`` for binomial votes (one draw per member, hard votes), ``alpha / max(2, C)``
-    otherwise (several draws per member, or soft votes: [0, 1]-valued scores).
+    otherwise (several draws per member, or soft votes: [0, 1]-valued scores), and ``alpha / max(2, C)`` for the
+    ``"anytime"`` bound (a union over the classes' confidence sequences, valid at every number of votes at once).
 
     :param alpha: Overall error probability in (0, 1).
     :param nb_classes: Number of classes C (columns of the counts).
     :param draws_per_model: Test noise draws per member D.
     :param soft: The votes are scores in [0, 1] rather than hard votes.
+    :param bound: The bound of the certificate (one of :data:`BOUNDS`).
     """
     alpha = stats._check_alpha(alpha)
     nb_classes = _check_count(nb_classes, "nb_classes")
     draws_per_model = _check_count(draws_per_model, "draws_per_model")
-    binomial = draws_per_model == 1 and not soft
+    binomial = draws_per_model == 1 and not soft and stats._check_bound(bound) != "anytime"
     return alpha / 2 if binomial else alpha / max(2, nb_classes)
 
 
@@ -235,7 +239,8 @@ def certify_votes(
     :param sigma: Test noise ``sigma_x``: scalar or ``(N,)``, finite and > 0.
     :param alpha: Overall error probability of each certificate, in (0, 1) (split internally: see
         :func:`selection_level`).
-    :param bound: ``"clopper-pearson"`` (default) or ``"hoeffding"``.
+    :param bound: ``"clopper-pearson"`` (default), ``"hoeffding"``, or ``"anytime"`` (a confidence sequence: the
+        certificate holds whatever rule chose the number of votes, e.g. an ensemble grown until it was good enough).
     :param draws_per_model: Test noise draws per member D (> 1 needs ``bound="hoeffding"``).
     :param train_sigma_min: ``min_j sigma_j`` of the training samples, for the conservative radius (``None``: the
         conservative radius equals the paper's).
@@ -247,7 +252,7 @@ def certify_votes(
     bound, draws, copies, sigma_min = check_options(bound, draws_per_model, noise_copies, train_sigma_min)
     counts = np.asarray(counts)
     nb_classes = counts.shape[1] if counts.ndim == 2 and counts.shape[1] >= 1 else 1
-    level = selection_level(alpha, nb_classes, draws)
+    level = selection_level(alpha, nb_classes, draws, bound=bound)
     return certify_at_level(
         counts,
         sigma,

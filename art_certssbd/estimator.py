@@ -57,7 +57,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     :param noise: ``"fixed"`` training noise per member (default, RAB / the paper) or ``"fresh"`` per batch.
     :param warmup_epochs: Epochs of the base model at ``scale`` before the sigma optimisation.
     :param vectorize: Train and vote with ``torch.func.vmap`` over stacked members (default) or loop over them.
-    :param memory_budget: Bytes of fixed training noise held at once (sets how many members train together).
+    :param memory_budget: Bytes of fixed training noise held at once (sets how many members train together), and,
+           for an ensemble loaded with ``load_ensemble(..., stream=True)``, of member weights held while voting.
     :param amp: Mixed precision of the votes (``certify``, ``predict``, ``certify_adaptive``): ``"bf16"`` or
            ``"fp16"`` autocast on CUDA, and ``"bf16"`` on a CPU with native bfloat16 (AVX512-BF16 or AMX, detected
            from ``/proc/cpuinfo``; elsewhere a ``ValueError`` says why); ``None`` (default) votes in float32.

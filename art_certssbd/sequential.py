@@ -23,6 +23,11 @@ the looks, whose schedule and levels are fixed before any vote is seen, by ``alp
 stop *without* certifying, so they cost power, never validity; for the same reason the radius reported at the
 stopping look is a valid ``(1 - alpha)`` certificate for the returned class.
 
+With ``bound="anytime"`` the bound is a confidence sequence (:mod:`art_certssbd.confseq`) that holds at every number
+of votes simultaneously, so nothing is split: every look, however many and wherever they fall (the estimator looks
+after every vote), tests at the whole selection level, ``alpha / max(2, C)`` for each class's sequence, and the union
+over the classes bounds the error by ``alpha`` whatever the stopping rule.
+
 With ``draws_per_model = D > 1`` the looks fall on member boundaries (multiples of ``D``) and each look bounds the
 per-member vote fractions with Hoeffding (the draws of one member are not independent): a binomial bound over all
 draws, as if they were independent, certified wrongly in 111 of 200 trials at ``alpha = 0.05`` (issue 10).
@@ -173,6 +178,15 @@ def threshold_probability(radius: float, sigma) -> np.ndarray:
     return norm.cdf(radius / np.asarray(sigma, dtype=float))
 
 
+def _levels(alpha: float, nb_classes: int, draws: int, bound: str, nb_looks: int, spending) -> np.ndarray:
+    """The looks' levels: the selection level split over the looks, or, with the time-uniform ``"anytime"`` bound,
+    the whole selection level at every look (its guarantee already covers every number of votes)."""
+    level = certification.selection_level(alpha, nb_classes, draws, bound=bound)
+    if bound == "anytime":
+        return np.full(nb_looks, level)
+    return spending_levels(level, nb_looks, spending)
+
+
 def run_sequential(
     draw: DrawFn,
     nb_inputs: int,
@@ -201,7 +215,8 @@ def run_sequential(
     :param spending: How the selection level of ``alpha`` is split over the looks (see :func:`spending_levels`).
     :param futility_alpha: Level of the upper bound that stops hopeless inputs early (``None``: only stop when
            certification is impossible). It affects power only, never the guarantee.
-    :param bound: ``"clopper-pearson"`` or ``"hoeffding"`` (as in :func:`~art_certssbd.certification.certify_votes`).
+    :param bound: ``"clopper-pearson"``, ``"hoeffding"`` or ``"anytime"`` (as in
+           :func:`~art_certssbd.certification.certify_votes`; ``"anytime"`` tests every look at the whole level).
     :param draws_per_model: Votes per member D (> 1 needs ``bound="hoeffding"``).
     :param train_sigma_min: ``min_j sigma_j`` of the training samples (the conservative radius).
     :param noise_copies: Noisy copies of each training sample per member (radii divided by its square root).
@@ -233,7 +248,7 @@ def run_sequential(
         new = np.asarray(draw(active, int(looks[t - 1]) if t else 0, int(n_t)), dtype=np.int64)
         if counts is None:  # the levels depend on the number of classes (draws_per_model > 1), not on the votes
             counts = np.zeros((nb_inputs, new.shape[1]), dtype=np.int64)
-            levels = spending_levels(certification.selection_level(alpha, new.shape[1], draws), len(looks), spending)
+            levels = _levels(alpha, new.shape[1], draws, bound, len(looks), spending)
         counts[active] += new
         used[active] = n_t
         # Step 2: the certificate at this look's level; certify where its radius reaches r.
@@ -245,7 +260,10 @@ def run_sequential(
         if t < len(looks) - 1:
             k = counts[active].max(axis=1)
             best = np.zeros(active.size)
-            for n_s, alpha_s in zip(looks[t + 1 :], levels[t + 1 :]):
+            later = zip(looks[t + 1 :], levels[t + 1 :])
+            if bound == "anytime":  # (power only) the last look's bound with every remaining vote to the top class
+                later = [(looks[-1], levels[-1])]
+            for n_s, alpha_s in later:
                 best = np.maximum(best, certification.vote_bound(k + (n_s - n_t), n_s, alpha_s, bound, draws))
             hopeless = (best <= 0.5) | (stats.radius(best, sigma_r[active]) < radius)
             if futility_alpha is not None:
@@ -261,7 +279,7 @@ def run_sequential(
         active = active[~stop]
     if counts is None:
         counts = np.zeros((nb_inputs, 2), dtype=np.int64)
-        levels = spending_levels(certification.selection_level(alpha, 2, draws), len(looks), spending)
+        levels = _levels(alpha, 2, draws, bound, len(looks), spending)
     logger.debug("sequential: %d of %d certified, %d votes", int((pred != ABSTAIN).sum()), nb_inputs, used.sum())
     return AdaptiveResult(
         certified=pred != ABSTAIN,

@@ -17,12 +17,13 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import beta
 
+from art_certssbd import confseq
 from art_certssbd._validation import check_choice, check_probability
 
 logger = logging.getLogger(__name__)
 
 ABSTAIN = -1
-BOUNDS = ("clopper-pearson", "hoeffding")
+BOUNDS = ("clopper-pearson", "hoeffding", "anytime")
 
 # Largest double below 1 and its complement: the clamp that keeps Phi^-1 finite (|Phi^-1| <= 8.21).
 _P_MAX = float(np.nextafter(1.0, 0.0))
@@ -153,9 +154,12 @@ def lower_confidence_bound(k, n, alpha: float, bound: str = "clopper-pearson") -
     :param k: Number (or, for Hoeffding, sum) of votes for the class.
     :param n: Number of votes.
     :param alpha: Error probability in (0, 1).
-    :param bound: ``"clopper-pearson"`` (exact, integer ``k``) or ``"hoeffding"``.
+    :param bound: ``"clopper-pearson"`` (exact, integer ``k``), ``"hoeffding"``, or ``"anytime"`` (the
+           time-uniform confidence sequence of :mod:`art_certssbd.confseq`: valid at every ``n`` at once).
     """
     bound = _check_bound(bound)
+    if bound == "anytime":
+        return confseq.lower(_check_k(k, _check_n(n), False), _check_n(n), _check_alpha(alpha))
     return clopper_pearson_lower(k, n, alpha) if bound == "clopper-pearson" else hoeffding_lower(k, n, alpha)
 
 
@@ -165,9 +169,11 @@ def upper_confidence_bound(k, n, alpha: float, bound: str = "clopper-pearson") -
     :param k: Number (or, for Hoeffding, sum) of votes for the class.
     :param n: Number of votes.
     :param alpha: Error probability in (0, 1).
-    :param bound: ``"clopper-pearson"`` or ``"hoeffding"``.
+    :param bound: ``"clopper-pearson"``, ``"hoeffding"`` or ``"anytime"``.
     """
     bound = _check_bound(bound)
+    if bound == "anytime":
+        return confseq.upper(_check_k(k, _check_n(n), False), _check_n(n), _check_alpha(alpha))
     return clopper_pearson_upper(k, n, alpha) if bound == "clopper-pearson" else hoeffding_upper(k, n, alpha)
 
 

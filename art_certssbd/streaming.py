@@ -35,7 +35,8 @@ class SavedEnsemble:
 
     :param directory: A folder written by ``save_ensemble`` (kind ``"ensemble"``).
     :param template: A module of the members' architecture.
-    :param memory_budget: Bytes of member weights held at once (at least one member).
+    :param memory_budget: Bytes of member weights held at once, counting the three copies of a block while it loads
+           (file bytes, loaded tensors, stacked weights); at least one member.
     :param device: Where the blocks are moved to vote.
     """
 
@@ -49,7 +50,9 @@ class SavedEnsemble:
         self.template = template
         self.memory_budget = int(memory_budget)
         self.device = torch.device(device)
-        self.members_per_block = max(1, self.memory_budget // max(1, _member_bytes(template)))
+        # a block's weights are held three times while it loads: the file's bytes (read once, hashed), the loaded
+        # tensors, and the stacked copy the members vote with
+        self.members_per_block = max(1, self.memory_budget // (3 * max(1, _member_bytes(template))))
 
     def to(self, device) -> SavedEnsemble:
         """Vote on ``device`` from now on (nothing is loaded)."""
