@@ -35,7 +35,7 @@ class PersistenceMixin:
         """
         self._check_fitted()
         config = {
-            "nb_models": self.nb_models,
+            "nb_models": self.ensemble_.nb_models,  # fewer than self.nb_models when a growth rule stopped it
             "nb_classes": self.nb_classes,
             "input_shape": list(self.input_shape),
             "scale": self.scale,
@@ -77,8 +77,14 @@ class PersistenceMixin:
                 f"{str(directory)!r} holds an ensemble trained at scale={config.get('scale')!r}, not {self.scale!r}"
             )
         members = store.finished_members()
-        if members != list(range(self.nb_models)):
+        if not members or members != list(range(len(members))) or len(members) > self.nb_models:
             raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
+        if len(members) < self.nb_models and self.bound != "anytime":
+            raise ValueError(
+                f"{str(directory)!r} holds {len(members)} of nb_models={self.nb_models} members, an ensemble grown "
+                "until a stopping rule (fit with growth=...): its size depends on its votes, so only bound='anytime' "
+                f"certifies it, got bound={self.bound!r}"
+            )
         if stream:  # one member loads, to refuse another architecture now; the others are read when they vote
             load_block(directory, self.model, 0, 1)
             ensemble = SavedEnsemble(directory, self.model, self.memory_budget)
@@ -89,14 +95,15 @@ class PersistenceMixin:
         train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
         if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
             raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
-        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (self.nb_models,) or seeds.is_floating_point():
-            raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {self.nb_models} integer seeds")
+        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (len(members),) or seeds.is_floating_point():
+            raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {len(members)} integer seeds")
         if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
             raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
         memory = self._load_memory(store, directory) if store.has("memory") else None
         self.model.load_state_dict(base)
         self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
         self.test_noise_seeds_ = [int(s) for s in seeds]
+        self.nb_models_ = len(members)
         self.random_state_ = config["random_state"]
         self.train_noise_copies_ = config.get("train_noise_copies")  # None (older save): certify decides by `noise`
         self.memory_ = (CertificationMemory() if memory is None else memory) if self.use_memory else None

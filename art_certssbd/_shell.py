@@ -48,14 +48,15 @@ from art_certssbd._validation import (
 )
 from art_certssbd.certification import certify_votes
 from art_certssbd.checkpoint import EnsembleCheckpoint
-from art_certssbd.ensemble import check_accelerators, vote
+from art_certssbd.ensemble import StackedEnsemble, check_accelerators, vote
+from art_certssbd.growth import Growth
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.pipeline import train_smoothed_ensemble
 from art_certssbd.ray_backend import resolve_executor
 from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule, run_sequential
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
-from art_certssbd.streaming import SavedEnsemble, stream_votes
+from art_certssbd.streaming import SavedEnsemble, shifted_noise, stream_votes
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
     # ------------------------------------------------------------------------------------------------ parameters
     @property
     def sample_size(self) -> int:
-        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``)."""
-        return self.nb_models * self.draws_per_model
+        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``); once fitted, with the
+        fitted number of members (fewer than ``nb_models`` when a growth rule stopped the ensemble)."""
+        fitted = getattr(self, "ensemble_", None)
+        return (self.nb_models if fitted is None else fitted.nb_models) * self.draws_per_model
 
     @sample_size.setter
     def sample_size(self, value) -> None:
@@ -236,6 +239,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         nb_epochs: int = 10,
         checkpoint_dir: str | os.PathLike | None = None,
         verbose: bool | None = None,
+        growth: Growth | None = None,
         **kwargs,
     ) -> None:
         """Train the smoothed ensemble on a (possibly poisoned) training set.
@@ -249,6 +253,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         :param checkpoint_dir: Directory where each finished member is stored; a second call with the same directory
                and configuration resumes and ends with the same ensemble as an uninterrupted run.
         :param verbose: Progress bars (default: the estimator's ``verbose``).
+        :param growth: Grow the ensemble in waves and stop early by the rule of a
+               :class:`~art_certssbd.growth.Growth` (certified accuracy at a radius on a validation set); needs
+               ``bound="anytime"``, the only bound valid when the ensemble's size depends on its votes. The size
+               reached is ``nb_models_`` and the rule's history ``growth_history_``.
         :param kwargs: ART's ``PyTorchClassifier.fit`` options (``training_mode``, ``drop_last``, ``scheduler``) are
                ignored with a ``UserWarning``: each member gets its own optimiser and shuffled mini-batches.
         """
@@ -265,6 +273,16 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         if np.unique(y).size < 2:
             raise ValueError(f"y must hold at least two classes, got only class {int(y[0])}")
         batch_size, nb_epochs = check_int(batch_size, "batch_size"), check_int(nb_epochs, "nb_epochs")
+        if growth is not None:
+            if not isinstance(growth, Growth):
+                raise ValueError(f"growth must be a Growth or None, got {type(growth).__name__}")
+            if self.bound != "anytime":
+                raise ValueError(
+                    f"growth needs bound='anytime', got bound={self.bound!r}: the ensemble's size then depends on its "
+                    "votes, and only a confidence sequence certifies at such a stopping time"
+                )
+            check_inputs(growth.x_val, self.input_shape, self.clip_values, name="growth.x_val")
+            check_labels(growth.y_val, len(growth.x_val), self.nb_classes, name="growth.y_val")
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         self._check_output(x[:1])
@@ -297,19 +315,26 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
             store=store,
             member_runner=self._member_runner(verbose),
+            wave_size=None if growth is None else growth.wave_size,
+            stop=None if growth is None else self._growth_rule(growth, seed, nb_epochs, history := []),
             verbose=verbose,
         )
 
         # Everything succeeded: commit the fitted state.
         logger.info(
-            "Fitted %d members; training sigma in [%.4f, %.4f].", self.nb_models, train_sigma.min(), train_sigma.max()
+            "Fitted %d members; training sigma in [%.4f, %.4f].",
+            ensemble.nb_models,
+            train_sigma.min(),
+            train_sigma.max(),
         )
         self.model.load_state_dict(base.state_dict())
         self.model.eval()
         self.ensemble_ = ensemble.to(self._device)
         self.train_sigma_ = train_sigma.cpu().numpy()
         self.random_state_ = seed
-        self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
+        self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(ensemble.nb_models)]
+        self.nb_models_ = ensemble.nb_models
+        self.growth_history_ = history if growth is not None else None
         # noisy copies of each training sample per member: the certificate shrinks by their square root
         self.train_noise_copies_ = nb_epochs if self.noise == "fresh" else 1
         self.memory_ = CertificationMemory() if self.use_memory else None
@@ -345,6 +370,41 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         if executor is not None and self.sigma_steps > 0:
             return executor.optimize_sigma(model, x, sigma0=self.scale, verbose=verbose, **options)
         return optimize_sigma(model, x, self.scale, verbose=verbose, **options)
+
+    def _growth_rule(self, growth: Growth, seed: int, nb_epochs: int, history: list):
+        """The ``stop`` of :func:`~art_certssbd.pipeline.train_smoothed_ensemble` for ``growth``: after each wave the
+        new members vote on the validation inputs (added to the earlier votes), the ``"anytime"`` certificate gives
+        the certified accuracy at ``growth.radius``, appended to ``history``; the rule decides."""
+        x_val = torch.from_numpy(check_inputs(growth.x_val, self.input_shape, self.clip_values)).to(self._device)
+        y_val = check_labels(growth.y_val, len(x_val), self.nb_classes)
+        seeds = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
+        noise_fn = functools.partial(fixed_test_noise, seeds, device=self._device)
+        done = {"size": 0, "counts": None, "sigma": None}
+
+        def stop(base, train_sigma, states, size) -> bool:
+            if done["sigma"] is None:  # the validation inputs' sigma, as certify computes a test input's
+                done["sigma"] = self._sigma(base, x_val, derive_seed(seed, "sigma_test"), False)
+            first = done["size"]
+            block = StackedEnsemble.from_state_dicts(self.model, [states[k] for k in range(first, size)])
+            block.to(self._device)
+            votes = vote(block, x_val, done["sigma"], functools.partial(shifted_noise, noise_fn, first),
+                         self.nb_classes, draws_per_model=self.draws_per_model, vectorize=self.vectorize)  # fmt: skip
+            done["counts"] = votes if done["counts"] is None else done["counts"] + votes
+            done["size"] = size
+            result = certify_votes(
+                done["counts"].cpu().numpy(),
+                done["sigma"].cpu().numpy().astype(np.float64),
+                alpha=self.alpha,
+                bound="anytime",
+                train_sigma_min=float(train_sigma.min()),
+                noise_copies=nb_epochs if self.noise == "fresh" else 1,
+            )
+            accuracy = float(result.certified_accuracy(y_val, [growth.radius], growth.conservative)[0])
+            history.append({"nb_models": size, "certified_accuracy": accuracy})
+            logger.info("Growth: %d members, certified accuracy %.4f at r = %g.", size, accuracy, growth.radius)
+            return growth.settled([h["certified_accuracy"] for h in history])
+
+        return stop
 
     def _member_runner(self, verbose: bool):
         """How ``fit`` trains the members: ``None`` locally, or the Ray executor's task runner."""
@@ -411,6 +471,11 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
 
             certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
         """
+        if getattr(self, "growth_history_", None) is not None and self.bound != "anytime":
+            raise ValueError(
+                f"this ensemble was grown until a stopping rule (fit with growth=...), so only bound='anytime' "
+                f"certifies it, got bound={self.bound!r}: set_params(bound='anytime')"
+            )
         copies = getattr(self, "train_noise_copies_", None)
         if copies is None:  # fitted state from before the count was stored (e.g. an older save)
             if self.noise != "fixed":

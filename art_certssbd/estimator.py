@@ -213,6 +213,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         estimator.train_sigma_ = np.array([scale], dtype=np.float32)
         estimator.random_state_ = random_state
         estimator.test_noise_seeds_ = list(seeds)
+        estimator.nb_models_ = len(states)
         estimator.memory_ = CertificationMemory() if use_memory else None
         return estimator
 

@@ -60,6 +60,8 @@ def train_smoothed_ensemble(
     members_per_chunk: int = 1,
     store: EnsembleCheckpoint | None = None,
     member_runner: MemberRunner | None = None,
+    wave_size: int | None = None,
+    stop: Callable[[torch.nn.Module, torch.Tensor, dict, int], bool] | None = None,
     verbose: bool = False,
 ) -> tuple[torch.nn.Module, torch.Tensor, StackedEnsemble]:
     """Train the base model, the training sigmas and the ``nb_models`` members.
@@ -82,8 +84,13 @@ def train_smoothed_ensemble(
     :param store: Checkpoint to resume from and save to.
     :param member_runner: How the members are trained (:data:`MemberRunner`; default: here, ``members_per_chunk``
            at a time; the Ray executor runs them as tasks). Each member is checkpointed as soon as it is handed back.
+    :param wave_size: With ``stop``: members per wave (members ``0 .. K-1`` are trained in order, a wave at a time).
+    :param stop: ``stop(base, train_sigma, states, K) -> bool`` after each wave (``K`` members so far, ``states[k]``
+           weights): True ends the training with ``K`` members (:mod:`art_certssbd.growth`). On a resume it is asked
+           again at every wave boundary, so it sees what an uninterrupted run saw.
     :param verbose: Progress bars.
-    :return: ``(base, train_sigma, ensemble)``.
+    :return: ``(base, train_sigma, ensemble)``; the ensemble has fewer than ``nb_models`` members when ``stop``
+        ended the training.
     """
     # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
     base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
@@ -113,8 +120,6 @@ def train_smoothed_ensemble(
             store.save("train_sigma", train_sigma.cpu())
     # Step 3: M members trained from scratch on x_i + sigma_i * b_{k,i}, chunk by chunk.
     states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
-    todo = [k for k in range(nb_models) if k not in states]
-    logger.info("Training %d of %d members (%d per chunk).", len(todo), nb_models, members_per_chunk)
     runner = member_runner or functools.partial(_train_here, members_per_chunk=members_per_chunk, verbose=verbose)
     train_options = dict(
         loss_fn=loss_fn,
@@ -125,9 +130,19 @@ def train_smoothed_ensemble(
         noise=noise,
         vectorize=vectorize,
     )
-    for k, state in runner(model, x, y, train_sigma, todo, **train_options):
-        states[k] = state
-        if store is not None:
-            store.save_member(k, state)
-    ensemble = StackedEnsemble.from_state_dicts(model, [states[k] for k in range(nb_models)])
+    wave = nb_models if stop is None else wave_size
+    logger.info("Training %d of %d members.", nb_models - len(states), nb_models)
+    size = 0
+    while size < nb_models:
+        end = min(size + wave, nb_models)
+        todo = [k for k in range(size, end) if k not in states]
+        for k, state in runner(model, x, y, train_sigma, todo, **train_options) if todo else ():
+            states[k] = state
+            if store is not None:
+                store.save_member(k, state)
+        size = end
+        if stop is not None and size < nb_models and stop(base, train_sigma, states, size):
+            logger.info("The growth rule stopped the ensemble at %d of %d members.", size, nb_models)
+            break
+    ensemble = StackedEnsemble.from_state_dicts(model, [states[k] for k in range(size)])
     return base, train_sigma, ensemble
