@@ -1,0 +1,195 @@
+"""Anytime-valid certification and the wave-grown ensemble (issue 16), measured on MNIST 1 vs 0.
+
+Usage, from the repository root (MNIST in the cache, see ``benchmarks/README.md``; about 6 minutes on 2 cores)::
+
+    flock /tmp/certssbd-heavy.lock python benchmarks/anytime.py        # --quick: a smaller run, seconds
+
+writes ``benchmarks/results/anytime-cpu.{json,md}``:
+
+(a) **passes per input**: a RAB ensemble of M = 1000 MNIST CNNs (sigma 0.12, alpha 1e-3, 256 training images, 2
+    epochs; the speed preset's section (e)); for 500 test images and r = 0, 0.25, 0.5, 1, 1.5, 2 sigma: the mean votes
+    per input of ``certify_adaptive`` with ``bound="anytime"`` (a look after every vote) and with today's fixed
+    schedule (Clopper-Pearson, uniform spending), against the unanimous-vote floor of a fixed-n Clopper-Pearson test
+    (the fewest votes any valid fixed-n test needs), and the certified accuracy each loses against ``certify``;
+(b) **members trained**: ``fit(..., growth=Growth(...))`` (waves of 25, tol 0.005, patience 2, validation: 500
+    held-out training images) against a fixed M = 1000 ensemble (sigma 0.25), certified accuracy at r = 0.25 and
+    0.5 on the test images (the grown ensemble with its anytime bound, the fixed one with Clopper-Pearson).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from art_certssbd import RABEstimator
+from art_certssbd.datasets import load_task
+from art_certssbd.growth import Growth
+from art_certssbd.models import MnistCNN
+from art_certssbd.stats import certified_accuracy, clopper_pearson_lower
+
+HERE = Path(__file__).resolve().parent
+ALPHA = 1e-3
+
+
+def _estimator(nb_models: int, scale: float, bound: str) -> RABEstimator:
+    net = MnistCNN(2)
+    return RABEstimator(net, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2,
+                        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3), clip_values=(0.0, 1.0),
+                        device_type="cpu", nb_models=nb_models, scale=scale, alpha=ALPHA, bound=bound,
+                        random_state=0)  # fmt: skip
+
+
+def _floor(r_over_sigma: float, level: float, bound) -> int:
+    """Votes a unanimous input needs before the lower bound passes max(Phi(r / sigma), 1/2)."""
+    p_r = max(norm.cdf(r_over_sigma), 0.5)
+    return next((n for n in range(1, 20000) if bound(n, n, level) > p_r), 20000)
+
+
+def section_a(data, m: int, n_inputs: int, n_train: int) -> dict:
+    from art_certssbd import confseq
+
+    x, y, xt, yt = data
+    sigma = 0.12
+    est = _estimator(m, sigma, "clopper-pearson")
+    tic = time.perf_counter()
+    est.fit(x[:n_train], y[:n_train], nb_epochs=2, batch_size=64)
+    train_s = time.perf_counter() - tic
+    xt, yt = xt[:n_inputs], yt[:n_inputs]
+    fixed = est.certify(xt, return_details=True, update_memory=False)
+    rows = []
+    for factor in (0.0, 0.25, 0.5, 1.0, 1.5, 2.0):
+        r = factor * sigma
+        fixed_acc = float(certified_accuracy(fixed.pred, fixed.radius, yt, [r])[0])
+        row = {"r_over_sigma": factor, "fixed_certified_accuracy": fixed_acc}
+        for name, bound in (("schedule", "clopper-pearson"), ("anytime", "anytime")):
+            est.set_params(bound=bound)
+            tic = time.perf_counter()
+            res = est.certify_adaptive(xt, r)
+            row[name] = {
+                "mean_votes": float(res.votes_used.mean()),
+                "mean_votes_certified": float(res.votes_used[res.certified].mean()) if res.certified.any() else None,
+                "certified_accuracy": float(np.mean(res.certified & (res.pred == yt))),
+                "wall_s": time.perf_counter() - tic,
+            }
+            row[name]["accuracy_lost"] = fixed_acc - row[name]["certified_accuracy"]
+        est.set_params(bound="clopper-pearson")
+        row["floor_clopper_pearson"] = _floor(factor, ALPHA / 2, clopper_pearson_lower)
+        row["floor_anytime"] = _floor(factor, ALPHA / 2, confseq.lower)
+        row["anytime_over_floor"] = row["anytime"]["mean_votes"] / row["floor_clopper_pearson"]
+        rows.append(row)
+    return {"nb_models": m, "nb_inputs": len(xt), "sigma": sigma, "train_s": train_s, "rows": rows,
+            "clean_accuracy": float(np.mean(fixed.pred == yt))}  # fmt: skip
+
+
+def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int) -> dict:
+    x, y, xt, yt = data
+    sigma, radii = 0.25, [0.25, 0.5]
+    xt, yt = xt[:n_inputs], yt[:n_inputs]
+    xv, yv = x[n_train : n_train + n_val], y[n_train : n_train + n_val]
+    fixed = _estimator(m, sigma, "clopper-pearson")
+    tic = time.perf_counter()
+    fixed.fit(x[:n_train], y[:n_train], nb_epochs=2, batch_size=64)
+    fixed_s = time.perf_counter() - tic
+    fixed_res = fixed.certify(xt, return_details=True, update_memory=False)
+    grown = _estimator(m, sigma, "anytime")
+    tic = time.perf_counter()
+    grown.fit(x[:n_train], y[:n_train], nb_epochs=2, batch_size=64,
+              growth=Growth(xv, yv, radius=radii[0], wave_size=wave, tol=0.005, patience=2))  # fmt: skip
+    grown_s = time.perf_counter() - tic
+    grown_res = grown.certify(xt, return_details=True, update_memory=False)
+    fixed_acc = certified_accuracy(fixed_res.pred, fixed_res.radius, yt, radii).tolist()
+    grown_acc = certified_accuracy(grown_res.pred, grown_res.radius, yt, radii).tolist()
+    return {
+        "nb_models": m,
+        "sigma": sigma,
+        "radii": radii,
+        "wave_size": wave,
+        "members_grown": grown.nb_models_,
+        "history": grown.growth_history_,
+        "fixed_certified_accuracy": fixed_acc,
+        "grown_certified_accuracy": grown_acc,
+        "accuracy_lost": [f - g for f, g in zip(fixed_acc, grown_acc)],
+        "fixed_fit_s": fixed_s,
+        "grown_fit_s": grown_s,
+    }
+
+
+def render(results: dict) -> str:
+    a, b = results["a"], results["b"]
+    lines = [
+        "# Anytime-valid certification and the wave-grown ensemble (CPU)",
+        "",
+        f"Command: `{results['command']}`. MNIST 1 vs 0, RAB members (MnistCNN), alpha = {ALPHA}.",
+        "",
+        f"## (a) Votes per input, M = {a['nb_models']}, {a['nb_inputs']} test images, sigma = {a['sigma']}",
+        "",
+        "Mean votes per input (every input is decided: certified or abstained); the floor is the fewest unanimous "
+        "votes a fixed-n Clopper-Pearson test needs (the anytime sequence's own floor in brackets); accuracy lost "
+        "is against `certify` with all 1000 votes.",
+        "",
+        "| r / sigma | floor (anytime's) | anytime: votes | / floor | acc. lost | schedule: votes | acc. lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in a["rows"]:
+        any_, sch = row["anytime"], row["schedule"]
+        lines.append(
+            f"| {row['r_over_sigma']:g} | {row['floor_clopper_pearson']} ({row['floor_anytime']}) | "
+            f"{any_['mean_votes']:.1f} | {row['anytime_over_floor']:.2f} | {any_['accuracy_lost']:.4f} | "
+            f"{sch['mean_votes']:.1f} | {sch['accuracy_lost']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Clean accuracy (fixed-n) {a['clean_accuracy']:.4f}; training {a['train_s']:.0f} s.",
+        "",
+        f"## (b) Members trained, sigma = {b['sigma']}",
+        "",
+        f"Waves of {b['wave_size']}, stopped at **{b['members_grown']} of {b['nb_models']}** members "
+        f"({b['members_grown'] / b['nb_models']:.0%}); history: "
+        + ", ".join(f"{h['nb_models']}: {h['certified_accuracy']:.3f}" for h in b["history"])
+        + ".",
+        "",
+        "| r | fixed M (Clopper-Pearson) | grown (anytime) | lost |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r, f, g, lost in zip(b["radii"], b["fixed_certified_accuracy"], b["grown_certified_accuracy"],
+                             b["accuracy_lost"]):  # fmt: skip
+        lines.append(f"| {r} | {f:.4f} | {g:.4f} | {lost:.4f} |")
+    lines += ["", f"Fit: fixed {b['fixed_fit_s']:.0f} s, grown {b['grown_fit_s']:.0f} s."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    from art_certssbd.experiment import environment
+    from art_certssbd.report import write_json, write_text
+
+    x, y = load_task("mnist-1v0", "train", root=args.data_dir)
+    xt, yt = load_task("mnist-1v0", "test", root=args.data_dir)
+    data = (x, y, xt, yt)
+    q = args.quick
+    results = {
+        "command": "python benchmarks/anytime.py" + (" --quick" if q else ""),
+        "environment": environment(),
+        "a": section_a(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256),
+        "b": section_b(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256, 40 if q else 500, 10 if q else 25),
+    }
+    name = "anytime-quick" if q else "anytime-cpu"
+    write_json(args.out / f"{name}.json", results)
+    text = render(results)
+    write_text(args.out / f"{name}.md", text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
