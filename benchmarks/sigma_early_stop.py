@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -143,15 +144,18 @@ def main() -> None:
         ("early_stop tol=0 patience=3 (bound rule only)", {"early_stop": True, "tol": 0.0, "patience": 3}),
         ("early_stop tol=1e-2 patience=3", {"early_stop": True, "tol": 1e-2, "patience": 3}),
     ]
+    load_before = os.getloadavg()[0]
     rows = run(net, x, settings, "gradient", steps, repeats)
     rows += run(net, x, settings[:2], "reference", steps, repeats)
+    load_after = os.getloadavg()[0]
 
     result = {
         "what": "training-set sigma optimisation, full vs early-stopped (issue 16 part 4)",
         "data": f"sklearn digits train split, {x.shape[0]} samples, 1x8x8",
         "model": f"DigitsCNN warmed up {epochs} epochs at sigma0={SIGMA0}",
         "sga": {"steps": steps, "n_samples": 16, "lr": 5e-3, "bounds": [SIGMA0, 4 * SIGMA0], "seed": 7},
-        "timing": f"best of {repeats}",
+        "timing": f"best of {repeats}, settings interleaved",
+        "load_average_1min": {"before": load_before, "after": load_after, "cores": os.cpu_count()},
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "rows": rows,
     }
@@ -165,6 +169,10 @@ def main() -> None:
         f"[{SIGMA0}, {4 * SIGMA0}]; wall time {result['timing']} on {result['machine']['threads']} threads. "
         "Noisy images = rows given to the model (counted by a wrapping module); differences are against the full "
         "run with the same update.",
+        "",
+        f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the timed runs on "
+        f"{os.cpu_count()} cores; this run accounts for about {torch.get_num_threads()}, and more means another job "
+        "shared the machine and inflated the times unevenly (passes and sigmas are deterministic).",
         "",
         "| update | setting | noisy images | ratio | steps per sample | model calls | seconds | CPU seconds "
         "| time ratio | max abs sigma diff | mean abs diff | max rel diff | at sigma_min | at sigma_max |",
