@@ -6,7 +6,7 @@ sigma0 as ``CertSSBDEstimator.fit`` does, then the training-set sigmas are optim
 per early-stopping setting. Reported: noisy images through the model (counted by a wrapping module), model calls,
 wall and process CPU time (best of ``--repeats``), and the largest and mean ``|sigma - sigma_full|``.
 
-Usage, from the repository root (about a minute on 2 CPU cores; timings taken while another heavy job runs are
+Usage, from the repository root (about three minutes on 2 CPU cores; timings taken while another heavy job runs are
 worthless, hence the lock)::
 
     flock /tmp/certssbd-heavy.lock .venv/bin/python benchmarks/sigma_early_stop.py
@@ -125,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script in seconds")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
