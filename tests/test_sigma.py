@@ -156,22 +156,31 @@ def test_early_stop_result_does_not_depend_on_the_batch():
     )
 
 
-def test_early_stop_is_within_tolerance_of_the_full_run_on_digits():
+@pytest.fixture
+def one_thread():
+    """Small kernels: one thread is fastest and keeps the time stable on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_early_stop_is_within_tolerance_of_the_full_run_on_digits(one_thread):
     from art_certssbd.datasets import load_digits
     from art_certssbd.models import DigitsCNN
     from art_certssbd.training import fit_model
 
     x_train, y_train, _, _ = load_digits()
-    x, y = torch.from_numpy(x_train[:240]), torch.from_numpy(y_train[:240])
+    x, y = torch.from_numpy(x_train[:160]), torch.from_numpy(y_train[:160])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = DigitsCNN(10)
     fit_model(
         net, x, y, 0.25, loss_fn=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        seed=1, nb_epochs=3, batch_size=32,
+        seed=1, nb_epochs=2, batch_size=32,
     )  # fmt: skip
     full_model, es_model = _Counting(net), _Counting(net)
-    x = x[:96]
+    x = x[:64]
     full = optimize_sigma(full_model, x, 0.25, steps=20, seed=2)
     es = optimize_sigma(es_model, x, 0.25, steps=20, seed=2, early_stop=True)
     assert torch.all(es >= 0.25) and torch.all(es <= 1.0)
