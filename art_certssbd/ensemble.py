@@ -11,8 +11,9 @@
 
 ``"auto"`` picks ``"vmap"`` on CUDA and ``"sequential"`` elsewhere. Every path has a loop twin (``vectorize=False``)
 that rebuilds member ``k`` as an ordinary module and runs it on the same inputs and noise; all agree to
-floating-point rounding. Mixed precision (``amp="bf16"`` / ``"fp16"``) is opt-in and CUDA-only (refused elsewhere
-with a ``ValueError``); ``torch.compile`` (``compile=True``) is opt-in on CUDA and CPU.
+floating-point rounding. Mixed precision (``amp="bf16"`` / ``"fp16"``) is opt-in: on CUDA, and ``"bf16"`` also on
+CPUs with native bfloat16 (:func:`cpu_has_native_bf16`; refused elsewhere with a ``ValueError``); ``torch.compile``
+(``compile=True``) is opt-in on CUDA and CPU.
 
 :func:`vote` implements step 5 of the method: member ``k`` classifies ``x + sigma_x * e_k`` where ``e_k`` is a fixed
 per-member test noise drawn from the member's own generator, and the votes are counted with one ``bincount``.
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 NoiseFn = Callable[[Sequence[int], int, Sequence[int]], torch.Tensor]
 
 BACKENDS = ("auto", "vmap", "sequential")
-#: Mixed-precision options: autocast dtype by name (CUDA only).
+#: Mixed-precision options: autocast dtype by name (CUDA; "bf16" also on CPUs with native bfloat16).
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
