@@ -391,18 +391,22 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
                          self.nb_classes, draws_per_model=self.draws_per_model, vectorize=self.vectorize)  # fmt: skip
             done["counts"] = votes if done["counts"] is None else done["counts"] + votes
             done["size"] = size
-            result = certify_votes(
-                done["counts"].cpu().numpy(),
-                done["sigma"].cpu().numpy().astype(np.float64),
-                alpha=self.alpha,
-                bound="anytime",
-                train_sigma_min=float(train_sigma.min()),
-                noise_copies=nb_epochs if self.noise == "fresh" else 1,
-            )
-            accuracy = float(result.certified_accuracy(y_val, [growth.radius], growth.conservative)[0])
-            history.append({"nb_models": size, "certified_accuracy": accuracy})
-            logger.info("Growth: %d members, certified accuracy %.4f at r = %g.", size, accuracy, growth.radius)
-            return growth.settled([h["certified_accuracy"] for h in history])
+            counts = done["counts"].cpu().numpy()
+            sigma_val = done["sigma"].cpu().numpy().astype(np.float64)
+            copies = nb_epochs if self.noise == "fresh" else 1
+
+            def accuracy(votes) -> float:
+                result = certify_votes(votes, sigma_val, alpha=self.alpha, bound="anytime",
+                                       train_sigma_min=float(train_sigma.min()), noise_copies=copies)  # fmt: skip
+                return float(result.certified_accuracy(y_val, [growth.radius], growth.conservative)[0])
+
+            # now, and what nb_models members would certify if the vote fractions stayed as they are
+            now = accuracy(counts)
+            projected = accuracy(np.round(counts * (self.nb_models / size)).astype(np.int64))
+            history.append({"nb_models": size, "certified_accuracy": now, "projected_accuracy": projected})
+            logger.info("Growth: %d members, certified accuracy %.4f at r = %g (projected at %d: %.4f).",
+                        size, now, growth.radius, self.nb_models, projected)  # fmt: skip
+            return growth.settled(history)
 
         return stop
 

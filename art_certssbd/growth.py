@@ -1,10 +1,13 @@
 """A wave-grown ensemble: train members in waves and stop as soon as the certificates a user needs are settled.
 
 ``fit(..., growth=Growth(x_val, y_val, radius=r))`` trains ``wave_size`` members at a time (members ``0 .. K-1``,
-in order) and after each wave certifies the validation inputs with the members so far. It stops when the certified
-accuracy at ``radius`` has changed by at most ``tol`` over ``patience`` consecutive waves, or has reached
-``target``, or at ``nb_models``. The stopping size ``K`` is ``nb_models_``; the history of the rule is
-``growth_history_``.
+in order) and after each wave certifies the validation inputs with the members so far. It also projects what
+``nb_models`` members would certify if the vote fractions stayed as they are (the counts scaled to ``nb_models``
+votes, the same anytime bound). It stops when, for ``patience`` consecutive waves, the certified accuracy at
+``radius`` is within ``tol`` of that projection (more members would add at most about ``tol``), or when it reaches
+``target``, or at ``nb_models``. A rule that only watched the accuracy stop changing stopped too early: the bound
+tightens slowly with ``n``, so the accuracy creeps up by less than ``tol`` per wave for a long time. The stopping
+size ``K`` is ``nb_models_``; the history of the rule is ``growth_history_``.
 
 **The certificate of such an ensemble must be anytime-valid.** The stopping size depends on the members' votes.
 Member ``k`` is trained on its own noise, independently of members ``0 .. k-1``, so ``K`` is a stopping time for
@@ -34,7 +37,8 @@ class Growth:
     :param y_val: Their labels ``(N,)``.
     :param radius: The radius at which the certified accuracy is watched.
     :param wave_size: Members trained per wave.
-    :param tol: The largest change of certified accuracy between waves that counts as settled.
+    :param tol: The largest gap between the certified accuracy and its projection at ``nb_models`` that counts as
+           settled.
     :param patience: Consecutive settled waves needed to stop.
     :param target: Stop as soon as the certified accuracy reaches this value (``None``: only the ``tol`` rule).
     :param conservative: Watch the conservative radius instead of the paper's.
@@ -66,16 +70,17 @@ class Growth:
                 f"{len(self.y_val)}"
             )
 
-    def settled(self, accuracies: list[float]) -> bool:
-        """Whether the rule stops after the waves whose certified accuracies are ``accuracies`` (in order)."""
-        if not accuracies:
+    def settled(self, history: list[dict]) -> bool:
+        """Whether the rule stops after the waves of ``history`` (in order; each a dict with ``certified_accuracy``
+        and ``projected_accuracy``)."""
+        if not history:
             return False
-        if self.target is not None and accuracies[-1] >= self.target:
+        if self.target is not None and history[-1]["certified_accuracy"] >= self.target:
             return True
-        if len(accuracies) <= self.patience:
-            return False
-        recent = accuracies[-(self.patience + 1) :]
-        return max(recent) - min(recent) <= self.tol + 1e-12  # accuracies are multiples of 1 / N: no float slip
+        recent = history[-self.patience :]
+        # accuracies are multiples of 1 / N: the slack only absorbs float error
+        gaps = [h["projected_accuracy"] - h["certified_accuracy"] for h in recent]
+        return len(recent) == self.patience and max(gaps) <= self.tol + 1e-12
 
     def waves(self, nb_models: int) -> list[int]:
         """The ensemble sizes at which the rule is evaluated: ``wave_size, 2 wave_size, ..., nb_models``."""

@@ -25,11 +25,14 @@ def digits():
 
 
 def test_the_rule_by_hand():
-    g = Growth(np.zeros((1, 1)), np.zeros(1), radius=0.1, tol=0.01, patience=2, target=0.9)
-    assert not g.settled([]) and not g.settled([0.5]) and not g.settled([0.5, 0.505])
-    assert g.settled([0.5, 0.505, 0.51])  # three waves within 0.01: settled after patience 2
-    assert not g.settled([0.5, 0.505, 0.52])
-    assert g.settled([0.95])  # the target reached
+    def h(now, projected):
+        return {"certified_accuracy": now, "projected_accuracy": projected}
+
+    g = Growth(np.zeros((1, 1)), np.zeros(1), radius=0.1, tol=0.01, patience=2, target=0.95)
+    assert not g.settled([]) and not g.settled([h(0.5, 0.505)])  # one settled wave: patience 2 not reached
+    assert g.settled([h(0.2, 0.9), h(0.5, 0.505), h(0.8, 0.81)])  # two waves within 0.01 of the projection
+    assert not g.settled([h(0.5, 0.505), h(0.8, 0.82)])
+    assert g.settled([h(0.96, 0.99)])  # the target reached
     assert Growth(np.zeros((1, 1)), np.zeros(1), 0.0, wave_size=16).waves(40) == [16, 32, 40]
 
 
@@ -49,10 +52,11 @@ def test_bad_growth_settings_are_refused_naming_them(kwargs, match):
 
 
 def test_growth_stops_at_a_wave_and_keeps_the_members_of_a_fixed_fit(digits):
-    """tol = 1 settles after two waves: 8 of 12 members, bitwise the members 0..7 of a fit with nb_models = 8."""
+    """tol = 1 with patience 2 settles after two waves: 8 of 12 members, bitwise the members 0..7 of a fit with
+    nb_models = 8."""
     x, y, xv, yv = digits
     grown = digits_estimator(nb_models=12, sigma_steps=0, **SMALL)
-    grown.fit(x, y, nb_epochs=1, batch_size=50, growth=Growth(xv, yv, radius=0.1, wave_size=4, tol=1.0, patience=1))
+    grown.fit(x, y, nb_epochs=1, batch_size=50, growth=Growth(xv, yv, radius=0.1, wave_size=4, tol=1.0, patience=2))
     assert grown.ensemble_.nb_models == grown.nb_models_ == 8 and len(grown.test_noise_seeds_) == 8
     assert [h["nb_models"] for h in grown.growth_history_] == [4, 8]
     assert grown.sample_size == 8
@@ -73,13 +77,13 @@ def test_growth_stops_at_a_wave_and_keeps_the_members_of_a_fixed_fit(digits):
 def test_growth_runs_to_nb_models_when_never_settled(digits):
     x, y, xv, yv = digits
     est = digits_estimator(RABEstimator, nb_models=6, **SMALL)
-    est.fit(x, y, nb_epochs=1, batch_size=50, growth=Growth(xv, yv, radius=0.1, wave_size=4, tol=0.0, patience=5))
+    est.fit(x, y, nb_epochs=1, batch_size=50, growth=Growth(xv, yv, radius=0.1, wave_size=4, tol=-0.0, patience=5))
     assert est.nb_models_ == 6 and [h["nb_models"] for h in est.growth_history_] == [4]
 
 
 def test_growth_needs_the_anytime_bound_and_keeps_it(digits, tmp_path):
     x, y, xv, yv = digits
-    growth = Growth(xv, yv, radius=0.1, wave_size=2, tol=1.0, patience=1)
+    growth = Growth(xv, yv, radius=0.1, wave_size=2, tol=1.0, patience=2)
     est = digits_estimator(nb_models=6, sigma_steps=0, **{**SMALL, "bound": "clopper-pearson"})
     with pytest.raises(ValueError, match="growth needs bound='anytime', got bound='clopper-pearson'"):
         est.fit(x, y, nb_epochs=1, batch_size=50, growth=growth)
