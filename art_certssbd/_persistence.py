@@ -36,6 +36,7 @@ class PersistenceMixin:
         self._check_fitted()
         config = {
             "nb_models": self.ensemble_.nb_models,  # fewer than self.nb_models when a growth rule stopped it
+            "grown": getattr(self, "growth_history_", None) is not None,
             "nb_classes": self.nb_classes,
             "input_shape": list(self.input_shape),
             "scale": self.scale,
@@ -77,9 +78,11 @@ class PersistenceMixin:
                 f"{str(directory)!r} holds an ensemble trained at scale={config.get('scale')!r}, not {self.scale!r}"
             )
         members = store.finished_members()
-        if not members or members != list(range(len(members))) or len(members) > self.nb_models:
+        grown = bool(config.get("grown", False))  # a growth rule stopped it: up to nb_models members
+        size_ok = len(members) <= self.nb_models if grown else len(members) == self.nb_models
+        if not members or members != list(range(len(members))) or not size_ok:
             raise ValueError(f"{str(directory)!r} holds {len(members)} members, nb_models is {self.nb_models}")
-        if len(members) < self.nb_models and self.bound != "anytime":
+        if grown and self.bound != "anytime":
             raise ValueError(
                 f"{str(directory)!r} holds {len(members)} of nb_models={self.nb_models} members, an ensemble grown "
                 "until a stopping rule (fit with growth=...): its size depends on its votes, so only bound='anytime' "
@@ -104,6 +107,7 @@ class PersistenceMixin:
         self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
         self.test_noise_seeds_ = [int(s) for s in seeds]
         self.nb_models_ = len(members)
+        self.growth_history_ = [] if grown else None  # (the history itself is not saved; [] marks a grown ensemble)
         self.random_state_ = config["random_state"]
         self.train_noise_copies_ = config.get("train_noise_copies")  # None (older save): certify decides by `noise`
         self.memory_ = (CertificationMemory() if memory is None else memory) if self.use_memory else None

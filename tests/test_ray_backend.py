@@ -25,6 +25,8 @@ def local_ray(tmp_path_factory):
     """One local Ray instance for the module (2 CPUs, no dashboard); the tests' helpers travel by value."""
     import helpers
 
+    if ray.is_initialized():  # e.g. started by an estimator with executor="ray" in another test module
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(helpers)
     yield
