@@ -124,6 +124,7 @@ def test_saved_ensemble_manifest(trained):
         "scale": 0.25,
         "random_state": 5,
         "train_noise_copies": 1,  # noise="fixed": each member saw one noisy copy of the training set
+        "grown": False,  # not stopped by a growth rule (fit with growth=...)
     }
     seeds = EnsembleCheckpoint.open(saved).load("test_noise_seeds")
     assert [int(s) for s in seeds] == est.test_noise_seeds_
