@@ -185,9 +185,12 @@ def _step(model, x_b, s, eps_b, lr, update, p_clamp) -> tuple[torch.Tensor, torc
     n_b, n_samples = x_b.shape[0], eps_b.shape[1]
     s = s.detach().requires_grad_(update == "gradient")
     with torch.set_grad_enabled(update == "gradient"):
+        # Step 1: S reparameterised noisy copies of every sample, x + s * eps.
         noisy = add_noise(x_b.unsqueeze(1), s, eps_b)
+        # Step 2: mean softmax over the copies.
         logits = model(noisy.reshape((n_b * n_samples,) + tuple(x_b.shape[1:])))
         probs = torch.softmax(logits, dim=-1).reshape(n_b, n_samples, -1).mean(dim=1)
+        # Step 3: the radius surrogate and its derivative in s.
         radius, gap = radius_surrogate(probs, s, *p_clamp)
         if update == "gradient":
             (grad,) = torch.autograd.grad(radius.sum(), s)
@@ -236,22 +239,9 @@ def _ascend_pool(model, x, sigma, eps, lr, sigma_min, sigma_max, update, p_clamp
 
 
 def _ascend(model, x_b, s, eps, lr, sigma_min, sigma_max, update, p_clamp) -> torch.Tensor:
-    """Run all ascent steps for one batch of samples."""
-    n_b, n_samples = x_b.shape[0], eps.shape[1]
+    """Run all ascent steps for one batch of samples (every sample at the same step index)."""
     for eps_t in eps:
-        s = s.detach().requires_grad_(update == "gradient")
-        with torch.set_grad_enabled(update == "gradient"):
-            # Step 1: S reparameterised noisy copies of every sample, x + s * eps.
-            noisy = add_noise(x_b.unsqueeze(1), s, eps_t.unsqueeze(0))
-            # Step 2: mean softmax over the copies.
-            logits = model(noisy.reshape((n_b * n_samples,) + tuple(x_b.shape[1:])))
-            probs = torch.softmax(logits, dim=-1).reshape(n_b, n_samples, -1).mean(dim=1)
-            # Step 3: the radius surrogate and its derivative in s.
-            radius, gap = radius_surrogate(probs, s, *p_clamp)
-            if update == "gradient":
-                (grad,) = torch.autograd.grad(radius.sum(), s)
-            else:
-                grad = gap.detach() / 2
+        s, move = _step(model, x_b, s, eps_t.unsqueeze(0), lr, update, p_clamp)
         # Step 4: ascend and project onto [sigma_min, sigma_max].
-        s = (s.detach() + lr * grad).clamp(sigma_min, sigma_max)
+        s = (s + move).clamp(sigma_min, sigma_max)
     return s.detach()
