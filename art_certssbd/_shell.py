@@ -53,7 +53,7 @@ from art_certssbd.growth import Growth
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.ray_backend import resolve_executor
+from art_certssbd.ray_backend import import_ray, resolve_executor
 from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule, run_sequential
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
 from art_certssbd.streaming import SavedEnsemble, shifted_noise, stream_votes
@@ -415,6 +415,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         executor = resolve_executor(self.executor)
         if executor is None:
             return None
+        import_ray()  # without Ray, fail here, before the warm-up's work
         return lambda *args, **kwargs: executor.train_members(*args, verbose=verbose, **kwargs)
 
     def _noise_fn(self):

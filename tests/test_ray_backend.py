@@ -163,6 +163,11 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, digits):
     with pytest.raises(ImportError, match=r"pip install 'art-certssbd\[ray\]'"):
         import_ray()
     est = digits_estimator(net=_net(), executor="ray", **SMALL)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the warm-up ran before the missing Ray was reported")
+
+    monkeypatch.setattr("art_certssbd.pipeline.fit_model", no_work)
     with pytest.raises(ImportError, match=r"art-certssbd\[ray\]"):
         est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50)
     assert not hasattr(est, "ensemble_")
