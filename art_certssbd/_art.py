@@ -181,7 +181,7 @@ class ArtContractMixin:
         chunk, total = max(1, 8192 // len(x_t)), None
         for m0 in range(0, nb_models, chunk):
             m1 = min(m0 + chunk, nb_models)
-            eps = self._test_noise(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
+            eps = self._noise_fn()(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
             logits = self.ensemble_.logits(
                 add_noise(x_t.unsqueeze(0), self.scale, eps.unsqueeze(1)), m0, m1, self.vectorize
             )

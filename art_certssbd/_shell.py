@@ -419,12 +419,9 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         return lambda *args, **kwargs: executor.train_members(*args, verbose=verbose, **kwargs)
 
     def _noise_fn(self):
-        """The members' fixed test noise as a picklable function ``(members, draws, shape) -> noise``."""
+        """The members' fixed test noise ``e_{k, j}`` as a picklable function ``(members, draws, shape) -> noise`` of
+        shape ``(len(members), draws, *shape)``."""
         return functools.partial(fixed_test_noise, self.test_noise_seeds_, device=self._device)
-
-    def _test_noise(self, members, draws: int, shape) -> torch.Tensor:
-        """The fixed test noise ``e_{k, j}`` of members ``members``: shape ``(len(members), draws, *shape)``."""
-        return fixed_test_noise(self.test_noise_seeds_, members, draws, shape, self._device)
 
     # ---------------------------------------------------------------------------------------------- prediction
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):

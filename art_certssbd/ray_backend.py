@@ -143,11 +143,11 @@ class RayExecutor:
         ``optimize_sigma`` (``sigma0``, ``steps``, ``n_samples``, ...)."""
         ray = self._start()
         n = x.shape[0]
-        if batch_size is None:  # optimize_sigma's own default, so that the batches (and the rounding) are the same
-            batch_size = 256 if x.device.type == "cuda" else max(1, 256 // max(1, options.get("n_samples", 16)))
-        if n == 0:
-            from art_certssbd.sigma import optimize_sigma
+        from art_certssbd.sigma import default_batch_size, optimize_sigma
 
+        if batch_size is None:  # optimize_sigma's own default, so that the batches (and the rounding) are the same
+            batch_size = default_batch_size(x.device, options.get("n_samples", 16))
+        if n == 0:
             return optimize_sigma(model, x, batch_size=batch_size, **options)
         per = self.samples_per_task or math.ceil(n / max(1, int(ray.cluster_resources().get("CPU", 1))))
         per = max(batch_size, math.ceil(per / batch_size) * batch_size)  # whole batches: the sharding is invisible

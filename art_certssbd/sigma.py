@@ -71,6 +71,12 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def default_batch_size(device: torch.device, n_samples: int) -> int:
+    """Samples per ascent batch when none is given: ``max(1, 256 // n_samples)`` on CPU (about 256 images per pass),
+    256 on CUDA."""
+    return 256 if torch.device(device).type == "cuda" else max(1, 256 // max(1, n_samples))
+
+
 def optimize_sigma(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -132,7 +138,7 @@ def optimize_sigma(
     if update not in SIGMA_UPDATES:
         raise ValueError(f"update must be one of {SIGMA_UPDATES}, got {update!r}")
     if batch_size is None:
-        batch_size = 256 if x.device.type == "cuda" else max(1, 256 // max(1, n_samples))
+        batch_size = default_batch_size(x.device, n_samples)
     if steps < 0 or n_samples < 1 or batch_size < 1:
         raise ValueError(f"need steps >= 0, n_samples >= 1, batch_size >= 1, got ({steps}, {n_samples}, {batch_size})")
     if not isinstance(early_stop, bool):

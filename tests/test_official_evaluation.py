@@ -120,7 +120,7 @@ def test_official_counting_is_strict_and_never_abstains(reference_dir, estimator
 
 def test_estimator_noise_source_uses_the_estimators_test_noise(reference_dir, estimator, probes, sigma5):
     result = certify_reference(estimator, probes, sigma5, noise="estimator")
-    eps = estimator._test_noise(range(4), 1, (1, 28, 28))[:, 0]
+    eps = estimator._noise_fn()(range(4), 1, (1, 28, 28))[:, 0]
     with torch.no_grad():
         logits = estimator.ensemble_.logits(torch.from_numpy(probes).unsqueeze(0) + 0.12 * eps.unsqueeze(1))
     scores = torch.softmax(logits.double(), -1).sum(0).numpy()

@@ -144,7 +144,7 @@ def run_official_benchmark(
             est.ensemble_,
             torch.from_numpy(xs),
             sig_t,
-            est._test_noise,
+            est._noise_fn(),
             2,
             batch_size=batch_size,
             vectorize=False,
