@@ -42,6 +42,7 @@ from art_certssbd._validation import (
     check_inputs,
     check_int,
     check_labels,
+    check_nonnegative,
     check_pair,
     check_positive,
     check_probability,
@@ -77,7 +78,16 @@ _ENSEMBLE_PARAMS = [
     "random_state",
     "verbose",
 ]
-_SIGMA_PARAMS = ["sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory"]
+_SIGMA_PARAMS = [
+    "sigma_steps",
+    "sigma_lr",
+    "sigma_samples",
+    "sigma_bounds",
+    "sigma_update",
+    "sigma_tol",
+    "sigma_patience",
+    "use_memory",
+]
 
 
 class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedSmoothingMixin, PyTorchClassifier):
@@ -86,6 +96,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
     estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
     # fixed sigma unless a subclass exposes the sigma parameters
     sigma_steps, sigma_lr, sigma_samples, sigma_bounds, sigma_update, use_memory = 0, 0.0, 1, None, "gradient", False
+    sigma_tol, sigma_patience = None, 3
 
     def __init__(
         self,
@@ -186,6 +197,9 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         check_int(self.sigma_samples, "sigma_samples")
         if self.sigma_steps:
             check_positive(self.sigma_lr, "sigma_lr")
+        if self.sigma_tol is not None:
+            check_nonnegative(self.sigma_tol, "sigma_tol")
+        check_int(self.sigma_patience, "sigma_patience")
         if self.sigma_bounds is not None:
             low, high = check_pair(self.sigma_bounds, "sigma_bounds")
             if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
@@ -220,6 +234,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         # these do not change the fitted ensemble
         speed_only = ("verbose", "vectorize", "memory_budget", "amp", "compile", "executor")
         config = {key: getattr(self, key) for key in keys if key not in speed_only}
+        if self.sigma_tol is None:  # the full SGA run: the config (and checkpoints) as before these options existed
+            del config["sigma_tol"], config["sigma_patience"]
         config.update(
             random_state=seed,
             batch_size=batch_size,
@@ -366,6 +382,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             update=self.sigma_update,
             seed=seed,
         )
+        if self.sigma_tol is not None:  # per-sample early stop; None keeps the full run, bitwise as before
+            options.update(early_stop=True, tol=float(self.sigma_tol), patience=int(self.sigma_patience))
         executor = resolve_executor(self.executor)
         if executor is not None and self.sigma_steps > 0:
             return executor.optimize_sigma(model, x, sigma0=self.scale, verbose=verbose, **options)

@@ -31,6 +31,13 @@ def check_positive(value, name: str) -> float:
     return float(value)
 
 
+def check_nonnegative(value, name: str) -> float:
+    """A finite real number ``>= 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_probability(value, name: str) -> float:
     """A real number in the open interval (0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:

@@ -1,8 +1,9 @@
 """Anytime-valid certification and the wave-grown ensemble (issue 16), measured on MNIST 1 vs 0.
 
-Usage, from the repository root (MNIST in the cache, see ``benchmarks/README.md``; about 6 minutes on 2 cores)::
+Usage, from the repository root (MNIST in the cache, see ``benchmarks/README.md``; about 15 minutes on 2 cores)::
 
     flock /tmp/certssbd-heavy.lock python benchmarks/anytime.py        # --quick: a smaller run, seconds
+    python benchmarks/anytime.py --only-a      # rerun (a) only (--only-b: (b) only), keeping the other's results
 
 writes ``benchmarks/results/anytime-cpu.{json,md}``:
 
@@ -12,8 +13,10 @@ writes ``benchmarks/results/anytime-cpu.{json,md}``:
     schedule (Clopper-Pearson, uniform spending), against the unanimous-vote floor of a fixed-n Clopper-Pearson test
     (the fewest votes any valid fixed-n test needs), and the certified accuracy each loses against ``certify``;
 (b) **members trained**: ``fit(..., growth=Growth(...))`` (waves of 25, tol 0.005, patience 2, watching r = 0.5 on
-    500 held-out training images) against a fixed M = 1000 ensemble (sigma 0.5), certified accuracy at r = 0.25 and
-    0.5 on the test images (the grown ensemble with its anytime bound, the fixed one with Clopper-Pearson). At sigma
+    500 held-out training images) against a fixed M = 1000 ensemble (sigma 0.5 and 1.0), certified accuracy at
+    r = 0.25 and 0.5 on the test images (the grown ensemble with its anytime bound, the fixed one with
+    Clopper-Pearson), and the fixed ensemble's first 100 / 250 / 500 / 1000 members under the anytime bound (the best
+    any stopping rule could reach at that size). At sigma
     0.25, r = 0.5 is 2 sigma, which needs at least 408 unanimous votes under the anytime bound (331 under a fixed-n
     one): no quarter of 1000 members can reach it, whatever the rule.
 """
@@ -38,6 +41,7 @@ from art_certssbd.stats import certified_accuracy, clopper_pearson_lower
 
 HERE = Path(__file__).resolve().parent
 ALPHA = 1e-3
+SIGMAS_B = (0.5, 1.0)  # (b): r = 0.25 and 0.5 are 0.5 and 1 sigma, then 0.25 and 0.5 sigma
 
 
 def _estimator(nb_models: int, scale: float, bound: str) -> RABEstimator:
@@ -70,13 +74,19 @@ def section_a(data, m: int, n_inputs: int, n_train: int) -> dict:
         r = factor * sigma
         fixed_acc = float(certified_accuracy(fixed.pred, fixed.radius, yt, [r])[0])
         row = {"r_over_sigma": factor, "fixed_certified_accuracy": fixed_acc}
-        for name, bound in (("schedule", "clopper-pearson"), ("anytime", "anytime")):
+        variants = (("schedule", "clopper-pearson", 0.01), ("anytime", "anytime", 0.01),
+                    ("anytime_futility_0.1", "anytime", 0.1))  # fmt: skip
+        for name, bound, futility in variants:
             est.set_params(bound=bound)
             tic = time.perf_counter()
-            res = est.certify_adaptive(xt, r)
+            res = est.certify_adaptive(xt, r, futility_alpha=futility)
+            early = res.votes_used < m  # decided before the votes ran out
             row[name] = {
+                "futility_alpha": futility,
                 "mean_votes": float(res.votes_used.mean()),
                 "mean_votes_certified": float(res.votes_used[res.certified].mean()) if res.certified.any() else None,
+                "mean_votes_decided_early": float(res.votes_used[early].mean()) if early.any() else None,
+                "nb_ran_to_budget": int((~early).sum()),
                 "certified_accuracy": float(np.mean(res.certified & (res.pred == yt))),
                 "wall_s": time.perf_counter() - tic,
             }
@@ -84,15 +94,17 @@ def section_a(data, m: int, n_inputs: int, n_train: int) -> dict:
         est.set_params(bound="clopper-pearson")
         row["floor_clopper_pearson"] = _floor(factor, ALPHA / 2, clopper_pearson_lower)
         row["floor_anytime"] = _floor(factor, ALPHA / 2, confseq.lower)
-        row["anytime_over_floor"] = row["anytime"]["mean_votes"] / row["floor_clopper_pearson"]
+        for name in ("anytime", "anytime_futility_0.1"):
+            row[name]["over_floor"] = row[name]["mean_votes"] / row["floor_clopper_pearson"]
+        row["anytime_over_floor"] = row["anytime"]["over_floor"]
         rows.append(row)
     return {"nb_models": m, "nb_inputs": len(xt), "sigma": sigma, "train_s": train_s, "rows": rows,
             "clean_accuracy": float(np.mean(fixed.pred == yt))}  # fmt: skip
 
 
-def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int) -> dict:
+def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int, sigma: float) -> dict:
     x, y, xt, yt = data
-    sigma, radii = 0.5, [0.25, 0.5]  # 0.5 and 1 sigma: a quarter of 1000 members can certify them (2 sigma needs 408)
+    radii = [0.25, 0.5]  # at sigma 0.5: 0.5 and 1 sigma (a quarter of 1000 members can certify them; 2 sigma needs 408)
     xt, yt = xt[:n_inputs], yt[:n_inputs]
     xv, yv = x[n_train : n_train + n_val], y[n_train : n_train + n_val]
     fixed = _estimator(m, sigma, "clopper-pearson")
@@ -107,6 +119,13 @@ def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int) 
     grown_s = time.perf_counter() - tic
     grown_res = grown.certify(xt, return_details=True, update_memory=False)
     fixed_acc = certified_accuracy(fixed_res.pred, fixed_res.radius, yt, radii).tolist()
+    # the best any stopping rule could do: the fixed ensemble's first n members under the anytime bound
+    prefix = {}
+    fixed.set_params(bound="anytime")
+    for n in sorted({m // 10, m // 4, m // 2, m}):
+        res = fixed.certify(xt, n=n, return_details=True, update_memory=False)
+        prefix[n] = certified_accuracy(res.pred, res.radius, yt, radii).tolist()
+    fixed.set_params(bound="clopper-pearson")
     grown_acc = certified_accuracy(grown_res.pred, grown_res.radius, yt, radii).tolist()
     return {
         "nb_models": m,
@@ -116,6 +135,7 @@ def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int) 
         "members_grown": grown.nb_models_,
         "history": grown.growth_history_,
         "fixed_certified_accuracy": fixed_acc,
+        "prefix_anytime_certified_accuracy": prefix,
         "grown_certified_accuracy": grown_acc,
         "accuracy_lost": [f - g for f, g in zip(fixed_acc, grown_acc)],
         "fixed_fit_s": fixed_s,
@@ -123,8 +143,36 @@ def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int) 
     }
 
 
+def _b_lines(b: dict) -> list[str]:
+    m, sigma = b["nb_models"], b["sigma"]
+    in_sigmas = " and ".join(f"{r / sigma:g}" for r in b["radii"])
+    lines = [
+        f"### sigma = {sigma} (r = {in_sigmas} sigma)",
+        "",
+        f"Waves of {b['wave_size']}, stopped at **{b['members_grown']} of {m}** members "
+        f"({b['members_grown'] / m:.0%}); history (members: certified accuracy at r = {b['radii'][-1]} "
+        f"on the validation images / projected at {m}): "
+        + ", ".join(
+            f"{h['nb_models']}: {h['certified_accuracy']:.3f} / {h.get('projected_accuracy', float('nan')):.3f}"
+            for h in b["history"]
+        )
+        + ".",
+        "",
+        f"| r | fixed M = {m} (Clopper-Pearson) | grown (anytime) | lost | "
+        + " | ".join(f"first {n} members (anytime)" for n in b["prefix_anytime_certified_accuracy"])
+        + " |",
+        "|---:|---:|---:|---:|" + "---:|" * len(b["prefix_anytime_certified_accuracy"]),
+    ]
+    for i, (r, f, g, lost) in enumerate(zip(b["radii"], b["fixed_certified_accuracy"], b["grown_certified_accuracy"],
+                                            b["accuracy_lost"])):  # fmt: skip
+        prefix = " | ".join(f"{acc[i]:.4f}" for acc in b["prefix_anytime_certified_accuracy"].values())
+        lines.append(f"| {r} | {f:.4f} | {g:.4f} | {lost:.4f} | {prefix} |")
+    lines += ["", f"Fit: fixed {b['fixed_fit_s']:.0f} s, grown {b['grown_fit_s']:.0f} s.", ""]
+    return lines
+
+
 def render(results: dict) -> str:
-    a, b = results["a"], results["b"]
+    a, bs = results["a"], results["b"]
     lines = [
         "# Anytime-valid certification and the wave-grown ensemble (CPU)",
         "",
@@ -132,43 +180,39 @@ def render(results: dict) -> str:
         "",
         f"## (a) Votes per input, M = {a['nb_models']}, {a['nb_inputs']} test images, sigma = {a['sigma']}",
         "",
-        "Mean votes per input (every input is decided: certified or abstained); the floor is the fewest unanimous "
-        "votes a fixed-n Clopper-Pearson test needs (the anytime sequence's own floor in brackets); accuracy lost "
-        "is against `certify` with all 1000 votes.",
+        "Mean votes per input over all inputs (every input is decided: certified or abstained, at the latest when "
+        "the votes run out), in brackets over the inputs decided before the votes ran out, and the number that ran "
+        "to the end. The floor is the fewest unanimous votes a fixed-n Clopper-Pearson test needs (the anytime "
+        f"sequence's own floor in brackets); accuracy lost is against `certify` with all {a['nb_models']} votes. "
+        "The futility level only decides when a hopeless input abstains (power, never validity).",
         "",
-        "| r / sigma | floor (anytime's) | anytime: votes | / floor | acc. lost | schedule: votes | acc. lost |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| r / sigma | floor (anytime's) | anytime: votes (decided early) | / floor | ran to the end | acc. lost "
+        "| anytime, futility 0.1: votes | / floor | ran to the end | acc. lost | schedule: votes | acc. lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in a["rows"]:
-        any_, sch = row["anytime"], row["schedule"]
+        any_, fut, sch = row["anytime"], row["anytime_futility_0.1"], row["schedule"]
         lines.append(
             f"| {row['r_over_sigma']:g} | {row['floor_clopper_pearson']} ({row['floor_anytime']}) | "
-            f"{any_['mean_votes']:.1f} | {row['anytime_over_floor']:.2f} | {any_['accuracy_lost']:.4f} | "
+            f"{any_['mean_votes']:.1f} ({any_['mean_votes_decided_early']:.1f}) | {any_['over_floor']:.2f} | "
+            f"{any_['nb_ran_to_budget']} | {any_['accuracy_lost']:.4f} | {fut['mean_votes']:.1f} | "
+            f"{fut['over_floor']:.2f} | {fut['nb_ran_to_budget']} | {fut['accuracy_lost']:.4f} | "
             f"{sch['mean_votes']:.1f} | {sch['accuracy_lost']:.4f} |"
         )
     lines += [
         "",
         f"Clean accuracy (fixed-n) {a['clean_accuracy']:.4f}; training {a['train_s']:.0f} s.",
         "",
-        f"## (b) Members trained, sigma = {b['sigma']}",
+        "## (b) Members trained",
         "",
-        f"Waves of {b['wave_size']}, stopped at **{b['members_grown']} of {b['nb_models']}** members "
-        f"({b['members_grown'] / b['nb_models']:.0%}); history (members: certified accuracy at r = {b['radii'][-1]} "
-        "on the validation images / projected at 1000): "
-        + ", ".join(
-            f"{h['nb_models']}: {h['certified_accuracy']:.3f} / {h.get('projected_accuracy', float('nan')):.3f}"
-            for h in b["history"]
-        )
-        + ".",
+        "The grown ensemble certifies with its anytime bound, the fixed one with Clopper-Pearson. The last columns "
+        "certify with the fixed ensemble's first n members under the anytime bound: the best any stopping rule "
+        "could reach at that size.",
         "",
-        "| r | fixed M (Clopper-Pearson) | grown (anytime) | lost |",
-        "|---:|---:|---:|---:|",
     ]
-    for r, f, g, lost in zip(b["radii"], b["fixed_certified_accuracy"], b["grown_certified_accuracy"],
-                             b["accuracy_lost"]):  # fmt: skip
-        lines.append(f"| {r} | {f:.4f} | {g:.4f} | {lost:.4f} |")
-    lines += ["", f"Fit: fixed {b['fixed_fit_s']:.0f} s, grown {b['grown_fit_s']:.0f} s."]
-    return "\n".join(lines)
+    for b in bs:
+        lines += _b_lines(b)
+    return "\n".join(lines).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-b", action="store_true", help="rerun (b), keep (a) from the existing results")
+    parser.add_argument("--only-a", action="store_true", help="rerun (a), keep (b) from the existing results")
     args = parser.parse_args(argv)
     from art_certssbd.experiment import environment
     from art_certssbd.report import write_json, write_text
@@ -186,13 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     data = (x, y, xt, yt)
     q = args.quick
     name = "anytime-quick" if q else "anytime-cpu"
-    previous = json.loads((args.out / f"{name}.json").read_text()) if args.only_b else None
+    previous = json.loads((args.out / f"{name}.json").read_text()) if args.only_a or args.only_b else {}
     results = {
         "command": "python benchmarks/anytime.py" + (" --quick" if q else ""),
         "environment": environment(),
-        "a": previous["a"] if previous else section_a(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256),
-        "b": section_b(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256, 40 if q else 500, 10 if q else 25),
     }
+    if args.only_b:
+        results["a"] = previous["a"]
+    else:
+        results["a"] = section_a(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256)
+    if args.only_a:
+        results["b"] = previous["b"]
+    else:
+        results["b"] = [section_b(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256, 40 if q else 500,
+                                  10 if q else 25, sigma) for sigma in SIGMAS_B]  # fmt: skip
     write_json(args.out / f"{name}.json", results)
     text = render(results)
     write_text(args.out / f"{name}.md", text + "\n")

@@ -142,6 +142,20 @@ def test_every_data_source_fits_and_certifies(tmp_path, source):
     assert "triggered" not in summary["splits"]  # no trigger named
 
 
+def test_sigma_early_stop_options_reach_the_estimator_and_name_the_run():
+    from art_certssbd.runs.build import estimator_params
+    from art_certssbd.runs.fit import identity
+
+    def values(*flags):
+        return options.resolve("fit", build_parser().parse_args(["fit", "--data", "digits", *flags]))
+
+    default, early = values(), values("--sigma-tol", "0.01", "--sigma-patience", "2")
+    assert estimator_params(early)["sigma_tol"] == 0.01 and estimator_params(early)["sigma_patience"] == 2
+    assert estimator_params(default)["sigma_tol"] is None  # the estimator's default: every sample runs all steps
+    # off, the early stop is not part of the run's identity (runs written before it existed keep their names)
+    assert "sigma_tol" not in identity({**default, "sigma_patience": 3}) and identity(early)["sigma_tol"] == 0.01
+
+
 def test_config_precedence_default_file_table_flag(tmp_path):
     config = tmp_path / "exp.toml"
     config.write_text('nb_models = 5\nepochs = 3\nlr = 0.01\nradii = [0, 0.5]\ndata = "npz:rel/d.npz"\n'
@@ -297,6 +311,8 @@ def _fails(argv, needle, capsys, *absent):
         (["--data", "{npz}", "--method", "ssbd"], "--method: invalid choice: 'ssbd'"),
         (["--data", "{npz}", "--draws-per-model", "2"], "draws_per_model=2 needs bound='hoeffding'"),
         (["--data", "{npz}", "--sigma-bounds", "0.5,0.1"], "--sigma-bounds: expected 0 < LOW <= HIGH"),
+        (["--data", "{npz}", "--sigma-tol", "-1"], "--sigma-tol: expected a finite number >= 0, got '-1'"),
+        (["--data", "{npz}", "--sigma-patience", "0"], "--sigma-patience: expected a positive integer, got '0'"),
         (["--data", "{npz}", "--poison", "one-pixel", "--rate", "0.9"], "--rate 0.9 --target 0: rate=0.9 asks for"),
         (["--data", "{npz}", "--config", "{tmp}/missing.toml"], "--config '{tmp}/missing.toml': no such file"),
     ],

@@ -76,6 +76,8 @@ CHANGES = {
     "sigma_samples": lambda: {"sigma_samples": 3},
     "sigma_bounds": lambda: {"sigma_bounds": (0.25, 0.5)},
     "sigma_update": lambda: {"sigma_update": "reference"},
+    "sigma_tol": lambda: {"sigma_tol": 0.01},
+    "sigma_patience": lambda: {"sigma_patience": 2, "sigma_tol": 0.01},
     "use_memory": lambda: {"use_memory": False},
 }
 #: Parameters with a single valid value here (round trip of that value only), and why.

@@ -128,6 +128,29 @@ def test_rab_has_fixed_sigma_and_equal_radii(digits):
     assert rab.memory_ is None
 
 
+def test_sigma_tol_stops_each_samples_ascent_early_for_training_and_test_sigmas(digits):
+    """With every step counted as settled (a huge ``sigma_tol``) each sample stops after ``sigma_patience`` steps:
+    the sigmas of a 6-step run equal those of a full 2-step run, in fit and in certify; the default (``None``) runs
+    all steps, and a tolerance of 0 keeps only the bound rule (here: the full run's sigmas wherever no bound held)."""
+    x, y, xt = digits[0][:200], digits[1][:200], digits[2][:20]
+    kwargs = dict(nb_models=1, sigma_lr=0.05, sigma_bounds=(0.25, 0.262))
+
+    def sigmas(**params):
+        est = make(**kwargs, **params)
+        est.fit(x, y, nb_epochs=1, batch_size=50)
+        return est.train_sigma_, est.certify(xt, return_details=True, update_memory=False).sigma
+
+    stopped = sigmas(sigma_steps=6, sigma_tol=1e9, sigma_patience=2)
+    two, six = sigmas(sigma_steps=2), sigmas(sigma_steps=6)
+    for got, want in zip(stopped, two):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert not np.allclose(six[0], two[0])  # the test could fail: six steps move the sigmas further
+    held = np.isclose(six[0], 0.25) | np.isclose(six[0], 0.262)
+    assert held.any() and not held.all()  # some samples sit at a bound
+    bound_rule = sigmas(sigma_steps=6, sigma_tol=0.0)
+    np.testing.assert_allclose(bound_rule[0][~held], six[0][~held], rtol=1e-5)
+
+
 def test_vectorised_and_loop_paths_agree(digits):
     fast, slow = make(sigma_steps=0), make(sigma_steps=0, vectorize=False)
     for est in (fast, slow):

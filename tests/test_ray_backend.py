@@ -89,6 +89,26 @@ def test_ray_fit_and_certify_equal_the_local_ones_bitwise(local_ray, digits, ref
     voting.set_params(executor="local")
 
 
+def test_early_stopped_sigmas_on_ray_equal_the_local_ones(local_ray, digits):
+    """``sigma_tol``'s per-sample early stop, sharded over 4 tasks of 16 samples: each sample's ascent is its own (the
+    refilled batches only change float rounding), so the sigmas equal the local ones."""
+    from art_certssbd.sigma import optimize_sigma
+
+    x = torch.from_numpy(digits[0][:64])
+    options = dict(steps=8, lr=0.05, n_samples=4, sigma_max=0.3, seed=3, early_stop=True, tol=2e-2, patience=2,
+                   batch_size=8)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = optimize_sigma(_net(), x, 0.25, **options)
+        sharded = RayExecutor(num_cpus=1, samples_per_task=16).optimize_sigma(_net(), x, sigma0=0.25, **options)
+    finally:
+        torch.set_num_threads(threads)
+    full = optimize_sigma(_net(), x, 0.25, **{**options, "early_stop": False})
+    assert not torch.allclose(local, full)  # the early stop did stop some samples
+    torch.testing.assert_close(sharded, local, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("mode", ["raise", "exit"])
 def test_a_failed_task_or_a_killed_worker_is_retried_with_the_same_result(local_ray, digits, tmp_path, mode):
     """The first member task fails (an exception, or the worker process dies): Ray retries it and the ensemble is the

