@@ -14,8 +14,8 @@ from art_certssbd import CertSSBDEstimator, RABEstimator
 from art_certssbd.models import DigitsCNN
 
 # Parameters of Cert-SSBD's sigma optimiser (RABEstimator has a fixed sigma and, in these tests, no warm-up).
-SIGMA_PARAMS = ("sigma_steps", "sigma_samples", "sigma_lr", "sigma_bounds", "sigma_update", "sigma_tol", "sigma_patience",
-                "warmup_epochs")  # fmt: skip
+SIGMA_PARAMS = ("sigma_steps", "sigma_samples", "sigma_lr", "sigma_bounds", "sigma_update", "sigma_tol",
+                "sigma_patience", "warmup_epochs")  # fmt: skip
 
 
 def digits_estimator(

@@ -111,6 +111,41 @@ def test_growth_needs_the_anytime_bound_and_keeps_it(digits, tmp_path):
     assert again.nb_models_ == 4 and again.growth_history_ == grown.growth_history_
 
 
+def test_an_interrupted_grown_fit_resumes_its_waves(digits, tmp_path, monkeypatch):
+    """Ctrl-C in the second wave, after one of its members was saved: the restart trains only the missing members
+    of that wave, replays the rule, stops where the uninterrupted fit stopped, with the same members and history."""
+    from art_certssbd import pipeline
+
+    x, y, xv, yv = digits
+    growth = Growth(xv, yv, radius=0.1, wave_size=2, tol=1.0, patience=2)
+    reference = digits_estimator(nb_models=8, sigma_steps=0, **SMALL)
+    reference.fit(x, y, nb_epochs=1, batch_size=50, growth=growth)
+    assert reference.nb_models_ == 4
+    trained, original = [], pipeline._train_here
+
+    def interrupted(template, x, y, sigma, members, **kwargs):
+        for k, state in original(template, x, y, sigma, members, **kwargs):
+            if len(trained) == 3:
+                raise KeyboardInterrupt
+            trained.append(k)
+            yield k, state
+
+    monkeypatch.setattr(pipeline, "_train_here", interrupted)
+    est = digits_estimator(nb_models=8, sigma_steps=0, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(x, y, nb_epochs=1, batch_size=50, growth=growth, checkpoint_dir=tmp_path / "ck")
+    assert trained == [0, 1, 2] and not hasattr(est, "ensemble_")
+    monkeypatch.setattr(pipeline, "_train_here", original)
+    resumed_members = []
+    monkeypatch.setattr(pipeline, "_train_here", lambda *a, **k: (resumed_members.append(a[4]), original(*a, **k))[1])
+    est.fit(x, y, nb_epochs=1, batch_size=50, growth=growth, checkpoint_dir=tmp_path / "ck")
+    assert resumed_members == [[3]]  # only the missing member of the second wave
+    assert est.nb_models_ == 4 and est.growth_history_ == reference.growth_history_
+    for k in range(4):
+        for name, tensor in reference.ensemble_.state_dict(k).items():
+            assert torch.equal(est.ensemble_.state_dict(k)[name], tensor), (k, name)
+
+
 def test_certificates_after_a_vote_driven_stop_err_at_most_alpha():
     """Simulation with known p_A: members vote on one input with probability p_A = Phi(r / sigma) - 0.01 (its true
     radius is just below r, so certifying r is wrong); the ensemble grows in waves of 2 up to 400 members and stops as

@@ -109,6 +109,32 @@ def test_early_stopped_sigmas_on_ray_equal_the_local_ones(local_ray, digits):
     torch.testing.assert_close(sharded, local, rtol=1e-6, atol=1e-7)
 
 
+def test_a_grown_fit_on_ray_stops_where_the_local_one_does(local_ray, digits):
+    """fit(..., growth=...) on Ray (each wave one batch of member tasks): the same stopping size, history and members
+    as the local grown fit."""
+    from art_certssbd.growth import Growth
+
+    x, y = digits[0], digits[1]
+    xv, yv = x[150:], y[150:]
+    growth = Growth(xv, yv, radius=0.1, wave_size=2, tol=1.0, patience=2)
+    fits = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for executor in ("local", RayExecutor(num_cpus=1, members_per_task=1)):
+            est = digits_estimator(net=_net(), executor=executor, **{**SMALL, "nb_models": 8, "sigma_steps": 0,
+                                                                      "bound": "anytime"})  # fmt: skip
+            est.fit(x[:150], y[:150], nb_epochs=1, batch_size=50, growth=growth)
+            fits.append(est)
+    finally:
+        torch.set_num_threads(threads)
+    local, on_ray = fits
+    assert on_ray.nb_models_ == local.nb_models_ == 4 and on_ray.growth_history_ == local.growth_history_
+    for k in range(4):
+        for name, tensor in local.ensemble_.state_dict(k).items():
+            assert torch.equal(on_ray.ensemble_.state_dict(k)[name], tensor), (k, name)
+
+
 @pytest.mark.parametrize("mode", ["raise", "exit"])
 def test_a_failed_task_or_a_killed_worker_is_retried_with_the_same_result(local_ray, digits, tmp_path, mode):
     """The first member task fails (an exception, or the worker process dies): Ray retries it and the ensemble is the
