@@ -58,7 +58,7 @@ from speed_baselines import (  # noqa: E402
 from art_certssbd import RABEstimator, stats  # noqa: E402
 from art_certssbd import _distances as distances_module  # noqa: E402
 from art_certssbd.adaptive import threshold_probability  # noqa: E402
-from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
+from art_certssbd.ensemble import StackedEnsemble, check_accelerators, resolve_backend, vote  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
 from art_certssbd.report import write_json, write_text  # noqa: E402
@@ -86,7 +86,7 @@ PRESETS = {
         "sigma_steps": 10,
         "batch_size": 256,
         "repeats": 3,
-        "amp": [None],
+        "amp": [None, "bf16"],  # bf16 where the CPU has it natively (else recorded as skipped, with the reason)
     },
     "paper-gpu": {
         "device": "cuda",
@@ -126,7 +126,7 @@ PRESETS = {
         "sigma_steps": 2,
         "batch_size": 8,
         "repeats": 1,
-        "amp": [None],
+        "amp": [None, "bf16"],
     },
 }
 TARGETS = {"a": 1.0, "a_gpu": 10.0, "b": 0.8, "c": 3.0, "d": 1.0, "d_gpu": 5.0, "e": 1 / 3}
@@ -169,9 +169,16 @@ def bench_certify(cfg: dict, ctx: dict) -> dict:
         "official_loop_inference_mode": lambda: official_loop(paths, x_cpu, SIGMA0, device, grad=False),
         "raw_forward": lambda: raw_forward(ensemble, x, bs, 8192),
     }
+    amp_skipped = {}
     for amp in cfg["amp"]:
-        if amp is not None:
-            runs[f"ours_{amp}"] = ours(amp)
+        if amp is None:
+            continue
+        try:  # the estimator's own check: bf16 on CUDA or on a CPU with native bfloat16, fp16 on CUDA
+            check_accelerators(device, amp, False)
+        except ValueError as err:
+            amp_skipped[amp] = str(err)
+            continue
+        runs[f"ours_{amp}"] = ours(amp)
     runs["ours_compile"] = ours(compile=True)
     runs["ours_compile"]()  # compiles (seconds, once per shape): not part of the timed throughput
     times = interleaved(runs, cfg["repeats"], device, warmup=m * n < 100_000)
@@ -199,6 +206,11 @@ def bench_certify(cfg: dict, ctx: dict) -> dict:
     }
     for key in ("a", "b"):
         out[key]["met"] = bool(out[key]["ratio"] >= out[key]["target"])
+    # mixed-precision votes against float32 (in memory), or why they were not measured on this machine
+    out["amp"] = {
+        "ratio_vs_float32": {a: rate[f"ours_{a}"] / rate["ours"] for a in cfg["amp"] if f"ours_{a}" in rate},
+        "skipped": amp_skipped,
+    }
     return out
 
 
@@ -680,6 +692,10 @@ def markdown(report: dict) -> str:
             a["target"],
             a["ratio_vs_official_inference_mode"] >= a["target"],
         )
+        for amp, ratio in s["a"].get("amp", {}).get("ratio_vs_float32", {}).items():
+            lines.append(f"| (a3) votes with amp={amp!r} vs float32 (may flip near-ties) | {ratio:.3g} | - | - | - |")
+        for amp, why in s["a"].get("amp", {}).get("skipped", {}).items():
+            lines.append(f"| (a3) votes with amp={amp!r}: not measured here ({why}) | - | - | - | - |")
         row(
             "(b) certify vs raw forward passes of the stacked ensemble",
             b["ratio"],
