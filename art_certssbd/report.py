@@ -47,6 +47,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_results(directory: str | os.PathLike, name: str, payload: Mapping, markdown: str) -> tuple[Path, Path]:
+    """Write a benchmark's or experiment's results as ``directory/name.json`` (everything) and ``name.md`` (the
+    tables), each atomically.
+
+    :return: The two paths.
+    """
+    directory = Path(directory)
+    return write_json(directory / f"{name}.json", payload), write_text(directory / f"{name}.md", markdown + "\n")
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-a", action="store_true", help="rerun (a), keep (b) from the existing results")
     args = parser.parse_args(argv)
     from art_certssbd.experiment import environment
-    from art_certssbd.report import write_json, write_text
+    from art_certssbd.report import write_results
 
     x, y = load_task("mnist-1v0", "train", root=args.data_dir)
     xt, yt = load_task("mnist-1v0", "test", root=args.data_dir)
@@ -250,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results["b"] = [section_b(data, 40 if q else 1000, 40 if q else 500, 128 if q else 256, 40 if q else 500,
                                   10 if q else 25, sigma) for sigma in SIGMAS_B]  # fmt: skip
-    write_json(args.out / f"{name}.json", results)
     text = render(results)
-    write_text(args.out / f"{name}.md", text + "\n")
+    write_results(args.out, name, results, text)
     print(text)
     return 0
 

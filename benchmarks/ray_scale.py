@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small run (checks the script)")
     args = parser.parse_args(argv)
     from art_certssbd.experiment import environment
-    from art_certssbd.report import write_json, write_text
+    from art_certssbd.report import write_results
 
     quick = args.quick
     results = {
@@ -255,9 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory_section(20 if quick else 1000, 20 if quick else 100, 8 if quick else 64),
     }
     name = "ray-quick" if quick else "ray-cpu"
-    write_json(args.out / f"{name}.json", results)
     text = render(results)
-    write_text(args.out / f"{name}.md", text + "\n")
+    write_results(args.out, name, results, text)
     plot(results, args.out / f"{name}.png")
     print(text)
     return 0

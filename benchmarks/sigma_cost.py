@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 members, 1 epoch, 64 images: checks the script")
     args = parser.parse_args(argv)
     from art_certssbd.experiment import environment
-    from art_certssbd.report import write_json, write_text
+    from art_certssbd.report import write_results
 
     x, y = load_task("mnist-1v0", "train", root=args.data_dir)
     xt, yt = load_task("mnist-1v0", "test", root=args.data_dir)
@@ -218,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     result["command"] = "python benchmarks/sigma_cost.py" + (" --quick" if args.quick else "")
     result["environment"] = environment()
     name = "sigma-cost-quick" if args.quick else "sigma-cost-cpu"
-    write_json(args.out / f"{name}.json", result)
     text = render(result)
-    write_text(args.out / f"{name}.md", text + "\n")
+    write_results(args.out, name, result, text)
     print(text)
     return 0
 

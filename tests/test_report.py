@@ -21,6 +21,7 @@ from art_certssbd.report import (
     write_csv,
     write_json,
     write_npz,
+    write_results,
     write_text,
 )
 from art_certssbd.result import CertificationResult
@@ -118,6 +119,13 @@ def test_write_text_round_trips(tmp_path):
     assert path.read_text() == text
     write_text(path, "short")  # replaces, not appends
     assert path.read_text() == "short"
+
+
+def test_write_results_writes_the_json_and_the_markdown_side_by_side(tmp_path):
+    json_path, md_path = write_results(tmp_path / "res", "bench-cpu", {"ratio": np.float64(0.25)}, "| a |\n|---|")
+    assert (json_path.name, md_path.name) == ("bench-cpu.json", "bench-cpu.md")
+    assert json.loads(json_path.read_text()) == {"ratio": 0.25}
+    assert md_path.read_text() == "| a |\n|---|\n"
 
 
 def test_write_csv_round_trips_full_precision(tmp_path):
