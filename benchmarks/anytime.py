@@ -144,6 +144,11 @@ def section_b(data, m: int, n_inputs: int, n_train: int, n_val: int, wave: int, 
     }
 
 
+def _num(value, fmt: str = ".1f") -> str:
+    """``value`` formatted, or ``-`` where there is none (e.g. no input certified)."""
+    return "-" if value is None else format(value, fmt)
+
+
 def _b_lines(b: dict) -> list[str]:
     m, sigma = b["nb_models"], b["sigma"]
     in_sigmas = " and ".join(f"{r / sigma:g}" for r in b["radii"])
@@ -197,7 +202,7 @@ def render(results: dict) -> str:
         line = (
             f"| {row['r_over_sigma']:g} | {row['floor_clopper_pearson']} ({row['floor_anytime']}) | "
             f"{sch['mean_votes']:.1f} | {sch['accuracy_lost']:.4f} | {any_['mean_votes']:.1f} "
-            f"({any_['mean_votes_certified']:.1f}) | {any_['over_floor']:.3f} | {any_['nb_ran_to_budget']} | "
+            f"({_num(any_['mean_votes_certified'])}) | {any_['over_floor']:.3f} | {any_['nb_ran_to_budget']} | "
             f"{any_['accuracy_lost']:.4f} |"
         )
         for f in futility:
