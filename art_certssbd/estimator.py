@@ -85,9 +85,11 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
            ``sigma_tol * scale``, or when a bound of ``sigma_bounds`` holds the sigma against the step; a sample
            stops after ``sigma_patience`` settled steps in a row and costs no pass after that
            (:func:`~art_certssbd.sigma.optimize_sigma` with ``early_stop=True``). It applies to the training and the
-           test sigmas alike. ``0`` stops only samples held at a bound; ``1e-2`` saves about half of the SGA passes
-           with sigmas within a few percent of the full run (``benchmarks/results/sigma-early-stop.md``). The
-           certificate conditions on the sigmas, so it stays valid whatever the rule.
+           test sigmas alike. ``0`` stops only samples held at a bound. What it saves depends on the task: with
+           ``1e-2``, 54 % of the SGA passes on the 8x8 digits (mean sigma change 0.09 ``scale``,
+           ``benchmarks/results/sigma-early-stop.md``), 0.5 % on MNIST 1 vs 0, where the sigmas still climb at the
+           last step (``sigma-cost-cpu.md``; there ``sigma_samples=4`` is the cheap setting). The certificate
+           conditions on the sigmas, so it stays valid whatever the rule.
     :param sigma_patience: Settled steps in a row after which a sample stops (with ``sigma_tol`` only).
     :param use_memory: Apply the storage-update step in ``certify``.
 
