@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sigma_early_stop import Counting  # the row-counting wrapper (its tally survives the estimator's deep copies)
 
 from art_certssbd import CertSSBDEstimator, RABEstimator
 from art_certssbd.datasets import load_task
@@ -47,34 +48,12 @@ SETTINGS = (
 )
 
 
-class Tally:
-    """Rows given to the model, shared (not copied) by the copies the estimator makes of it."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def __deepcopy__(self, memo):
-        return self
-
-
-class Counting(torch.nn.Module):
-    """Wraps a model and counts the rows (noisy images) it is given."""
-
-    def __init__(self, net: torch.nn.Module, tally: Tally) -> None:
-        super().__init__()
-        self.net, self.tally = net, tally
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.tally.rows += x.shape[0]
-        return self.net(x)
-
-
 class Phases(logging.Handler):
     """The time (and tally) at each of the pipeline's phase messages."""
 
     MARKS = {"Optimising the sigma": "sigma", "Training ": "members"}
 
-    def __init__(self, tally: Tally) -> None:
+    def __init__(self, tally) -> None:
         super().__init__(logging.INFO)
         self.tally, self.marks = tally, {}
 
@@ -84,9 +63,10 @@ class Phases(logging.Handler):
                 self.marks[name] = (time.perf_counter(), self.tally.rows)
 
 
-def _estimator(cls, nb_models: int, tally: Tally, **params):
+def _estimator(cls, nb_models: int, **params):
+    """An estimator whose model counts the rows it is given (``model.tally``, shared by the estimator's copies)."""
     torch.manual_seed(0)
-    net = Counting(MnistCNN(2), tally)
+    net = Counting(MnistCNN(2))
     return cls(net, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2, optimizer=torch.optim.Adam(net.parameters(), lr=1e-3),
                clip_values=(0.0, 1.0), device_type="cpu", nb_models=nb_models, scale=SIGMA0, alpha=ALPHA,
                random_state=0, **params)  # fmt: skip
@@ -95,9 +75,8 @@ def _estimator(cls, nb_models: int, tally: Tally, **params):
 def _fit(cls, data, nb_models: int, epochs: int, **params) -> tuple:
     """Fit, with the wall time of each phase (warm-up, sigma, members) and the SGA's noisy images."""
     x, y = data
-    tally = Tally()
-    est = _estimator(cls, nb_models, tally, **params)
-    handler, log = Phases(tally), logging.getLogger("art_certssbd.pipeline")
+    est = _estimator(cls, nb_models, **params)
+    handler, log = Phases(est.model.tally), logging.getLogger("art_certssbd.pipeline")
     log.addHandler(handler)
     level, log.level = log.level, logging.INFO
     try:
