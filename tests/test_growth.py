@@ -135,9 +135,13 @@ def test_an_interrupted_grown_fit_resumes_its_waves(digits, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         est.fit(x, y, nb_epochs=1, batch_size=50, growth=growth, checkpoint_dir=tmp_path / "ck")
     assert trained == [0, 1, 2] and not hasattr(est, "ensemble_")
-    monkeypatch.setattr(pipeline, "_train_here", original)
     resumed_members = []
-    monkeypatch.setattr(pipeline, "_train_here", lambda *a, **k: (resumed_members.append(a[4]), original(*a, **k))[1])
+
+    def recorded(template, x, y, sigma, members, **kwargs):
+        resumed_members.append(list(members))
+        return original(template, x, y, sigma, members, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_train_here", recorded)
     est.fit(x, y, nb_epochs=1, batch_size=50, growth=growth, checkpoint_dir=tmp_path / "ck")
     assert resumed_members == [[3]]  # only the missing member of the second wave
     assert est.nb_models_ == 4 and est.growth_history_ == reference.growth_history_

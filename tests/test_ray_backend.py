@@ -46,13 +46,13 @@ def _net(marker=None, mode="raise"):
     return net if marker is None else FailOnce(net, marker, mode)
 
 
-def _fit(digits, executor, net, **params):
+def _fit(digits, executor, net, growth=None, **params):
     """A fitted estimator with torch on one thread (a task's thread count: CPU kernels round by thread count)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         est = digits_estimator(net=net, executor=executor, **{**SMALL, **params})
-        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50)
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, growth=growth)
         return est, est.certify(digits[2], return_details=True)
     finally:
         torch.set_num_threads(threads)
@@ -114,21 +114,12 @@ def test_a_grown_fit_on_ray_stops_where_the_local_one_does(local_ray, digits):
     as the local grown fit."""
     from art_certssbd.growth import Growth
 
-    x, y = digits[0], digits[1]
-    xv, yv = x[150:], y[150:]
-    growth = Growth(xv, yv, radius=0.1, wave_size=2, tol=1.0, patience=2)
-    fits = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for executor in ("local", RayExecutor(num_cpus=1, members_per_task=1)):
-            est = digits_estimator(net=_net(), executor=executor, **{**SMALL, "nb_models": 8, "sigma_steps": 0,
-                                                                      "bound": "anytime"})  # fmt: skip
-            est.fit(x[:150], y[:150], nb_epochs=1, batch_size=50, growth=growth)
-            fits.append(est)
-    finally:
-        torch.set_num_threads(threads)
-    local, on_ray = fits
+    growth = Growth(digits[0][150:], digits[1][150:], radius=0.1, wave_size=2, tol=1.0, patience=2)
+    params = dict(growth=growth, nb_models=8, sigma_steps=0, bound="anytime")
+    local, on_ray = (
+        _fit(digits, executor, _net(), **params)[0]
+        for executor in ("local", RayExecutor(num_cpus=1, members_per_task=1))
+    )
     assert on_ray.nb_models_ == local.nb_models_ == 4 and on_ray.growth_history_ == local.growth_history_
     for k in range(4):
         for name, tensor in local.ensemble_.state_dict(k).items():
