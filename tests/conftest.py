@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -36,3 +37,13 @@ def expected(reference_dir) -> dict:
 def probe_inputs(reference_dir) -> np.ndarray:
     """The reference probe images, float32 ``(N, 1, 28, 28)``."""
     return np.load(reference_dir / "probe_inputs.npy").astype(np.float32)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test: tiny kernels run fastest on one, the simulations' thousands of small
+    passes do not spin on a loaded machine, and no result depends on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,11 +23,8 @@ def data():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny kernels: one thread is fastest and robust to a busy machine
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (the shared ``one_thread`` fixture)."""
 
 
 def _sgd(params):

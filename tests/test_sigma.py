@@ -156,15 +156,6 @@ def test_early_stop_result_does_not_depend_on_the_batch():
     )
 
 
-@pytest.fixture
-def one_thread():
-    """Small kernels: one thread is fastest and keeps the time stable on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_early_stop_is_within_tolerance_of_the_full_run_on_digits(one_thread):
     from art_certssbd.datasets import load_digits
     from art_certssbd.models import DigitsCNN

@@ -55,13 +55,8 @@ FALSE_ALARM = 1e-4  # probability that a correct implementation fails one of the
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The simulations run thousands of tiny passes, where a second intra-op thread only adds synchronisation (and
-    spins badly on a loaded machine); the results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one torch thread (the shared ``one_thread`` fixture)."""
 
 
 def allowed_failures(trials: int, alpha: float, false_alarm: float = FALSE_ALARM) -> int:

@@ -41,15 +41,6 @@ def _sgd(params):
     return torch.optim.SGD(params, lr=0.05)
 
 
-@pytest.fixture
-def one_thread():
-    """Small kernels: one thread is fastest and keeps timings stable on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------- votes
 def test_vote_backends_agree_on_a_cnn(one_thread):
     ens, (x, sigma) = _mnist_ensemble(), _data()
