@@ -47,9 +47,10 @@ from art_certssbd._validation import (
     check_positive,
     check_probability,
 )
+from art_certssbd.accelerators import check_accelerators
 from art_certssbd.certification import certify_votes
 from art_certssbd.checkpoint import EnsembleCheckpoint
-from art_certssbd.ensemble import StackedEnsemble, check_accelerators, vote
+from art_certssbd.ensemble import StackedEnsemble, vote
 from art_certssbd.growth import Growth
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, fixed_test_noise
@@ -232,8 +233,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
         # these do not change the fitted ensemble
-        speed_only = ("verbose", "vectorize", "memory_budget", "amp", "compile", "executor")
+        speed_only = ("verbose", "vectorize", "memory_budget", "compile", "executor")
         config = {key: getattr(self, key) for key in keys if key not in speed_only}
+        if self.amp is None:  # float32: the config (and checkpoints) as before amp reached the training
+            del config["amp"]
         if self.sigma_tol is None:  # the full SGA run: the config (and checkpoints) as before these options existed
             del config["sigma_tol"], config["sigma_patience"]
         config.update(
@@ -328,6 +331,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             batch_size=batch_size,
             noise=self.noise,
             vectorize=self.vectorize,
+            amp=self.amp,
             members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
             store=store,
             member_runner=self._member_runner(verbose),
@@ -381,6 +385,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             sigma_max=high,
             update=self.sigma_update,
             seed=seed,
+            amp=self.amp,
         )
         if self.sigma_tol is not None:  # per-sample early stop; None keeps the full run, bitwise as before
             options.update(early_stop=True, tol=float(self.sigma_tol), patience=int(self.sigma_patience))

@@ -11,9 +11,7 @@
 
 ``"auto"`` picks ``"vmap"`` on CUDA and ``"sequential"`` elsewhere. Every path has a loop twin (``vectorize=False``)
 that rebuilds member ``k`` as an ordinary module and runs it on the same inputs and noise; all agree to
-floating-point rounding. Mixed precision (``amp="bf16"`` / ``"fp16"``) is opt-in: on CUDA, and ``"bf16"`` also on
-CPUs with native bfloat16 (:func:`cpu_has_native_bf16`; refused elsewhere with a ``ValueError``); ``torch.compile``
-(``compile=True``) is opt-in on CUDA and CPU.
+floating-point rounding. Mixed precision (``amp``) and ``torch.compile`` are opt-in (:mod:`art_certssbd.accelerators`).
 
 :func:`vote` implements step 5 of the method: member ``k`` classifies ``x + sigma_x * e_k`` where ``e_k`` is a fixed
 per-member test noise drawn from the member's own generator, and the votes are counted with one ``bincount``.
@@ -21,7 +19,6 @@ per-member test noise drawn from the member's own generator, and the votes are c
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
@@ -31,6 +28,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from art_certssbd.accelerators import autocast, check_accelerators
 from art_certssbd.noise import add_noise
 
 logger = logging.getLogger(__name__)
@@ -39,8 +37,6 @@ logger = logging.getLogger(__name__)
 NoiseFn = Callable[[Sequence[int], int, Sequence[int]], torch.Tensor]
 
 BACKENDS = ("auto", "vmap", "sequential")
-#: Mixed-precision options: autocast dtype by name (CUDA; "bf16" also on CPUs with native bfloat16).
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def has_batchnorm(module: torch.nn.Module) -> bool:
@@ -63,79 +59,6 @@ def resolve_backend(backend: str, device: torch.device | str, vectorize: bool = 
     if backend == "auto":
         return "vmap" if torch.device(device).type == "cuda" else "sequential"
     return backend
-
-
-#: /proc/cpuinfo flags of native bfloat16 arithmetic (AVX512-BF16 and AMX-BF16 on x86).
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.cache
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes in bfloat16 natively: one of :data:`CPU_BF16_FLAGS` among the ``flags`` of
-    ``cpuinfo`` (Linux; ``False`` where the file cannot be read, e.g. on macOS or Windows). Without them PyTorch
-    emulates bfloat16 and autocast is slower than float32.
-
-    :param cpuinfo: Path of the ``/proc/cpuinfo``-format file to read.
-    """
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            flags.update(value.split())
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
-
-
-def check_accelerators(device: torch.device | str, amp: str | None, compile: bool) -> None:
-    """Refuse unknown ``amp`` names, mixed precision where it does not pay, and a non-bool ``compile``, with a clear
-    message (``torch.compile`` runs on CUDA and on CPU, where inductor makes the MNIST CNN's forward pass about 1.4x
-    faster).
-
-    ``amp="bf16"`` runs on CUDA and on a CPU with native bfloat16 (:func:`cpu_has_native_bf16`: AVX512-BF16 or AMX,
-    where the MNIST CNN's forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)`` was measured 1.55x
-    faster); ``amp="fp16"`` runs on CUDA only. Like CUDA autocast, bfloat16 can flip near-tie votes.
-
-    :param device: Device of the computation.
-    :param amp: ``None``, ``"bf16"`` or ``"fp16"``.
-    :param compile: Whether ``torch.compile`` is requested.
-    """
-    if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be None or one of {tuple(AMP_DTYPES)}, got {amp!r}")
-    if not isinstance(compile, bool):
-        raise ValueError(f"compile must be True or False, got {compile!r}")
-    device = torch.device(device)
-    if amp is None or device.type == "cuda":
-        return
-    if amp == "bf16" and device.type == "cpu":
-        if cpu_has_native_bf16():
-            return
-        raise ValueError(
-            f"amp={amp!r} is only supported on CUDA or on a CPU with native bfloat16 (cpuinfo flag "
-            f"{' or '.join(CPU_BF16_FLAGS)}); this CPU has neither (torch CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()!r}), so bfloat16 would be emulated and slower than float32: "
-            "leave amp=None"
-        )
-    if amp == "bf16":
-        raise ValueError(
-            f"amp={amp!r} is only supported on CUDA or on a CPU with native bfloat16, but the computation runs on "
-            f"{device.type!r}: leave amp=None"
-        )
-    raise ValueError(
-        f"amp={amp!r} is only supported on CUDA, but the computation runs on {device.type!r}: float16 autocast is "
-        "not offered on CPU (use amp='bf16' on a CPU with native bfloat16, or leave amp=None)"
-    )
-
-
-def autocast(device: torch.device | str, amp: str | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` with the dtype named by ``amp`` on ``device``'s type (``"cuda"``, or ``"cpu"`` for
-    ``amp="bf16"`` where :func:`check_accelerators` allows it), or a no-op context when ``amp`` is ``None``."""
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
 
 
 def to_channels_last(t: torch.Tensor) -> torch.Tensor:

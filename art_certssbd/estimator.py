@@ -59,11 +59,14 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     :param vectorize: Train and vote with ``torch.func.vmap`` over stacked members (default) or loop over them.
     :param memory_budget: Bytes of fixed training noise held at once (sets how many members train together), and,
            for an ensemble loaded with ``load_ensemble(..., stream=True)``, of member weights held while voting.
-    :param amp: Mixed precision of the votes (``certify``, ``predict``, ``certify_adaptive``): ``"bf16"`` or
-           ``"fp16"`` autocast on CUDA, and ``"bf16"`` on a CPU with native bfloat16 (AVX512-BF16 or AMX, detected
-           from ``/proc/cpuinfo``; elsewhere a ``ValueError`` says why); ``None`` (default) votes in float32.
-           Reduced precision can flip near-tie votes, so counts and certificates may differ slightly from float32.
-           Training is always float32.
+    :param amp: Mixed precision of every forward pass: the warm-up, the sigma optimiser, the members' training
+           (``fit``) and the votes (``certify``, ``predict``, ``certify_adaptive``): ``"bf16"`` or ``"fp16"``
+           autocast on CUDA, and ``"bf16"`` on a CPU with native bfloat16 (AVX512-BF16 or AMX, detected from
+           ``/proc/cpuinfo``, overridable with ``ART_CERTSSBD_NATIVE_BF16=0|1``; elsewhere a ``ValueError`` says
+           why); ``None`` (default) is float32. Reduced precision changes the trained weights slightly and can flip
+           near-tie votes; a checkpoint records it, so a resume never mixes float32 and bfloat16 members. To train in
+           float32 and vote in bfloat16, fit with ``amp=None`` and ``set_params(amp="bf16")`` after (the fitted
+           ensemble is kept).
     :param compile: ``torch.compile`` the members' forward pass for the votes (CUDA or CPU; the first call compiles,
            for a few seconds, and needs a C++ compiler on CPU). Votes equal the eager ones up to float rounding.
     :param executor: Where the work runs: ``"local"`` (default), or ``"ray"`` / a

@@ -57,6 +57,7 @@ def train_smoothed_ensemble(
     batch_size: int,
     noise: str = "fixed",
     vectorize: bool = True,
+    amp: str | None = None,
     members_per_chunk: int = 1,
     store: EnsembleCheckpoint | None = None,
     member_runner: MemberRunner | None = None,
@@ -80,6 +81,8 @@ def train_smoothed_ensemble(
     :param batch_size: Mini-batch size.
     :param noise: ``"fixed"`` (one draw b_{k,i} per member and sample) or ``"fresh"`` (a new draw every epoch).
     :param vectorize: Train the members of a chunk together (see :func:`~art_certssbd.training.train_members`).
+    :param amp: Mixed precision of the warm-up and the members' training (see
+           :func:`~art_certssbd.training.train_members`); the sigma optimiser gets it through ``sigma_fn``.
     :param members_per_chunk: Members trained, and checkpointed, together.
     :param store: Checkpoint to resume from and save to.
     :param member_runner: How the members are trained (:data:`MemberRunner`; default: here, ``members_per_chunk``
@@ -107,6 +110,7 @@ def train_smoothed_ensemble(
             seed=derive_seed(seed, "init", BASE_MEMBER),
             nb_epochs=warmup_epochs,
             batch_size=batch_size,
+            amp=amp,
         )
         if store is not None:
             store.save("base", base.state_dict())
@@ -129,6 +133,7 @@ def train_smoothed_ensemble(
         batch_size=batch_size,
         noise=noise,
         vectorize=vectorize,
+        amp=amp,
     )
     wave = nb_models if stop is None else wave_size
     logger.info("Training %d of %d members.", nb_models - len(states), nb_models)

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from collections.abc import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from art_certssbd.accelerators import autocast, check_accelerators
 from art_certssbd.ensemble import module_to_channels_last
 from art_certssbd.noise import add_noise, sigma_noise
 
@@ -95,6 +97,7 @@ def optimize_sigma(
     early_stop: bool = False,
     tol: float = 1e-3,
     patience: int = 3,
+    amp: str | None = None,
 ) -> torch.Tensor:
     """Optimise one sigma per sample of ``x`` by stochastic gradient ascent on :func:`radius_surrogate`.
 
@@ -127,6 +130,9 @@ def optimize_sigma(
     :param tol: Relative movement below which a step counts as settled (``early_stop`` only; ``0`` keeps only the
            bound rule).
     :param patience: Consecutive settled steps after which a sample stops (``early_stop`` only).
+    :param amp: Mixed precision of the model's forward pass (``"bf16"`` on CUDA or a CPU with native bfloat16,
+           ``"fp16"`` on CUDA; see :func:`art_certssbd.accelerators.check_accelerators`); the surrogate and the
+           step are computed in ``x``'s dtype.
     :return: Sigmas, shape ``(N,)``, on ``x``'s device, detached.
     """
     sigma_min = sigma0 if sigma_min is None else sigma_min
@@ -147,6 +153,7 @@ def optimize_sigma(
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise ValueError(f"patience must be an int >= 1, got {patience!r}")
+    check_accelerators(x.device, amp, False)
 
     sigma = torch.full((x.shape[0],), float(sigma0), device=x.device, dtype=x.dtype)
     if steps == 0 or x.shape[0] == 0:
@@ -157,6 +164,8 @@ def optimize_sigma(
     context = _eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with context:
         model = _fast_copy(model, x.device)
+        if amp is not None:
+            model = functools.partial(_autocast_forward, model, x.device, amp, x.dtype)
         if early_stop:
             rule = (tol * float(sigma0), patience)
             return _ascend_pool(
@@ -183,6 +192,12 @@ def _fast_copy(model, device: torch.device):
         logger.debug("model cannot be copied (%s): sigma optimised with the model as given", err)
         return model
     return module_to_channels_last(fast.requires_grad_(False).eval())
+
+
+def _autocast_forward(model, device: torch.device, amp: str, dtype: torch.dtype, z: torch.Tensor) -> torch.Tensor:
+    """``model(z)`` under ``amp`` autocast, the logits cast back to ``dtype``."""
+    with autocast(device, amp):
+        return model(z).to(dtype)
 
 
 def _step(model, x_b, s, eps_b, lr, update, p_clamp) -> tuple[torch.Tensor, torch.Tensor]:

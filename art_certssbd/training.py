@@ -12,8 +12,8 @@ Backends (``backend``, as in :mod:`art_certssbd.ensemble`): ``"vmap"`` trains a 
 parameters (the default on CUDA); ``"sequential"`` trains them one after the other with convolution weights in
 channels-last layout (the default on CPU, where oneDNN's per-member kernels beat vmap's grouped convolutions; see
 ``benchmarks/speed.py``); ``vectorize=False`` is the loop twin (the same sequence, standard layout, the reference).
-Mixed precision (``amp``) is a CUDA-only option; ``torch.compile`` (``compile``) runs on CUDA or CPU (see
-:func:`art_certssbd.ensemble.check_accelerators`).
+Mixed precision (``amp``) runs on CUDA, and ``"bf16"`` also on a CPU with native bfloat16; ``torch.compile``
+(``compile``) runs on CUDA or CPU (see :func:`art_certssbd.accelerators.check_accelerators`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,8 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from art_certssbd.ensemble import (
-    autocast,
-    check_accelerators,
-    has_batchnorm,
-    module_to_channels_last,
-    resolve_backend,
-)
+from art_certssbd.accelerators import autocast, check_accelerators
+from art_certssbd.ensemble import has_batchnorm, module_to_channels_last, resolve_backend
 from art_certssbd.noise import MemberStreams, add_noise, derive_seed
 
 logger = logging.getLogger(__name__)
@@ -94,7 +89,8 @@ def train_members(
     :param backend: ``"auto"`` (``"vmap"`` on CUDA, ``"sequential"`` elsewhere), ``"vmap"`` or ``"sequential"``.
     :param channels_last: Convolution weights in channels-last layout (default: on CPU with the ``"sequential"``
            backend; the loop twin keeps the standard layout). Results agree to floating-point rounding.
-    :param amp: Mixed precision on CUDA: ``"bf16"`` or ``"fp16"`` (with gradient scaling) autocast.
+    :param amp: Mixed precision: ``"bf16"`` (CUDA, or a CPU with native bfloat16) or ``"fp16"`` (CUDA, with gradient
+           scaling) autocast.
     :param compile: ``torch.compile`` the forward pass (CUDA or CPU).
     :param verbose: Progress bar.
     """
@@ -173,15 +169,17 @@ def fit_model(
     nb_epochs: int,
     batch_size: int,
     noise: str = "fresh",
+    amp: str | None = None,
 ) -> torch.nn.Module:
     """Train ``model`` in place on ``x_i + sigma_i * noise`` (used for the base model's warm-up); ``seed`` fixes
-    the data order and the noise.
+    the data order and the noise; ``amp`` as in :func:`train_members`.
 
     :return: ``model``, in train mode.
     """
+    check_accelerators(x.device, amp, False)
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     streams = MemberStreams.of_seed(seed, x, noise)
-    _fit(model, optimizer, streams, x, y, sigma, _Run(loss_fn, nb_epochs, batch_size), seed)
+    _fit(model, optimizer, streams, x, y, sigma, _Run(loss_fn, nb_epochs, batch_size, amp), seed)
     return model
 
 

@@ -57,8 +57,9 @@ from speed_baselines import (  # noqa: E402
 
 from art_certssbd import RABEstimator, stats  # noqa: E402
 from art_certssbd import _distances as distances_module  # noqa: E402
+from art_certssbd.accelerators import check_accelerators  # noqa: E402
 from art_certssbd.adaptive import threshold_probability  # noqa: E402
-from art_certssbd.ensemble import StackedEnsemble, check_accelerators, resolve_backend, vote  # noqa: E402
+from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
 from art_certssbd.report import write_json, write_text  # noqa: E402

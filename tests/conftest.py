@@ -10,11 +10,34 @@ import numpy as np
 import pytest
 import torch
 
+from art_certssbd.accelerators import NATIVE_BF16_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # the benchmark harness (certssbd_bench) lives in the source tree, not in the installed package
 sys.path.insert(0, str(ROOT / "benchmarks"))
 REFERENCE_DIR = SHARED / "reference" / "cert-ssb-mnist-onepixel-sigma0.12"
+
+
+# ------------------------------------------------------------------------------------------------ the hardware
+# The suite assumes one machine, whatever it runs on: a CPU *without* native bfloat16 and no CUDA device (CUDA tests
+# are marked ``gpu`` and skip without it). A test that needs the other CPU kind asks for ``native_bf16``. The pin is
+# an environment variable, so subprocesses (the CLI, Ray workers started by a test) see the same CPU.
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setenv(NATIVE_BF16_ENV, "0")
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Run the test as on a CPU with native bfloat16 (AVX512-BF16 / AMX), whatever this CPU has."""
+    monkeypatch.setenv(NATIVE_BF16_ENV, "1")
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """Run the test as on a CPU without native bfloat16 (the suite's default, stated where a test depends on it)."""
+    monkeypatch.setenv(NATIVE_BF16_ENV, "0")
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import digits_estimator
 
-from art_certssbd import ensemble as ens_mod
-from art_certssbd.ensemble import StackedEnsemble, autocast, check_accelerators, cpu_has_native_bf16, vote
+from art_certssbd.accelerators import NATIVE_BF16_ENV, autocast, check_accelerators, cpu_has_native_bf16
+from art_certssbd.ensemble import StackedEnsemble, vote
 from art_certssbd.noise import derive_seed, gaussian, make_generator
 
 
@@ -35,16 +35,6 @@ def _noise(members, draws, shape):
     return torch.stack([gaussian((draws, *shape), make_generator(derive_seed(0, "test_noise", k))) for k in members])
 
 
-@pytest.fixture
-def native_bf16(monkeypatch):
-    monkeypatch.setattr(ens_mod, "cpu_has_native_bf16", lambda: True)
-
-
-@pytest.fixture
-def no_bf16(monkeypatch):
-    monkeypatch.setattr(ens_mod, "cpu_has_native_bf16", lambda: False)
-
-
 def test_detection_reads_the_cpuinfo_flags(tmp_path):
     for flags, expected in [
         ("fpu sse avx2 avx512f", False),
@@ -58,7 +48,7 @@ def test_detection_reads_the_cpuinfo_flags(tmp_path):
     assert isinstance(cpu_has_native_bf16(), bool)  # this machine, whatever it has
 
 
-def test_bf16_refused_on_a_cpu_without_it_with_the_reason(no_bf16):
+def test_bf16_refused_on_a_cpu_without_it_with_the_reason(no_native_bf16):
     with pytest.raises(ValueError, match=r"amp='bf16' is only supported on CUDA or on a CPU with native bfloat16.*"):
         check_accelerators("cpu", "bf16", False)
     with pytest.raises(ValueError, match=r"avx512_bf16 or amx_bf16.*emulated.*leave amp=None"):
@@ -99,3 +89,69 @@ def test_bf16_allowed_on_a_native_cpu_and_votes_agree_with_fp32(native_bf16):
         assert out.dtype == torch.int64 and int(out.sum()) == 6 * 4 * 5
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
         np.testing.assert_array_equal(out.argmax(1).numpy(), [0, 1, 2, 2, 0, 1])
+
+
+# ----------------------------------------------------------------------------- training under bf16 (issue 21)
+def _tiny_train(amp, monkeypatch=None):
+    from art_certssbd.training import train_members
+
+    g = make_generator(3)
+    x = torch.rand((12, 1, 2, 2), generator=g)
+    y = (x.sum((1, 2, 3)) > 2).long() * 2
+    _Probe.seen.clear()
+    return train_members(
+        _Probe(0.0), x, y, torch.full((12,), 0.1), [0, 1], loss_fn=torch.nn.CrossEntropyLoss(),
+        optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.1), random_state=0, nb_epochs=2, batch_size=4,
+        backend="sequential", amp=amp,
+    )  # fmt: skip
+
+
+def test_training_and_sigma_run_under_bf16_on_a_native_cpu(native_bf16):
+    from art_certssbd.sigma import optimize_sigma
+
+    ref = _tiny_train(None)
+    assert _Probe.seen and not any(on for on, _ in _Probe.seen)
+    out = _tiny_train("bf16")
+    assert _Probe.seen and all(on and dtype == torch.bfloat16 for on, dtype in _Probe.seen)
+    for a, b in zip(out, ref):  # bfloat16 keeps about 3 significant digits: the weights move, but not far
+        for name in a:
+            assert a[name].dtype == torch.float32
+            assert not torch.equal(a[name], b[name]) or name.endswith("bias")
+            torch.testing.assert_close(a[name], b[name], rtol=0.05, atol=0.05)
+    x = torch.linspace(-1, 1, 6).reshape(6, 1, 1, 1).expand(6, 1, 2, 2).contiguous()
+    _Probe.seen.clear()
+    s_ref = optimize_sigma(_Probe(0.0), x, 0.2, steps=3, n_samples=4, lr=0.05)
+    assert _Probe.seen and not any(on for on, _ in _Probe.seen)
+    _Probe.seen.clear()
+    s_bf16 = optimize_sigma(_Probe(0.0), x, 0.2, steps=3, n_samples=4, lr=0.05, amp="bf16")
+    assert _Probe.seen and all(on and dtype == torch.bfloat16 for on, dtype in _Probe.seen)
+    assert s_bf16.dtype == torch.float32
+    torch.testing.assert_close(s_bf16, s_ref, rtol=0.02, atol=0.02)
+
+
+def test_training_and_sigma_refuse_bf16_without_native_support(no_native_bf16):
+    from art_certssbd.sigma import optimize_sigma
+
+    with pytest.raises(ValueError, match=r"amp='bf16' is only supported on CUDA or on a CPU with native bfloat16"):
+        _tiny_train("bf16")
+    with pytest.raises(ValueError, match=rf"amp='bf16'.*{NATIVE_BF16_ENV}=1"):
+        optimize_sigma(_Probe(0.0), torch.zeros(2, 1, 2, 2), 0.2, steps=1, amp="bf16")
+
+
+def test_the_checkpoint_records_bf16_training_and_a_resume_never_mixes(native_bf16, tmp_path, one_thread):
+    from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 8, 8), dtype=np.float32)
+    y = np.arange(40) % 10
+    params = dict(nb_models=2, scale=0.25, sigma_steps=1, sigma_samples=2, sigma_lr=1e-3, random_state=0)
+    est = digits_estimator(amp="bf16", **params)
+    est.fit(x, y, nb_epochs=1, batch_size=20, checkpoint_dir=tmp_path / "bf16")
+    assert EnsembleCheckpoint(tmp_path / "bf16").config["amp"] == "bf16"
+    with pytest.raises(CheckpointError, match="amp"):  # float32 members must not join bfloat16 ones
+        digits_estimator(**params).fit(x, y, nb_epochs=1, batch_size=20, checkpoint_dir=tmp_path / "bf16")
+    fp32 = digits_estimator(**params)
+    fp32.fit(x, y, nb_epochs=1, batch_size=20, checkpoint_dir=tmp_path / "fp32")
+    assert "amp" not in EnsembleCheckpoint(tmp_path / "fp32").config  # float32 runs keep their old identity
+    fp32.set_params(amp="bf16")  # votes in bfloat16 after a float32 fit: the fitted ensemble is kept
+    assert fp32.certify(x[:4])[0].shape == (4,)

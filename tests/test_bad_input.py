@@ -173,7 +173,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
-def test_nonsense_hyper_parameters_are_refused_at_construction(kwargs, match):
+def test_nonsense_hyper_parameters_are_refused_at_construction(kwargs, match, no_native_bf16):
     net = DigitsCNN(10)
     weights = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match=match):

@@ -10,6 +10,7 @@ from helpers import trim_bruteforce
 
 from art_certssbd import ensemble as ens_mod
 from art_certssbd import training as train_mod
+from art_certssbd.accelerators import NATIVE_BF16_ENV
 from art_certssbd.ensemble import StackedEnsemble, to_channels_last, vote
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import MnistCNN
@@ -86,7 +87,7 @@ def test_channels_last_helper_forces_strides():
     assert to_channels_last(cl) is cl and to_channels_last(torch.ones(3)).shape == (3,)
 
 
-def test_accelerators_refused_off_cuda():
+def test_accelerators_refused_off_cuda(no_native_bf16):
     ens, (x, sigma) = _mnist_ensemble(2), _data(2)
     with pytest.raises(ValueError, match="amp='bf16' is only supported on CUDA"):
         vote(ens, x, sigma, _noise, 3, amp="bf16")
@@ -204,6 +205,7 @@ def cpu_accelerators(monkeypatch):
     """Let the CUDA-only options run on CPU (bfloat16 autocast and inductor exist there) to exercise the paths."""
     monkeypatch.setattr(ens_mod, "check_accelerators", lambda *a: None)
     monkeypatch.setattr(train_mod, "check_accelerators", lambda *a: None)
+    monkeypatch.setenv(NATIVE_BF16_ENV, "1")
 
 
 def test_bf16_paths_run_and_agree_with_fp32_on_cpu(cpu_accelerators, one_thread):
