@@ -273,12 +273,24 @@ def bench_training(cfg: dict, ctx: dict) -> dict:
         return lambda: train_members(MnistCNN(2), x, y, sigma, list(range(m)), **opts, **kwargs)
 
     runs = {"vmap": train(backend="vmap"), "sequential": train(backend="sequential"), "loop": train(vectorize=False)}
+    auto = resolve_backend("auto", device)
+    amp_skipped = {}
+    for amp in cfg["amp"]:  # mixed-precision training at the default backend, where the estimator allows it
+        if amp is None:
+            continue
+        try:
+            check_accelerators(device, amp, False)
+        except ValueError as err:
+            amp_skipped[amp] = str(err)
+            continue
+        runs[f"{auto}_{amp}"] = train(backend=auto, amp=amp)
     times = interleaved(runs, cfg["repeats"], device)
     images = m * len(x)
     rate = {k: images / v["best_s"] for k, v in times.items()}
     target = TARGETS["d_gpu"] if device.type == "cuda" else TARGETS["d"]
-    auto = resolve_backend("auto", device)
+    amp_ratio = {a: rate[f"{auto}_{a}"] / rate[auto] for a in cfg["amp"] if f"{auto}_{a}" in rate}
     return {
+        "amp": {"ratio_vs_float32": amp_ratio, "skipped": amp_skipped},
         "config": {"nb_models": m, "nb_samples": len(x), "epochs": 1, "batch_size": 128, "auto_backend": auto},
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
         "times": times,
@@ -730,6 +742,10 @@ def markdown(report: dict) -> str:
             d["met_default_backend"],
             cpu=d["ratio_default_backend_cpu"],
         )
+        for amp, ratio in s["d"].get("amp", {}).get("ratio_vs_float32", {}).items():
+            lines.append(f"| (d3) training with amp={amp!r} vs float32 (default backend) | {ratio:.3g} | - | - | - |")
+        for amp, why in s["d"].get("amp", {}).get("skipped", {}).items():
+            lines.append(f"| (d3) training with amp={amp!r}: not measured here ({why}) | - | - | - | - |")
     if "e" in s:
         for r in s["e"]["e"]["rows"]:
             row(
