@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from art_certssbd._version import __version__
-from art_certssbd.runs import options
+from art_certssbd.runs import config, options
 
 logger = logging.getLogger("art_certssbd")
 
@@ -108,7 +108,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> None:
     """``certssbd fit`` / ``certify`` / ``report``: resolve the options (defaults, --config, flags), then run."""
     from art_certssbd.runs import run_certify, run_fit, run_report
 
-    values = options.resolve(args.command, args)
+    values = config.resolve(args.command, args)
     if not values["quiet"]:
         logging.getLogger("art_certssbd").setLevel(logging.INFO)
     command = "certssbd " + " ".join(argv)

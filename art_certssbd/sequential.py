@@ -1,5 +1,5 @@
 """A sequential test over votes: decide "certified at radius r" or "abstain" with as few votes as possible (pure
-numpy/scipy; the estimator glue is :func:`art_certssbd.adaptive.certify_adaptive`).
+numpy/scipy; the estimator glue is :meth:`art_certssbd.CertSSBDEstimator.certify_adaptive`).
 
 The members vote in batches ("looks"). After look ``t`` (the first ``n_t`` votes, in the fixed member-major order
 of :func:`~art_certssbd.ensemble.vote`) each undecided input is certified by

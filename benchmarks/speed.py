@@ -58,11 +58,11 @@ from speed_baselines import (  # noqa: E402
 from art_certssbd import RABEstimator, stats  # noqa: E402
 from art_certssbd import _distances as distances_module  # noqa: E402
 from art_certssbd.accelerators import check_accelerators  # noqa: E402
-from art_certssbd.adaptive import threshold_probability  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
 from art_certssbd.report import write_json, write_text  # noqa: E402
+from art_certssbd.sequential import threshold_probability  # noqa: E402
 from art_certssbd.sigma import optimize_sigma  # noqa: E402
 from art_certssbd.training import train_members  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Adaptive certification through the estimator (art_certssbd.adaptive): agreement with the fixed-n certificate and
+"""Adaptive certification through the estimator (``certify_adaptive``): agreement with the fixed-n certificate and
 the votes saved. The sequential test itself is tested in tests/test_sequential.py; its error rate through the
 estimator (every option) in tests/test_soundness.py."""
 
@@ -9,14 +9,9 @@ import pytest
 import torch
 from helpers import digits_estimator
 
-from art_certssbd import RABEstimator, adaptive, sequential
-from art_certssbd.adaptive import AdaptiveResult
+from art_certssbd import RABEstimator
 from art_certssbd.datasets import load_digits
-
-
-def test_the_pure_pieces_are_reexported():
-    for name in ("AdaptiveResult", "look_schedule", "spending_levels", "run_sequential", "threshold_probability"):
-        assert getattr(adaptive, name) is getattr(sequential, name)
+from art_certssbd.sequential import AdaptiveResult
 
 
 @pytest.fixture(scope="module")

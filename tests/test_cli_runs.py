@@ -16,7 +16,7 @@ from cli_files import digits_uint8, write_cifar10, write_folder, write_mnist
 
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.cli import build_parser, main
-from art_certssbd.runs import config, options, runs_dir
+from art_certssbd.runs import config, runs_dir
 
 # three members, one epoch, one SGA step: a few seconds per fit
 FAST = ["--epochs", "1", "--batch-size", "32", "--alpha", "0.3", "--device", "cpu", "--quiet"]
@@ -147,7 +147,7 @@ def test_sigma_early_stop_options_reach_the_estimator_and_name_the_run():
     from art_certssbd.runs.fit import identity
 
     def values(*flags):
-        return options.resolve("fit", build_parser().parse_args(["fit", "--data", "digits", *flags]))
+        return config.resolve("fit", build_parser().parse_args(["fit", "--data", "digits", *flags]))
 
     default, early = values(), values("--sigma-tol", "0.01", "--sigma-patience", "2")
     assert estimator_params(early)["sigma_tol"] == 0.01 and estimator_params(early)["sigma_patience"] == 2
@@ -157,18 +157,18 @@ def test_sigma_early_stop_options_reach_the_estimator_and_name_the_run():
 
 
 def test_config_precedence_default_file_table_flag(tmp_path):
-    config = tmp_path / "exp.toml"
-    config.write_text('nb_models = 5\nepochs = 3\nlr = 0.01\nradii = [0, 0.5]\ndata = "npz:rel/d.npz"\n'
+    path = tmp_path / "exp.toml"
+    path.write_text('nb_models = 5\nepochs = 3\nlr = 0.01\nradii = [0, 0.5]\ndata = "npz:rel/d.npz"\n'
                       "[fit]\nnb_models = 7\nepochs = 4\n[certify]\nlimit = 9\n")  # fmt: skip
-    args = build_parser().parse_args(["fit", "--config", str(config), "--nb-models", "9"])
-    values = options.resolve("fit", args)
+    args = build_parser().parse_args(["fit", "--config", str(path), "--nb-models", "9"])
+    values = config.resolve("fit", args)
     assert values["nb_models"] == 9  # flag over [fit] over top level
     assert values["epochs"] == 4  # [fit] over top level
     assert values["lr"] == 0.01  # top level over default
     assert values["batch_size"] == 128  # default
     assert values["data"].path == tmp_path / "rel" / "d.npz"  # relative to the config file
     assert "radii" not in values and "limit" in values and values["limit"] is None  # other commands' keys
-    certify = options.resolve("certify", build_parser().parse_args(["certify", "--config", str(config)]))
+    certify = config.resolve("certify", build_parser().parse_args(["certify", "--config", str(path)]))
     assert certify["limit"] == 9 and certify["radii"] == (0.0, 0.5) and certify["alpha"] is None  # None: the fit's
 
 

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "art_certssbd"
 #: The ART shell: the estimator classes and what only they use. Everything else in the package sits below it (the
 #: method's steps, the official loaders) or above it (the applications built on the estimators).
 SHELL = {"estimator", "_shell", "_art", "_persistence"}
-APPLICATIONS = {"__init__", "__main__", "defence", "experiment", "cli", "interop", "runs"}
+APPLICATIONS = {"__init__", "__main__", "defence", "experiment", "cli", "runs"}
 #: Source-tree folders and test helpers that must never be imported by the installed package.
 NOT_SHIPPED = {"certssbd_bench", "benchmarks", "tests", "examples", "helpers", "simulation", "cli_files", "conftest"}
 

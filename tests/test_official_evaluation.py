@@ -54,7 +54,9 @@ def official_eval(reference_dir, x, sigma_stored, sigma0=0.12, alpha=0.001, n=10
         with torch.no_grad():
             pred = torch.sigmoid(model(torch.from_numpy(x) + fixed_pert).squeeze(1)).numpy()
         model_preds.append(np.stack((1 - pred, pred), axis=1))
-    gx = np.array(model_preds).mean(0)
+    # float64 as numpy >= 2 computes it (float32 scores + the np.float64 Hoeffding term); numpy 1.x's value-based
+    # casting keeps float32, where 1 - 1e-8 rounds to 1 and the clipped radii become -inf
+    gx = np.array(model_preds, dtype=np.float64).mean(0)
     pa, pred_c = gx.max(1), gx.argmax(1)
     gx[np.arange(len(pred_c)), pred_c] = -1
     pb = gx.max(1)

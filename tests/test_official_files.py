@@ -161,20 +161,3 @@ def test_official_test_noise_reproduces_numpy_fix_pert(reference_dir):
         official_test_noise(path, (1, 1, 28, 28), -1.0)
     with pytest.raises(ValueError, match="shape"):
         official_test_noise(path, (1, 0, 28), 0.1)
-
-
-def test_the_deprecated_interop_and_official_eval_modules_still_export_every_name():
-    """Code written against ``art_certssbd.interop`` / ``official_eval`` keeps working, with a DeprecationWarning."""
-    import importlib
-    import sys
-
-    from art_certssbd import CertSSBDEstimator, official
-
-    for name in ("art_certssbd.interop", "art_certssbd.official_eval"):
-        sys.modules.pop(name, None)
-        with pytest.warns(DeprecationWarning, match="art_certssbd.official"):
-            module = importlib.import_module(name)
-        for public in module.__all__:
-            if public != "from_official":
-                assert getattr(module, public) is getattr(official, public)
-    assert sys.modules["art_certssbd.interop"].from_official == CertSSBDEstimator.from_official

@@ -346,7 +346,6 @@ def test_votes_of_one_member_are_not_independent_draws():
 def test_adaptive_certification_through_the_estimator_keeps_its_error_rate():
     """The sequential test on real votes (seeded test noise through the members), at the worst case: inputs whose
     true radius is just below the radius tested, so that every certification is an error."""
-    adaptive = pytest.importorskip("art_certssbd.adaptive")
     sigma, alpha, r, trials = 0.5, 0.1, 0.4, 300
     est = linear_estimator(RABEstimator, 200, sigma, alpha, "clopper-pearson")
     p_true = norm.cdf(r / sigma) - 1e-3  # p_A just below p_r = Phi(r / sigma): the true radius is just below r
@@ -355,7 +354,7 @@ def test_adaptive_certification_through_the_estimator_keeps_its_error_rate():
     errors = np.zeros(len(x), dtype=int)
     for _ in range(trials):
         est.test_noise_seeds_ = [int(s) for s in rng.integers(0, 2**63 - 1, est.nb_models)]
-        result = adaptive.certify_adaptive(est, x, r, looks=np.array([25, 50, 100, 200]), futility_alpha=None)
+        result = est.certify_adaptive(x, r, looks=np.array([25, 50, 100, 200]), futility_alpha=None)
         errors += result.certified  # any certificate at r is wrong: the true radius is below r
         assert np.all(result.votes_used <= 200)
     assert errors.max() <= allowed_failures(trials, alpha, FALSE_ALARM / len(x)), errors

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from art_certssbd.datasets.spec import DataSpec
-from art_certssbd.runs.options import _ALL, COMMANDS, PATH_KEYS, Option, UsageError
+from art_certssbd.runs.options import _ALL, COMMANDS, PATH_KEYS, POSITIONAL, Option, UsageError, default, options_of
 from art_certssbd.runs.parsers import path
 
 
@@ -118,3 +118,15 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def resolve(command: str, namespace: argparse.Namespace) -> dict[str, Any]:
+    """All values of ``command``: defaults, then the ``--config`` file, then the flags given."""
+    values = {option.key: default(option, command) for option in options_of(command)}
+    given = {k: v for k, v in vars(namespace).items() if k not in ("command", "config", "benchmark")}
+    given = {k: v for k, v in given.items() if not (k in POSITIONAL and not v)}  # not given: the file's, if any
+    config = getattr(namespace, "config", None)
+    if config is not None:
+        values.update(read_config(config, command))
+    values.update(given)
+    return values

@@ -256,17 +256,3 @@ def _estimator_default(key: str) -> str | None:
     if not found or len(set(map(str, found.values()))) == 1:
         return None if not found else str(next(iter(found.values())))
     return ", ".join(f"{name}: {value}" for name, value in found.items())
-
-
-def resolve(command: str, namespace: argparse.Namespace) -> dict[str, Any]:
-    """All values of ``command``: defaults, then the ``--config`` file, then the flags given."""
-    values = {option.key: default(option, command) for option in options_of(command)}
-    given = {k: v for k, v in vars(namespace).items() if k not in ("command", "config", "benchmark")}
-    given = {k: v for k, v in given.items() if not (k in POSITIONAL and not v)}  # not given: the file's, if any
-    config = getattr(namespace, "config", None)
-    if config is not None:
-        from art_certssbd.runs.config import read_config
-
-        values.update(read_config(config, command))
-    values.update(given)
-    return values
