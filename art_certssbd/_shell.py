@@ -499,7 +499,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
                 f"certifies it, got bound={self.bound!r}: set_params(bound='anytime')"
             )
         copies = getattr(self, "train_noise_copies_", None)
-        if copies is None:  # fitted state from before the count was stored (e.g. an older save)
+        if copies is None:  # only an older save or pickle (fit, from_official and load_ensemble record it)
             if self.noise != "fixed":
                 raise ValueError(
                     f"this ensemble was trained with noise={self.noise!r}, and how many noisy copies of each training "

@@ -749,14 +749,18 @@ def test_a_certified_adaptive_answer_stores_its_ball_and_later_answers_follow_it
 
 
 def test_without_the_memory_the_answers_are_unchanged():
+    # use_memory=False: an earlier certify(x1) changes nothing; the answers about x2 are those of an estimator that
+    # never saw x1, and its own votes decide (class 1), bitwise
     est, twin = slab_estimator(use_memory=False), slab_estimator(use_memory=False)
-    x = np.concatenate(one_pixel_inputs())
-    plain = twin.certify_adaptive(x, 0.5)
-    result = est.certify_adaptive(x, 0.5)
-    for field in ("certified", "pred", "radius_bound", "p_a_lower", "votes_used"):
+    x1, x2 = one_pixel_inputs()
+    assert est.certify(x1)[0][0] == 0
+    result, plain = est.certify_adaptive(x2, 0.5), twin.certify_adaptive(x2, 0.5)
+    for field in ("certified", "pred", "radius_bound", "p_a_lower", "votes_used", "counts"):
         np.testing.assert_array_equal(getattr(result, field), getattr(plain, field))
-    counts = est.certify(x, return_details=True).votes
-    np.testing.assert_array_equal(est.predict(x, is_abstain=False).argmax(axis=1), counts.argmax(axis=1))
+    assert result.pred[0] == 1
+    np.testing.assert_array_equal(est.predict(x2), [[0.0, 1.0]])
+    counts = twin.certify(x2, return_details=True).votes
+    np.testing.assert_array_equal(est.predict(x2, is_abstain=False).argmax(axis=1), counts.argmax(axis=1))
 
 
 def _regions(memory: CertificationMemory) -> list[tuple]:
