@@ -8,7 +8,8 @@ chain the pure pieces of the package::
              x_i + sigma_i * b_k, noise.MemberStreams), checkpointed member by member (checkpoint)
     certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k, noise.fixed_test_noise)
              -> certification.certify_votes (top class, bound, abstain, paper and conservative radius)
-             -> memory.apply_memory (storage-update step); predict abstains by the same certify_votes
+             -> memory.apply_memory (storage-update step); predict answers as certify with update_memory=False
+    certify_adaptive: the same votes in looks -> sequential.run_sequential -> sequential.apply_memory_adaptive
 
 Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``) and the paper
 in the core (``sigma``, ``n``, ``p_a_lower``).
@@ -56,7 +57,14 @@ from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.pipeline import train_smoothed_ensemble
 from art_certssbd.ray_backend import import_ray, resolve_executor
-from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule, run_sequential
+from art_certssbd.sequential import (
+    AdaptiveResult,
+    apply_memory_adaptive,
+    check_looks,
+    check_radius,
+    look_schedule,
+    run_sequential,
+)
 from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
 from art_certssbd.streaming import SavedEnsemble, shifted_noise, stream_votes
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
@@ -502,7 +510,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
                 f"certifies it, got bound={self.bound!r}: set_params(bound='anytime')"
             )
         copies = getattr(self, "train_noise_copies_", None)
-        if copies is None:  # fitted state from before the count was stored (e.g. an older save)
+        if copies is None:  # only an older save or pickle (fit, from_official and load_ensemble record it)
             if self.noise != "fixed":
                 raise ValueError(
                     f"this ensemble was trained with noise={self.noise!r}, and how many noisy copies of each training "
@@ -526,11 +534,20 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         :param verbose: Progress bars.
         :param is_abstain: ``False`` to return the majority vote even where the bound does not allow a decision.
         :return: Array of shape ``(N, nb_classes)``.
+
+        With ``use_memory=True`` the answer agrees with the stored regions: it is the class :meth:`certify` would
+        return with ``update_memory=False`` at this moment (an input inside a stored region of another label gets
+        that region's label), and ``predict`` stores nothing. With ``is_abstain=False``, the majority vote, except
+        inside a stored region of another label, which gives that region's label.
         """
-        _, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        pred = certify_votes(counts, sigma_x, **self.certificate_options()).pred  # abstains exactly where certify does
+        x, sigma_x, counts = self._votes(x, None, batch_size, verbose)
         if kwargs.get("is_abstain", True) is False:
             pred = counts.argmax(axis=1)
+            if self.memory_ is not None:  # inside a stored region of another label: that region's label
+                pred = self.memory_.query(x, pred, np.zeros(len(pred)))[0]
+        else:  # abstains exactly where certify does; with the memory, certify's trimmed class (nothing is stored)
+            result = certify_votes(counts, sigma_x, **self.certificate_options())
+            pred = apply_memory(self.memory_, x, result, update=False).pred
         out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
         keep = pred != stats.ABSTAIN
         out[np.flatnonzero(keep), pred[keep]] = 1.0
@@ -589,6 +606,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         futility_alpha: float | None = 0.01,
         conservative: bool = False,
         batch_size: int = 128,
+        update_memory: bool = True,
         verbose: bool | None = None,
     ) -> AdaptiveResult:
         """Decide per input "certified at ``radius``" or "abstain" with as few votes as a valid sequential test
@@ -597,8 +615,13 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         copies) at that look's level (guarantee, schedule and spending rules in :mod:`art_certssbd.sequential`).
         With ``draws_per_model > 1`` the looks are multiples of ``draws_per_model``. With ``bound="anytime"`` the
         members vote one at a time and every look uses the whole level (a confidence sequence holds at every number
-        of votes at once), so an input stops as soon as its votes allow. The storage-update memory is not consulted
-        (it trims radii, and this answers a yes/no question at one radius).
+        of votes at once), so an input stops as soon as its votes allow.
+
+        With ``use_memory=True`` each answer then goes through the storage-update step, in input order
+        (:func:`~art_certssbd.sequential.apply_memory_adaptive`): a certified answer is trimmed against the stored
+        regions like a :meth:`certify` certificate (with the radii of its deciding look); it stays certified only if
+        the trimmed radius still reaches ``radius`` (inside a stored region of another label, with that region's
+        label), and then, with ``update_memory``, its ball is stored; otherwise it becomes an abstention.
 
         :param x: Inputs, shape ``(N, *input_shape)``.
         :param radius: The radius ``r`` to certify.
@@ -613,11 +636,14 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         :param conservative: Test the conservative radius (``min(sigma_x, min_j sigma_j)`` in place of ``sigma_x``);
                :attr:`AdaptiveResult.radius_bound` is then the conservative radius.
         :param batch_size: Inputs per pass.
+        :param update_memory: Store the regions of the certified answers (``use_memory=True`` only); ``False`` only
+               trims against the stored regions.
         :param verbose: Progress bars (default: the estimator's ``verbose``).
         :return: An :class:`~art_certssbd.sequential.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
         """
         self._check_fitted()
         radius = check_radius(radius)
+        update_memory = check_bool(update_memory, "update_memory")
         verbose = self.verbose if verbose is None else verbose
         options = self.certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
         default_alpha = options.pop("alpha")
@@ -640,7 +666,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             return counts.cpu().numpy()
 
         sigma = sigma_t.cpu().numpy().astype(np.float64)
-        return run_sequential(
+        result = run_sequential(
             draw,
             len(x),
             sigma,
@@ -651,4 +677,15 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             futility_alpha=futility_alpha,
             conservative=conservative,
             **options,
+        )
+        # the storage-update step on the answers (nothing when use_memory=False)
+        return apply_memory_adaptive(
+            self.memory_,
+            x,
+            result,
+            sigma,
+            train_sigma_min=options["train_sigma_min"],
+            noise_copies=options["noise_copies"],
+            conservative=conservative,
+            update=update_memory,
         )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
+from art_certssbd._validation import check_int
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import BinaryLogitAdapter, MnistCNN
@@ -94,7 +95,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
            last step (``sigma-cost-cpu.md``; there ``sigma_samples=4`` is the cheap setting). The certificate
            conditions on the sigmas, so it stays valid whatever the rule.
     :param sigma_patience: Settled steps in a row after which a sample stops (with ``sigma_tol`` only).
-    :param use_memory: Apply the storage-update step in ``certify``.
+    :param use_memory: The storage-update memory of certified regions, consulted by ``certify``, ``certify_adaptive``
+           and ``predict`` (``docs/guarantees.md``, "The memory on every answer").
 
     | Paper link: https://arxiv.org/abs/2504.21730
     """
@@ -154,6 +156,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         device_type: str = "gpu",
         random_state: int = 0,
         use_memory: bool = True,
+        train_noise_copies: int = 1,
         verbose: bool = False,
         **sigma_params,
     ) -> CertSSBDEstimator:
@@ -175,11 +178,20 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
           of ``min_j sigma_j`` it is never larger than with the true (unknown) value, so it stays conservative;
         * ``model``: member 0. No base model is released; it is used only by the sigma optimiser when
           ``sigma_steps > 0``;
+        * ``train_noise_copies_ = train_noise_copies``: **an assumption**, the number of noisy copies of each
+          training sample one member was trained on (both radii are divided by its square root; ``noise`` is set to
+          ``"fixed"`` for 1 and ``"fresh"`` above). The Cert-SSB repositories release no training code. RAB's
+          released training code, which Cert-SSB builds on (``train.py`` with ``utils.SmoothedDataset``, commit
+          ac0278d), draws each member's noise *once* per training sample, when the member's dataset is built (the
+          per-item fresh-noise lines are commented out): one copy, the default. If the official models were in fact
+          trained with new noise at every epoch, pass their number of epochs (20 for MNIST in the paper), which
+          divides the radii by ``sqrt(20)``;
         * ``random_state_ = random_state`` (seeds the sigma optimiser's noise), ``memory_``: empty when
           ``use_memory``.
 
-        With the default ``sigma_steps=0``, :meth:`certify` is our sound default on these models: hard votes on
-        ``x + scale * e_k``, ``bound`` (Clopper-Pearson), radius with ``scale`` (RAB's certificate). See
+        With the default ``sigma_steps=0``, :meth:`certify` is our sound certificate on these models *given* the
+        training noise assumed by ``train_noise_copies``: hard votes on ``x + scale * e_k``, ``bound``
+        (Clopper-Pearson), radius with ``scale`` (RAB's certificate). See
         :func:`~art_certssbd.official.evaluation.certify_reference` for the official evaluation.
 
         :param directory: Folder with ``smoothed_{k}.model`` (e.g. ``model/mnist/onepixel/sigma0.12``).
@@ -190,7 +202,9 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         :param clip_values: Valid input range (``None`` for the blending trigger, whose inputs leave [0, 1]).
         :param device_type: ``"gpu"`` (CUDA when available) or ``"cpu"``.
         :param random_state: Seed of the sigma optimiser's noise (``random_state_``).
-        :param use_memory: Storage-update step in :meth:`certify`.
+        :param use_memory: The storage-update memory (consulted by :meth:`certify`, ``certify_adaptive``, ``predict``).
+        :param train_noise_copies: Noisy copies of each training sample one member saw (an integer >= 1; default 1,
+            what RAB's released training code does; see ``train_noise_copies_`` above).
         :param verbose: Progress bars.
         :param sigma_params: ``sigma_steps`` (default 0), ``sigma_lr``, ``sigma_samples``, ``sigma_bounds``,
             ``sigma_update``, ``sigma_tol``, ``sigma_patience`` of :class:`CertSSBDEstimator`.
@@ -202,6 +216,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         if unknown:
             raise ValueError(f"unknown keyword arguments for from_official: {unknown}")
         sigma_params.setdefault("sigma_steps", 0)
+        copies = check_int(train_noise_copies, "train_noise_copies")
         template, states, seeds, _ = load_official_ensemble(directory, nb_models=nb_models, nb_classes=2)
         model = BinaryLogitAdapter(MnistCNN(nb_classes=1))
         estimator = cls(
@@ -218,6 +233,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
             warmup_epochs=0,
             random_state=random_state,
             use_memory=use_memory,
+            noise="fixed" if copies == 1 else "fresh",
             verbose=verbose,
             **sigma_params,
         )
@@ -228,6 +244,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         estimator.random_state_ = random_state
         estimator.test_noise_seeds_ = list(seeds)
         estimator.nb_models_ = len(states)
+        estimator.train_noise_copies_ = copies  # an assumption about the official training (see above)
         estimator.memory_ = CertificationMemory() if use_memory else None
         return estimator
 

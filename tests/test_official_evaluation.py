@@ -194,3 +194,43 @@ def test_another_bound_on_the_same_votes_follows_the_estimators_rule(estimator, 
     assert estimator.bound == "clopper-pearson" and np.all(other.radius <= same.radius + 1e-12)
     with pytest.raises(ValueError, match="bound must be one of"):
         certify_with_bound(estimator, details.votes, details.sigma, "wilson")
+
+
+@pytest.fixture
+def fake_official_dir(tmp_path):
+    """Three official-format checkpoints (``smoothed_k.model``: state dicts of the official one-logit MNIST CNN),
+    randomly initialised: ``from_official`` without ``../shared/reference``."""
+    for k in range(3):
+        torch.manual_seed(k)
+        torch.save(MnistCNN(nb_classes=1).state_dict(), tmp_path / f"smoothed_{k}.model")
+    return tmp_path
+
+
+def test_from_official_records_the_training_noise_copies(fake_official_dir):
+    x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    default = from_official(fake_official_dir, device_type="cpu", alpha=0.1, use_memory=False)
+    # RAB's released training code: one noisy copy per training sample and member, recorded as fitted state
+    assert default.train_noise_copies_ == 1 and default.noise == "fixed"
+    assert default.certificate_options()["noise_copies"] == 1
+    fresh = from_official(fake_official_dir, device_type="cpu", alpha=0.1, use_memory=False, train_noise_copies=4)
+    assert fresh.train_noise_copies_ == 4 and fresh.noise == "fresh"
+    one, four = (e.certify(x, return_details=True) for e in (default, fresh))
+    np.testing.assert_array_equal(one.votes, four.votes)  # the same votes; the radii shrink by sqrt(4)
+    np.testing.assert_array_equal(one.pred, four.pred)
+    np.testing.assert_allclose(four.radius, one.radius / 2, rtol=1e-12)
+    np.testing.assert_allclose(four.radius_conservative, one.radius_conservative / 2, rtol=1e-12)
+
+
+def test_from_official_saves_and_reloads_the_copies(fake_official_dir, tmp_path):
+    est = from_official(fake_official_dir, device_type="cpu", train_noise_copies=3)
+    est.save_ensemble(tmp_path / "saved")
+    again = from_official(fake_official_dir, device_type="cpu", train_noise_copies=3)
+    del again.train_noise_copies_
+    again.load_ensemble(tmp_path / "saved")
+    assert again.train_noise_copies_ == 3
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "20", None])
+def test_from_official_refuses_a_bad_copy_count(fake_official_dir, value):
+    with pytest.raises(ValueError, match=rf"train_noise_copies must be an integer >= 1, got {value!r}"):
+        from_official(fake_official_dir, device_type="cpu", train_noise_copies=value)

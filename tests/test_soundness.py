@@ -653,8 +653,191 @@ def test_predict_abstains_exactly_where_certify_does_for_every_option(row):
     result = est.certify(x, return_details=True)
     proba = est.predict(x)
     np.testing.assert_array_equal(proba.sum(axis=1) == 0, result.pred == ABSTAIN)  # the memory never abstains
-    decided = result.pred_before_memory != ABSTAIN
-    np.testing.assert_array_equal(proba[decided].argmax(axis=1), result.pred_before_memory[decided])
+    decided = result.pred != ABSTAIN  # with the memory: certify's class after the storage-update step
+    np.testing.assert_array_equal(proba[decided].argmax(axis=1), result.pred[decided])
+
+
+# -------------------------------------------- the memory on every answer (issue 22): certify, certify_adaptive, predict
+# A test sigma chosen from the input makes overlapping certificates of different labels possible (docs/guarantees.md):
+# members that vote 1 exactly inside the slab |x_0| < SLAB give, smoothed at a small sigma, class 1 near x_0 = 0 and,
+# at a large sigma, class 0 there (most of the noise falls outside the slab), each with a radius of the size of its
+# sigma. The sigma is set from the input (SIGMA_SMALL or SIGMA_LARGE by x_0, as a sigma optimiser could), so two
+# inputs one pixel apart are certified with different labels by overlapping balls unless the memory intervenes.
+SLAB, SIGMA_SMALL, SIGMA_LARGE, GAP = 2.0, 0.4, 6.0, 0.35
+
+
+class SlabMember(torch.nn.Module):
+    """Logits ``(-z, z)``, ``z = width - |x_0|`` (``x_0`` the first pixel): class 1 exactly inside the slab."""
+
+    def __init__(self):
+        super().__init__()
+        self.width = torch.nn.Parameter(torch.tensor([SLAB]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.width - x.reshape(x.shape[0], -1)[:, 0].abs()
+        return torch.stack([-z, z], dim=1)
+
+
+def grid_sigma(x_t: torch.Tensor, verbose: bool = False) -> torch.Tensor:
+    """The test sigma from the input: small where ``round(20 x_0)`` is even, large where it is odd."""
+    odd = torch.remainder(torch.round(x_t.reshape(len(x_t), -1)[:, 0] * 20), 2) == 1
+    return torch.where(odd, SIGMA_LARGE, SIGMA_SMALL).to(torch.float32)
+
+
+def slab_estimator(use_memory: bool, bound: str = "clopper-pearson", members: int = 100, alpha: float = 0.01):
+    """A fitted Cert-SSBD estimator of identical slab members with the input-chosen test sigma of ``grid_sigma``."""
+    est = CertSSBDEstimator(
+        SlabMember(), torch.nn.CrossEntropyLoss(), (1, 2, 2), 2, device_type="cpu", nb_models=members, scale=0.4,
+        alpha=alpha, bound=bound, sigma_steps=0, use_memory=use_memory, random_state=0,
+    )  # fmt: skip
+    est.ensemble_ = StackedEnsemble.from_modules([SlabMember() for _ in range(members)])
+    est.train_sigma_ = np.array([0.5, 0.3], dtype=np.float32)  # min_j sigma_j = 0.3: conservative radii differ
+    est.random_state_, est.train_noise_copies_ = 0, 1
+    est.test_noise_seeds_ = [int(s) for s in np.random.default_rng(11).integers(0, 2**63 - 1, members)]
+    est.memory_ = CertificationMemory() if use_memory else None
+    est._test_sigma = grid_sigma  # sigma_x chosen from the input (the SGA's role), fixed per input
+    return est
+
+
+def one_pixel_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """The issue's pair: x1 (x_0 = 0.35, large sigma, class 0) and x2 (x_0 = 0, small sigma, class 1), one pixel
+    and 0.35 apart."""
+    x1, x2 = np.zeros((1, 1, 2, 2), dtype=np.float32), np.zeros((1, 1, 2, 2), dtype=np.float32)
+    x1[0, 0, 0, 0] = GAP
+    return x1, x2
+
+
+def test_every_answer_agrees_with_a_stored_region_one_pixel_away():
+    # The reproduction of issue 22: certify(x1) stores a class-0 ball that contains x2; before the fix,
+    # certify_adaptive(x2) certified class 1 at 0.5 and predict(x2) said class 1 while certify(x2) said class 0.
+    est = slab_estimator(use_memory=True)
+    x1, x2 = one_pixel_inputs()
+    first = est.certify(x1, return_details=True)
+    assert first.pred[0] == 0 and first.radius[0] > GAP + 0.5  # x2 lies deep inside the stored class-0 region
+    without = slab_estimator(use_memory=False)  # the same votes without the memory: the contradiction exists
+    assert without.certify_adaptive(x2, 0.5).pred[0] == 1 and without.predict(x2)[0].argmax() == 1
+    adaptive = est.certify_adaptive(x2, 0.5)
+    proba = est.predict(x2)
+    again = est.certify(x2, return_details=True)
+    assert again.pred_before_memory[0] == 1 and again.pred[0] == 0  # the memory relabels certify's answer
+    assert adaptive.certified[0] and adaptive.pred[0] == 0  # inside the class-0 region: radius R1 - GAP >= 0.5
+    np.testing.assert_allclose(adaptive.radius_bound[0], first.radius[0] - GAP, rtol=1e-5)
+    np.testing.assert_array_equal(proba, [[1.0, 0.0]])
+    assert est.predict(x2, is_abstain=False)[0].argmax() == 0
+    assert est.memory_.check_invariant()
+
+
+def test_a_certified_adaptive_answer_stores_its_ball_and_later_answers_follow_it():
+    est = slab_estimator(use_memory=True)
+    x1, x2 = one_pixel_inputs()
+    adaptive = est.certify_adaptive(x2, 0.5)
+    assert adaptive.certified[0] and adaptive.pred[0] == 1 and adaptive.radius_bound[0] > GAP
+    assert len(est.memory_) == 1 and est.memory_.labels[0] == 1
+    np.testing.assert_allclose(est.memory_.radii, adaptive.radius_bound)  # the ball it certified, at its look
+    assert est.predict(x1)[0].argmax() == 1  # x1 lies inside it: class 1, though its own votes say 0
+    later = est.certify(x1, return_details=True)
+    assert later.pred_before_memory[0] == 0 and later.pred[0] == 1
+    np.testing.assert_allclose(later.radius[0], adaptive.radius_bound[0] - GAP, rtol=1e-5)
+    # update_memory=False only trims; a trimmed-below-r answer abstains and stores nothing
+    est2 = slab_estimator(use_memory=True)
+    est2.certify(x1)
+    out = est2.certify_adaptive(x2, float(est2.memory_.radii[0]), update_memory=False)  # r above R1 - GAP
+    assert not out.certified[0] and out.pred[0] == ABSTAIN and out.radius_bound[0] == 0.0 and len(est2.memory_) == 1
+    with pytest.raises(ValueError, match="update_memory must be True or False, got 'no'"):
+        est2.certify_adaptive(x2, 0.5, update_memory="no")
+
+
+def test_without_the_memory_the_answers_are_unchanged():
+    # use_memory=False: an earlier certify(x1) changes nothing; the answers about x2 are those of an estimator that
+    # never saw x1, and its own votes decide (class 1), bitwise
+    est, twin = slab_estimator(use_memory=False), slab_estimator(use_memory=False)
+    x1, x2 = one_pixel_inputs()
+    assert est.certify(x1)[0][0] == 0
+    result, plain = est.certify_adaptive(x2, 0.5), twin.certify_adaptive(x2, 0.5)
+    for field in ("certified", "pred", "radius_bound", "p_a_lower", "votes_used", "counts"):
+        np.testing.assert_array_equal(getattr(result, field), getattr(plain, field))
+    assert result.pred[0] == 1
+    np.testing.assert_array_equal(est.predict(x2), [[0.0, 1.0]])
+    counts = twin.certify(x2, return_details=True).votes
+    np.testing.assert_array_equal(est.predict(x2, is_abstain=False).argmax(axis=1), counts.argmax(axis=1))
+
+
+def _regions(memory: CertificationMemory) -> list[tuple]:
+    return list(zip(memory.centers, memory.labels, memory.radii, memory.radii_conservative))
+
+
+def _contradictions(path: str, x: np.ndarray, answer, regions: list, stored_from: int | None = None) -> int:
+    """Answers of one call that contradict a stored region: a certified ball (certify: paper and conservative;
+    certify_adaptive: ``radius_bound >= r``) overlapping a region of another label, or a predicted class other than
+    that of a region the input lies inside. With ``stored_from`` (certify, certify_adaptive with the memory), the
+    regions from that index on were stored by this call, one per stored answer in order, and item ``i`` is checked
+    only against those of earlier items."""
+    tol, flat = 1e-6, x.reshape(len(x), -1).astype(np.float64)
+    if path == "predict":
+        pred = np.where(answer.sum(axis=1) > 0, answer.argmax(axis=1), ABSTAIN)
+        balls = np.zeros((len(x), 2))
+    elif path == "certify":
+        pred, balls = answer.pred, np.stack([answer.radius, answer.radius_conservative], axis=1)
+        assert np.all(answer.radius_conservative <= answer.radius)
+    else:
+        pred = answer.pred
+        assert np.all(answer.radius_bound[answer.certified] >= answer.radius)
+        balls = np.stack([answer.radius_bound, answer.radius_bound], axis=1)  # radius_bound <= the paper radius
+    stored = (pred != ABSTAIN) & (balls[:, 0] > 0) if path == "certify" else pred != ABSTAIN
+    order = np.cumsum(stored) - stored  # regions this call stored before item i
+    bad = 0
+    for i in np.flatnonzero(pred != ABSTAIN):
+        limit = len(regions) if stored_from is None else stored_from + int(order[i])
+        for center, label, r_j, rc_j in regions[:limit]:
+            if label != pred[i]:
+                d = np.linalg.norm(flat[i] - center)
+                bad += d < r_j + balls[i, 0] - tol or d < rc_j + balls[i, 1] - tol
+    return bad
+
+
+def _answer(est, path: str, x: np.ndarray, r: float, conservative: bool):
+    if path == "certify":
+        return est.certify(x, return_details=True)
+    if path == "certify_adaptive":
+        return est.certify_adaptive(x, r, conservative=conservative)
+    return est.predict(x)
+
+
+def memory_rows() -> list[dict]:
+    kinds = {"certify": ("paper", "conservative"), "certify_adaptive": ("paper", "conservative"), "predict": ("label",)}
+    return [dict(path=p, bound=b, radius=k) for p in MATRIX["path"] for b in BOUNDS for k in kinds[p]]
+
+
+@pytest.mark.parametrize("row", memory_rows(), ids=row_id)
+def test_soundness_matrix_memory_answers_never_contradict_a_stored_region(row):
+    """The ``use_memory=True`` rows of the matrix at the memory's worst case: streams of inputs on a grid of x_0
+    where neighbours get different test sigmas (so different labels and overlapping balls), each call of the row's
+    path after a call of another path that stored regions. No answer of the row's path contradicts a region stored
+    before it; the same votes without the memory do (the rows construct the overlaps)."""
+    path, conservative = row["path"], row["radius"] == "conservative"
+    est, twin = slab_estimator(True, row["bound"]), slab_estimator(False, row["bound"])
+    rng = np.random.default_rng(22)
+    contradictions = twin_contradictions = 0
+    for step in range(10):
+        size = int(rng.integers(1, 4))
+        grid = np.stack([2 * rng.integers(0, 8, size) + 1, rng.integers(0, 17, size)])  # odd: large sigma, class 0
+        filler, checked = (np.pad((g / 20)[:, None], ((0, 0), (0, 3))).reshape(-1, 1, 2, 2) for g in grid)
+        filler, checked = filler.astype(np.float32), checked.astype(np.float32)
+        if step % 2:  # regions of class 0 stored by another path first
+            est.certify(filler)
+        else:
+            est.certify_adaptive(filler, 0.1)
+        regions, r = _regions(est.memory_), float(rng.choice([0.1, 0.3, 0.6]))
+        answer, plain = (_answer(e, path, checked, r, conservative) for e in (est, twin))
+        after = _regions(est.memory_)
+        stored_from = None if path == "predict" else len(regions)
+        if path == "predict":
+            assert len(after) == len(regions)  # predict stores nothing
+        contradictions += _contradictions(path, checked, answer, after, stored_from)
+        twin_contradictions += _contradictions(path, checked, plain, regions)
+        assert est.memory_.check_invariant()
+    assert contradictions == 0
+    assert twin_contradictions > 0  # power: without the memory step the same answers contradict the regions
 
 
 # ------------------------------------------------------------------------ regressions of issue 10, through the shell
