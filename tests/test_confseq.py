@@ -36,6 +36,23 @@ def test_the_lower_end_is_the_boundary_of_the_set():
     assert float(confseq.lower(0, 10, 0.01)) == 0.0 and float(confseq.upper(10, 10, 0.01)) == 1.0
 
 
+@pytest.mark.parametrize("level", [0.1, 1e-3, 0.05 / 3])
+def test_the_returned_ends_lie_outside_the_set_to_the_last_bit(level):
+    """A valid end of the confidence sequence is outside ``C_n = {p0: M_n(p0) < 1 / level}``: ``lower`` returns the
+    bisection's outside end, not its inside one (one ulp higher, the kind of slip the +-1e-9 test above misses).
+    ``upper(k, n) = 1 - lower(n - k, n)``: where that lower end is >= 1/2 the subtraction is exact, so the
+    complement's evidence at ``1 - upper`` is checked the same way."""
+    threshold = np.log(1 / level)
+    n = np.array([1, 2, 10, 10, 100, 100, 1000, 1000, 1000, 20000])
+    k = np.array([1, 2, 9, 10, 60, 97, 500, 990, 1000, 19000])
+    low = confseq.lower(k, n, level)
+    assert np.all(confseq.log_evidence(k, n, low) >= threshold)
+    up = confseq.upper(n - k, n, level)
+    exact = 1 - up >= 0.5
+    assert exact.sum() >= 3
+    assert np.all(confseq.log_evidence(k, n, 1 - up)[exact] >= threshold)
+
+
 def _first_crossing(p: float, level: float, horizon: int, trials: int, seed: int, bound) -> float:
     """Fraction of Bernoulli(p) sequences whose lower bound ever exceeds p within ``horizon`` votes (optional
     stopping at every vote: the adversary stops at the first wrong certificate)."""
