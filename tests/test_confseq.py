@@ -4,6 +4,8 @@ floor it must stay close to."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -110,3 +112,22 @@ def test_soft_votes_are_covered_too():
     k, n = np.cumsum(scores, axis=1), np.arange(1, horizon + 1)
     errs = np.mean((confseq.lower(k, n, level) > p).any(axis=1))
     assert errs <= level + 3 * np.sqrt(level * (1 - level) / trials)
+
+
+def test_log_evidence_at_the_ends_of_the_interval_is_exact_and_silent():
+    """At ``p0 = 0`` (``k = 0``) and ``p0 = 1`` (``k = n``) the likelihood is 1, so ``log M_n = log A(k, n)``, with no
+    ``0 * log 0`` turned into nan and no numpy warning; where the data rule ``p0`` out, the evidence is infinite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        at_zero = confseq.log_evidence(0, 5, 0.0)
+        at_one = confseq.log_evidence(5, 5, 1.0)
+        ruled_out = confseq.log_evidence([3, 3], [5, 5], [0.0, 1.0])
+    assert at_zero == pytest.approx(float(confseq.log_mixture_normaliser(0, 5)), rel=1e-15)
+    assert at_one == pytest.approx(float(confseq.log_mixture_normaliser(5, 5)), rel=1e-15)
+    assert np.all(np.isposinf(ruled_out))
+
+
+def test_log_evidence_computes_in_float64_whatever_the_input_dtype():
+    p0 = np.float32(0.3)
+    assert confseq.log_evidence(7, 10, p0) == confseq.log_evidence(7.0, 10.0, float(p0))
+    assert confseq.log_evidence(7, 10, np.array([p0]))[0] == confseq.log_evidence(7.0, 10.0, float(p0))
