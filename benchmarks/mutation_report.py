@@ -66,7 +66,7 @@ source_paths = ["art_certssbd"]
 only_mutate = {json.dumps(MODULES)}
 pytest_add_cli_args_test_selection = {json.dumps(TESTS)}
 pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}
-also_copy = ["benchmarks", "tests"]
+also_copy = ["benchmarks", "tests", "conftest.py"]
 """
 
 
@@ -86,6 +86,8 @@ def prepare(workdir: Path) -> None:
             shutil.copy2(src, dst)
     pyproject = workdir / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + MUTMUT_CONFIG)
+    # the run's root conftest: fastest tests first and a per-test CPU limit (speed only, see the file)
+    shutil.copy2(ROOT / "benchmarks" / "mutation_conftest.py", workdir / "conftest.py")
 
 
 def run(workdir: Path, max_children: int, names: list[str]) -> float:
