@@ -19,6 +19,7 @@ than killed or timeout: survived, suspicious, no tests, ...) or a mutant left un
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -334,6 +335,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS / "mutation", help="report path without suffix")
     parser.add_argument("--seconds", type=float, help="with --report-only: the wall time of the run, for the report")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="run only the mutants of NAMES (globs) not checked yet in --workdir (after an interrupted part)",
+    )
+    parser.add_argument("--rerun", type=Path, help="a file of mutant names (one a line) to run again")
     parser.add_argument("names", nargs="*", help="mutant names or globs to run (default: all)")
     args = parser.parse_args(argv)
     if args.report_only:
@@ -345,8 +352,23 @@ def main(argv=None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         if not (workdir / "mutants").exists():
             prepare(workdir)
-        seconds = run(workdir, args.max_children, args.names)
-        record_part(workdir, args.names, seconds, args.max_children)
+        names = list(args.names)
+        if args.resume:
+            patterns = names or ["*"]
+            names = [
+                m["name"]
+                for m in collect(workdir)
+                if m["status"] == "not checked" and any(fnmatch.fnmatchcase(m["name"], p) for p in patterns)
+            ]
+        if args.rerun:
+            names += args.rerun.read_text().split()
+        if (args.resume or args.rerun) and not names:
+            print("nothing to run")
+        else:
+            seconds = run(workdir, args.max_children, names)
+            label = list(args.names) + (["(resumed)"] if args.resume else [])
+            label += [f"(rerun of {len(names)} mutants)"] if args.rerun else []
+            record_part(workdir, label, seconds, args.max_children)
     timing = load_timing(workdir)
     if args.seconds is not None:
         timing = {"machine": machine(), "parts": [{"names": [], "seconds": args.seconds, "max_children": 0}]}

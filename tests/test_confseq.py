@@ -131,3 +131,16 @@ def test_log_evidence_computes_in_float64_whatever_the_input_dtype():
     p0 = np.float32(0.3)
     assert confseq.log_evidence(7, 10, p0) == confseq.log_evidence(7.0, 10.0, float(p0))
     assert confseq.log_evidence(7, 10, np.array([p0]))[0] == confseq.log_evidence(7.0, 10.0, float(p0))
+
+
+def test_the_bounds_at_no_and_at_all_votes_are_silent_and_exact():
+    """``k = 0`` gives the lower end 0 and ``k = n`` the upper end 1, with no numpy warning from the ``log 0`` the
+    bisection meets on the way; a single vote (``k = 1``) still gets its own end (the set's boundary)."""
+    level = 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low = confseq.lower([0, 50, 1, 1], [50, 50, 1, 10], level)
+        up = confseq.upper([0, 50], [50, 50], level)
+    assert low[0] == 0.0 and 0 < low[1] < 1 and up[1] == 1.0 and 0 < up[0] < 1
+    for k, n, end in ((1, 1, low[2]), (1, 10, low[3])):
+        assert confseq.log_evidence(k, n, end + 1e-9) < np.log(1 / level) <= confseq.log_evidence(k, n, end)

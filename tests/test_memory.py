@@ -646,3 +646,10 @@ def test_check_invariant_says_which_radii_break_it(caplog):
         "certification memory invariant violated (paper radii, atol=1e-06)",
         "certification memory invariant violated: a conservative radius outside [0, radius]",
     ]
+
+
+def test_apply_memory_ignores_the_radii_of_abstentions():
+    """An abstention certifies nothing, so whatever radii a result carries for it (NaN here) are read as 0."""
+    result = dataclasses.replace(_result([0, -1], [1.0, np.nan], [0.5, np.nan]))
+    out = apply_memory(CertificationMemory(), np.array([[0.0], [5.0]]), result)
+    assert list(out.pred) == [0, -1] and list(out.radius) == [1.0, 0.0] and list(out.radius_conservative) == [0.5, 0]
