@@ -653,3 +653,22 @@ def test_apply_memory_ignores_the_radii_of_abstentions():
     result = dataclasses.replace(_result([0, -1], [1.0, np.nan], [0.5, np.nan]))
     out = apply_memory(CertificationMemory(), np.array([[0.0], [5.0]]), result)
     assert list(out.pred) == [0, -1] and list(out.radius) == [1.0, 0.0] and list(out.radius_conservative) == [0.5, 0]
+
+
+def test_far_balls_reaching_near_the_origin_keep_the_exact_decisions():
+    """Stored centers at norm 1e8 whose balls reach to about 1 from the origin, queried near the origin: the fast
+    form's error (about eps * |x_j|^2 / ||x - x_j||, some 1e-8 here) is covered only because the rounding bound uses
+    the largest *stored* squared norm, not just the query's (a bound from the query alone, or from any other stored
+    quantity, misses the true minimiser)."""
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(400, 2))
+    x = 1e7 * u / np.linalg.norm(u, axis=1, keepdims=True)
+    rad = np.linalg.norm(x, axis=1) - 1 + rng.uniform(0, 1e-8, 400)
+    mem = CertificationMemory()
+    mem.update(x, np.zeros(400, dtype=int), rad, sigma=1e-12)
+    assert len(mem) == 400
+    q = rng.normal(size=(300, 2)) * 1e-9
+    exact = (np.sqrt(((q[:, None, :] - x[None]) ** 2).sum(-1)) - rad[None]).min(axis=1)
+    pred, radius = mem.query(q, np.ones(300, dtype=int), np.full(300, 5.0))
+    assert list(pred) == [1] * 300
+    np.testing.assert_array_equal(radius, exact)
