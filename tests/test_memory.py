@@ -672,3 +672,37 @@ def test_far_balls_reaching_near_the_origin_keep_the_exact_decisions():
     pred, radius = mem.query(q, np.ones(300, dtype=int), np.full(300, 5.0))
     assert list(pred) == [1] * 300
     np.testing.assert_array_equal(radius, exact)
+
+
+def _crowd_far_from_the_origin(touching: bool, overlap: float = 0.0) -> CertificationMemory:
+    """120 tiny balls of alternating labels within 0.05 of each other at norm 2^20, where the matrix-product form's
+    rounding bound (about 0.1) makes every pair of different labels a suspect, so ``any_overlap`` takes its
+    all-exact path; optionally one extra pair that touches exactly (dyadic values) or overlaps by ``overlap``."""
+    rng = np.random.default_rng(5)
+    base = np.array([2.0**20, 0.0])
+    x = base + rng.uniform(0.1, 0.15, size=(120, 2))
+    labels, radii = np.arange(120) % 2, np.full(120, 1e-6)
+    if touching or overlap:
+        x = np.vstack([x, base, base + [2.0**-10, 0.0]])
+        labels = np.append(labels, [0, 1])
+        radii = np.append(radii, [2.0**-11 + overlap, 2.0**-11])
+    mem = CertificationMemory(chunk_size=4096)
+    mem._append(x, labels, radii, radii / 2, np.ones(len(labels)))
+    return mem
+
+
+def test_check_invariant_on_the_all_exact_path():
+    assert _crowd_far_from_the_origin(touching=False).check_invariant(atol=0.0)
+    assert _crowd_far_from_the_origin(touching=True).check_invariant(atol=0.0)  # touching is not overlapping
+    assert not _crowd_far_from_the_origin(touching=False, overlap=2.0**-20).check_invariant(atol=0.0)
+
+
+def test_check_invariant_touching_and_barely_overlapping_balls_far_from_the_origin():
+    """Balls that touch exactly do not overlap; an overlap much smaller than the fast form's rounding bound (about
+    0.1 at norm 2^20) is still found."""
+    base = np.array([[2.0**20, 0.0]])
+    for gap, expected in ((0.0, True), (-(2.0**-8), False)):
+        mem = CertificationMemory()
+        x = np.vstack([base, base + [2.0 + gap, 0.0]])
+        mem._append(x, np.array([0, 1]), np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.ones(2))
+        assert mem.check_invariant(atol=0.0) is expected
