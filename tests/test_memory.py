@@ -706,3 +706,11 @@ def test_check_invariant_touching_and_barely_overlapping_balls_far_from_the_orig
         x = np.vstack([base, base + [2.0 + gap, 0.0]])
         mem._append(x, np.array([0, 1]), np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.ones(2))
         assert mem.check_invariant(atol=0.0) is expected
+
+
+def test_a_query_at_the_origin_sees_a_ball_at_the_origin():
+    """Zero norms make the rounding bound of the fast form 0: its floor (1e-12) keeps the minimiser in the screen."""
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1.0])
+    pred, radius = mem.query(np.zeros((1, 2)), [1], [0.5])
+    assert list(pred) == [0] and list(radius) == [1.0]
