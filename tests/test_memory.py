@@ -714,3 +714,22 @@ def test_a_query_at_the_origin_sees_a_ball_at_the_origin():
     mem.update(np.zeros((1, 2)), [0], [1.0])
     pred, radius = mem.query(np.zeros((1, 2)), [1], [0.5])
     assert list(pred) == [0] and list(radius) == [1.0]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8192])
+def test_a_tie_between_two_stored_balls_goes_to_the_first_stored(chunk_size):
+    """Two same-label balls at equal ``g < 0``: the first stored decides the conservative radius, whether the two
+    are in one chunk or in two (earlier chunks win ties)."""
+    mem = CertificationMemory(chunk_size=chunk_size)
+    mem.update(np.array([[0.0], [1.0]]), [1, 1], [1.0, 1.0], radius_conservative=[1.0, 0.5])
+    pred, radius, conservative = mem.query(np.array([[0.5]]), [0], [0.1], radius_conservative=[0.1])
+    assert list(pred) == [1] and radius[0] == 0.5 and conservative[0] == 0.5
+
+
+def test_a_huge_radius_whose_ulp_swallows_the_screen_margin_is_still_found():
+    """With R = 1e20 the row minimum g = ||x - x_j|| - R is about -1e20, whose ulp (16384) exceeds the screen's
+    margin: the screen must keep values equal to the minimum plus margin (<=), or it would keep nothing."""
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1e20])
+    pred, radius = mem.query(np.ones((1, 2)), [1], [0.5])
+    assert list(pred) == [0] and radius[0] == 1e20 - np.sqrt(2)
