@@ -3,7 +3,12 @@
     python benchmarks/mutation_report.py              # run mutmut, then write benchmarks/results/mutation.{md,json}
     python benchmarks/mutation_report.py --report-only --workdir DIR   # report on an existing run in DIR
 
-``tox -e mutation`` runs the first form. mutmut works in a scratch copy of the tracked (and untracked, not ignored)
+``tox -e mutation`` runs the first form. A long run goes in parts in one ``--workdir`` (each part a glob of mutant
+names, e.g. ``"art_certssbd.memory*"``; ``--resume`` runs only the mutants of the globs not checked yet, ``--rerun
+FILE`` the named ones again after new tests); the report sums the parts' times and names the machine. Each mutant runs
+under ``benchmarks/mutation_conftest.py`` (fastest tests first, a per-test CPU limit reported as a timeout).
+
+mutmut works in a scratch copy of the tracked (and untracked, not ignored)
 files, so ``mutants/`` never lands in the repository; the copy is made under ``--workdir`` (default a fresh temporary
 folder). The modules mutated and the (fast, focused) tests run against each mutant are :data:`MODULES` and
 :data:`TESTS` below.
@@ -13,7 +18,8 @@ Every surviving mutant must be either killed by a test or explained in ``benchma
 description of the mutant (module, function, the original and the mutated source line), not by mutmut's numeric
 index, which moves whenever a function changes. The report lists each survivor with its diff and its explanation,
 or ``UNEXPLAINED``; the script exits 1 if a module of :data:`CORE` has an unexplained survivor (any status other
-than killed or timeout: survived, suspicious, no tests, ...) or a mutant left unchecked, so the tox env fails.
+than killed or timeout: survived, suspicious, no tests, ...) or a mutant left unchecked, or if an entry of the toml
+is stale (matches no mutant, or claims equivalence for a mutant the tests kill), so the tox env fails.
 """
 
 from __future__ import annotations
