@@ -521,18 +521,20 @@ def test_integer_inputs_are_trimmed_in_float64():
 
 
 def test_the_log_counts_relabels_trims_and_stores(caplog):
-    """One debug line per call with the counts; a conflict at exactly the certified radius (g = r) touches the
-    ball already, so it is not trimmed."""
+    """One debug line per call with the counts, summed over the items and over the blocks of 256; a conflict at
+    exactly the certified radius (g = r) touches the ball already, so it is not trimmed."""
     mem = CertificationMemory()
     with caplog.at_level("DEBUG", logger="art_certssbd.memory"):
         mem.update(np.zeros((2, 1)), [0, -1], [1.0, 0.0])
-        # x = 0.5 inside ball 0 (relabelled), x = 3 at g = 2 - ... : radius 2.5 -> trimmed to 2, x = 2 with r = 1: g = r
-        mem.update(np.array([[0.5], [3.0], [2.0]]), [1, 1, 1], [0.25, 2.5, 1.0])
+        # +-0.5 inside ball 0 (relabelled), +-3 with radius 2.5 trimmed to 2, 2 with radius 1 at g = r (kept)
+        mem.update(np.array([[0.5], [-0.5], [3.0], [-3.0], [2.0]]), [1] * 5, [0.25, 0.25, 2.5, 2.5, 1.0])
+        mem.update(100.0 + 10.0 * np.arange(300)[:, None], [2] * 300, [1.0] * 300)  # two blocks, no conflict
         mem.query(np.array([[0.5]]), [1], [1.0])
     assert caplog.messages == [
         "memory update: {'relabelled': 0, 'trimmed': 0, 'stored': 1}; 1 regions stored",
-        "memory update: {'relabelled': 1, 'trimmed': 1, 'stored': 3}; 4 regions stored",
-        "memory query: {'relabelled': 1, 'trimmed': 0, 'stored': 0}; 4 regions stored",
+        "memory update: {'relabelled': 2, 'trimmed': 2, 'stored': 5}; 6 regions stored",
+        "memory update: {'relabelled': 0, 'trimmed': 0, 'stored': 300}; 306 regions stored",
+        "memory query: {'relabelled': 1, 'trimmed': 0, 'stored': 0}; 306 regions stored",
     ]
 
 
