@@ -128,7 +128,8 @@ def record_part(workdir: Path, names: list[str], seconds: float, max_children: i
     """Add one ``mutmut run`` (a part of a run split by module) to the timing kept in ``workdir``."""
     path = workdir / TIMING
     timing = json.loads(path.read_text()) if path.exists() else {"machine": machine(), "parts": []}
-    timing["parts"].append({"names": list(names), "seconds": round(seconds, 1), "max_children": max_children})
+    part = {"names": list(names), "seconds": round(seconds, 1), "max_children": max_children, "nice": os.nice(0)}
+    timing["parts"].append(part)
     path.write_text(json.dumps(timing, indent=1) + "\n")
 
 
@@ -268,7 +269,8 @@ def report(mutants: list[dict], timing: dict | None) -> tuple[str, dict, bool]:
         lines.append(
             f"\nRun time: {total / 60:.1f} min in {len(parts)} part(s) ("
             + "; ".join(f"{' '.join(p['names']) or 'all'}: {p['seconds'] / 60:.1f} min" for p in parts)
-            + f"), on {timing['machine']}, {parts[-1]['max_children']} mutmut child(ren) under `nice -n 19`."
+            + f"), on {timing['machine']}, {parts[-1]['max_children']} mutmut child(ren) at niceness "
+            + f"{parts[-1].get('nice', 'unknown')}."
         )
     lines += [
         "",
