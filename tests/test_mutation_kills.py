@@ -503,6 +503,7 @@ def test_certify_scores_edges():
         (lambda: stats.radius(0.9, -1), r"sigma must be finite and > 0, got -1\.0"),
         (lambda: stats.radius(2, 1.0), r"p_a_lower must be in \[0, 1\], got 2\.0"),
         (lambda: stats.clopper_pearson_upper(2.5, 10, 0.05), r"k must be integers in \[0, n\], got 2\.5"),
+        (lambda: stats.clopper_pearson_lower(0, 0, 0.05), r"n must be an integer >= 1, got 0\.0"),
         (
             lambda: stats.certify_counts(np.array([[5, 1]] * 3), np.ones((3, 1)), 0.05),
             r"sigma must be a scalar or have shape \(3,\), got shape \(3, 1\)",
