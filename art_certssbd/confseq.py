@@ -59,15 +59,17 @@ def lower(k, n, level: float) -> np.ndarray:
     :param level: The sequence's error probability over all ``n`` at once, in (0, 1).
     """
     k, n = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(n, dtype=float))
-    # p0 is in C_n iff k log p0 + (n - k) log(1 - p0) > log A(k, n) - log(1 / level); the left side increases on
-    # [0, k / n] (the MLE, always in C_n since A <= the largest likelihood), so inf C_n is found by bisection there.
-    target = log_mixture_normaliser(k, n) - np.log(1.0 / level)
+    # p0 is in C_n iff log M_n(p0) = log A(k, n) - (k log p0 + (n - k) log(1 - p0)) < log(1 / level); the
+    # likelihood increases on [0, k / n] (the MLE, always in C_n since A <= the largest likelihood), so inf C_n is
+    # found by bisection there. The test is written exactly as log_evidence computes it, so the returned end is
+    # outside C_n to the last bit: log_evidence(k, n, lower(k, n, level)) >= log(1 / level) (for k >= 1).
+    log_a, threshold = log_mixture_normaliser(k, n), np.log(1.0 / level)
     lo, hi = np.zeros(k.shape), k / n
     for _ in range(_BISECTIONS):
         mid = (lo + hi) / 2
         with np.errstate(divide="ignore", invalid="ignore"):
             log_lik = np.where(k > 0, k * np.log(mid), 0.0) + np.where(n > k, (n - k) * np.log1p(-mid), 0.0)
-        in_set = log_lik > target
+        in_set = log_a - log_lik < threshold
         hi, lo = np.where(in_set, mid, hi), np.where(in_set, lo, mid)
     return lo
 

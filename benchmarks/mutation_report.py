@@ -3,7 +3,12 @@
     python benchmarks/mutation_report.py              # run mutmut, then write benchmarks/results/mutation.{md,json}
     python benchmarks/mutation_report.py --report-only --workdir DIR   # report on an existing run in DIR
 
-``tox -e mutation`` runs the first form. mutmut works in a scratch copy of the tracked (and untracked, not ignored)
+``tox -e mutation`` runs the first form. A long run goes in parts in one ``--workdir`` (each part a glob of mutant
+names, e.g. ``"art_certssbd.memory*"``; ``--resume`` runs only the mutants of the globs not checked yet, ``--rerun
+FILE`` the named ones again after new tests); the report sums the parts' times and names the machine. Each mutant runs
+under ``benchmarks/mutation_conftest.py`` (fastest tests first, a per-test CPU limit reported as a timeout).
+
+mutmut works in a scratch copy of the tracked (and untracked, not ignored)
 files, so ``mutants/`` never lands in the repository; the copy is made under ``--workdir`` (default a fresh temporary
 folder). The modules mutated and the (fast, focused) tests run against each mutant are :data:`MODULES` and
 :data:`TESTS` below.
@@ -13,14 +18,17 @@ Every surviving mutant must be either killed by a test or explained in ``benchma
 description of the mutant (module, function, the original and the mutated source line), not by mutmut's numeric
 index, which moves whenever a function changes. The report lists each survivor with its diff and its explanation,
 or ``UNEXPLAINED``; the script exits 1 if a module of :data:`CORE` has an unexplained survivor (any status other
-than killed or timeout: survived, suspicious, no tests, ...) or a mutant left unchecked, so the tox env fails.
+than killed or timeout: survived, suspicious, no tests, ...) or a mutant left unchecked, or if an entry of the toml
+is stale (matches no mutant, or claims equivalence for a mutant the tests kill), so the tox env fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,12 +45,14 @@ EXPLANATIONS = ROOT / "benchmarks" / "mutation_equivalent.toml"
 MODULES = [
     "art_certssbd/certification.py",
     "art_certssbd/sequential.py",
+    "art_certssbd/confseq.py",
+    "art_certssbd/growth.py",
+    "art_certssbd/stats.py",
     "art_certssbd/memory.py",
     "art_certssbd/_distances.py",
-    "art_certssbd/stats.py",
 ]
-#: The certification core: an unexplained survivor here fails the tox env.
-CORE = ["art_certssbd.certification", "art_certssbd.sequential"]
+#: Every module mutated: an unexplained survivor or an unchecked mutant in any of them fails the tox env.
+CORE = [p.removesuffix(".py").replace("/", ".") for p in MODULES]
 #: Tests run against each mutant (mutmut runs only those that execute the mutated function, fastest first). The
 #: estimator-level soundness tests (``tests/test_soundness.py``) train torch members and would cost about a minute per
 #: surviving mutant; everything they check of these modules is reached through the pure functions tested here.
@@ -50,6 +60,8 @@ TESTS = [
     "tests/test_mutation_kills.py",
     "tests/test_certification.py",
     "tests/test_sequential.py",
+    "tests/test_confseq.py",
+    "tests/test_growth.py",
     "tests/test_stats.py",
     "tests/test_memory.py",
 ]
@@ -61,7 +73,7 @@ source_paths = ["art_certssbd"]
 only_mutate = {json.dumps(MODULES)}
 pytest_add_cli_args_test_selection = {json.dumps(TESTS)}
 pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}
-also_copy = ["benchmarks", "tests"]
+also_copy = ["benchmarks", "tests", "conftest.py"]
 """
 
 
@@ -81,6 +93,8 @@ def prepare(workdir: Path) -> None:
             shutil.copy2(src, dst)
     pyproject = workdir / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + MUTMUT_CONFIG)
+    # the run's root conftest: fastest tests first and a per-test CPU limit (speed only, see the file)
+    shutil.copy2(ROOT / "benchmarks" / "mutation_conftest.py", workdir / "conftest.py")
 
 
 def run(workdir: Path, max_children: int, names: list[str]) -> float:
@@ -91,6 +105,37 @@ def run(workdir: Path, max_children: int, names: list[str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"mutmut run failed with exit code {proc.returncode}")
     return time.monotonic() - start
+
+
+TIMING = "mutation_timing.json"
+
+
+def machine() -> str:
+    """The CPU model, the cores this process may use and the OS, for the report."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def record_part(workdir: Path, names: list[str], seconds: float, max_children: int) -> None:
+    """Add one ``mutmut run`` (a part of a run split by module) to the timing kept in ``workdir``."""
+    path = workdir / TIMING
+    timing = json.loads(path.read_text()) if path.exists() else {"machine": machine(), "parts": []}
+    part = {"names": list(names), "seconds": round(seconds, 1), "max_children": max_children, "nice": os.nice(0)}
+    timing["parts"].append(part)
+    path.write_text(json.dumps(timing, indent=1) + "\n")
+
+
+def load_timing(workdir: Path) -> dict | None:
+    path = workdir / TIMING
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -115,16 +160,21 @@ def _changed_lines(diff: str) -> tuple[str, str]:
     return " / ".join(before), " / ".join(after)
 
 
+def _key(entry: dict) -> tuple[str, str, str, str]:
+    return entry["module"], entry["function"], entry["before"].strip(), entry["after"].strip()
+
+
 def load_explanations() -> tuple[dict, dict]:
     data = tomllib.loads(EXPLANATIONS.read_text()) if EXPLANATIONS.exists() else {}
     equivalent = {}
     for entry in data.get("equivalent", []):
-        key = (entry["module"], entry["function"], entry["before"].strip(), entry["after"].strip())
+        key = _key(entry)
+        if key in equivalent:
+            raise SystemExit(f"{EXPLANATIONS.name}: duplicate [[equivalent]] entry {key}")
         equivalent[key] = entry["reason"]
     killed = {}
     for entry in data.get("killed", []):
-        key = (entry["module"], entry["function"], entry["before"].strip(), entry["after"].strip())
-        killed[key] = entry["test"]
+        killed[_key(entry)] = entry["test"]
     return equivalent, killed
 
 
@@ -161,16 +211,18 @@ def collect(workdir: Path) -> list[dict]:
     return mutants
 
 
-def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]:
+def report(mutants: list[dict], timing: dict | None) -> tuple[str, dict, bool]:
     equivalent, killed_by = load_explanations()
     per_module: dict[str, Counter] = {}
     rows = []
+    status_by_key: dict[tuple, set[str]] = {}
     for m in mutants:
         c = per_module.setdefault(m["module"], Counter())
         c[m["status"]] += 1
         if "before" not in m:
             continue
         key = (m["module"], m["function"], m["before"], m["after"])
+        status_by_key.setdefault(key, set()).add(m["status"])
         if m["status"] == "not checked":  # a partial run: reported in the counts, not as a survivor
             continue
         if m["status"] in ("killed", "timeout"):  # a mutant that hangs the tests is caught by them
@@ -186,7 +238,24 @@ def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]
         rows.append(m)
     failing = [m for m in rows if m["explanation"] is None and m["module"] in CORE]
     unchecked = [m for m in mutants if m["status"] == "not checked" and m["module"] in CORE]
+    # An entry that matches no mutant is stale (its line changed or went): it explains nothing and must go. An
+    # [[equivalent]] entry whose mutants are all killed is wrong (the tests tell the mutant apart).
+    stale = [f"[[equivalent]] {k}: matches no mutant" for k in equivalent if k not in status_by_key]
+    stale += [f"[[killed]] {k}: matches no mutant" for k in killed_by if k not in status_by_key]
+    stale += [
+        f"[[equivalent]] {k}: every matching mutant is killed, so it is not equivalent"
+        for k in equivalent
+        if k in status_by_key and status_by_key[k] <= {"killed", "timeout"}
+    ]
+    complete = [mod for mod in sorted(per_module) if not per_module[mod]["not checked"]]
     lines = ["# Mutation testing: survivor report", ""]
+    if unchecked:
+        lines += [
+            f"**PARTIAL RUN**: {len(unchecked)} mutant(s) not checked. Complete modules: "
+            + (", ".join(f"`{mod}`" for mod in complete) or "none")
+            + ".",
+            "",
+        ]
     lines.append(
         "Generated by `benchmarks/mutation_report.py` (`tox -e mutation`): mutmut over "
         + ", ".join(f"`{p}`" for p in MODULES)
@@ -194,8 +263,15 @@ def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]
         + ", ".join(f"`{t}`" for t in TESTS)
         + ". Explanations of equivalent mutants: `benchmarks/mutation_equivalent.toml`."
     )
-    if seconds is not None:
-        lines.append(f"\nRun time: {seconds / 60:.1f} min (2 mutmut children on 2 shared CPU cores).")
+    if timing:
+        parts = timing["parts"]
+        total = sum(p["seconds"] for p in parts)
+        lines.append(
+            f"\nRun time: {total / 60:.1f} min in {len(parts)} part(s) ("
+            + "; ".join(f"{' '.join(p['names']) or 'all'}: {p['seconds'] / 60:.1f} min" for p in parts)
+            + f"), on {timing['machine']}, {parts[-1]['max_children']} mutmut child(ren) at niceness "
+            + f"{parts[-1].get('nice', 'unknown')}."
+        )
     lines += [
         "",
         "| module | mutants | killed | timeout | survived | explained | unexplained | no tests | not checked |",
@@ -210,13 +286,16 @@ def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]
         )
     lines += [
         "",
-        f"Certification core ({', '.join(CORE)}): {len(failing)} unexplained survivor(s), "
-        f"{len(unchecked)} mutant(s) not checked.",
+        f"All modules: {len(failing)} unexplained survivor(s), {len(unchecked)} mutant(s) not checked, "
+        f"{len(stale)} stale entr(y/ies) in `benchmarks/mutation_equivalent.toml`.",
         "",
         "A survivor is explained when `benchmarks/mutation_equivalent.toml` has an `[[equivalent]]` entry for it "
-        "(module, function, original and mutated line) saying why no accepted input can tell it apart.",
+        "(module, function, original and mutated line) saying why no accepted input can tell it apart. "
+        "Timeouts count as killed (a mutant that hangs the tests is caught by them).",
         "",
     ]
+    if stale:
+        lines += ["## Stale entries (fail the run)", ""] + [f"- {e}" for e in stale] + [""]
     was = [m for m in mutants if m.get("killed_by")]
     if was:
         lines += ["## Former survivors, now killed", ""]
@@ -240,9 +319,12 @@ def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]
         ]
     summary = {
         "modules": {k: dict(v) for k, v in sorted(per_module.items())},
-        "core_unexplained": len(failing),
-        "core_not_checked": len(unchecked),
-        "seconds": seconds,
+        "unexplained": len(failing),
+        "not_checked": len(unchecked),
+        "stale_entries": stale,
+        "complete_modules": complete,
+        "seconds": sum(p["seconds"] for p in timing["parts"]) if timing else None,
+        "timing": timing,
         "survivors": [
             {k: m.get(k) for k in ("name", "module", "function", "status", "before", "after", "explanation")}
             for m in rows
@@ -251,7 +333,7 @@ def report(mutants: list[dict], seconds: float | None) -> tuple[str, dict, bool]
             {k: m.get(k) for k in ("module", "function", "before", "after", "killed_by")} for m in was
         ],
     }
-    return "\n".join(lines), summary, not failing and not unchecked
+    return "\n".join(lines), summary, not failing and not unchecked and not stale
 
 
 def main(argv=None) -> int:
@@ -261,26 +343,52 @@ def main(argv=None) -> int:
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS / "mutation", help="report path without suffix")
     parser.add_argument("--seconds", type=float, help="with --report-only: the wall time of the run, for the report")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="run only the mutants of NAMES (globs) not checked yet in --workdir (after an interrupted part)",
+    )
+    parser.add_argument("--rerun", type=Path, help="a file of mutant names (one a line) to run again")
     parser.add_argument("names", nargs="*", help="mutant names or globs to run (default: all)")
     args = parser.parse_args(argv)
-    seconds = None
     if args.report_only:
         if args.workdir is None:
             parser.error("--report-only needs --workdir")
         workdir = args.workdir
-        seconds = args.seconds
     else:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="certssbd-mutation-"))
         workdir.mkdir(parents=True, exist_ok=True)
         if not (workdir / "mutants").exists():
             prepare(workdir)
-        seconds = run(workdir, args.max_children, args.names)
+        names = list(args.names)
+        if args.resume:
+            patterns = names or ["*"]
+            names = [
+                m["name"]
+                for m in collect(workdir)
+                if m["status"] == "not checked" and any(fnmatch.fnmatchcase(m["name"], p) for p in patterns)
+            ]
+        if args.rerun:
+            names += args.rerun.read_text().split()
+        if (args.resume or args.rerun) and not names:
+            print("nothing to run")
+        else:
+            seconds = run(workdir, args.max_children, names)
+            label = list(args.names) + (["(resumed)"] if args.resume else [])
+            label += [f"(rerun of {len(names)} mutants)"] if args.rerun else []
+            record_part(workdir, label, seconds, args.max_children)
+    timing = load_timing(workdir)
+    if args.seconds is not None:
+        timing = {"machine": machine(), "parts": [{"names": [], "seconds": args.seconds, "max_children": 0}]}
     mutants = collect(workdir)
-    text, summary, ok = report(mutants, seconds)
+    text, summary, ok = report(mutants, timing)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".md").write_text(text + "\n")
     args.output.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"wrote {args.output.with_suffix('.md')} ({summary['core_unexplained']} unexplained in the core)")
+    print(
+        f"wrote {args.output.with_suffix('.md')}: {summary['unexplained']} unexplained, {summary['not_checked']} not "
+        f"checked, {len(summary['stale_entries'])} stale entries"
+    )
     return 0 if ok else 1
 
 

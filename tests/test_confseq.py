@@ -4,6 +4,8 @@ floor it must stay close to."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -34,6 +36,23 @@ def test_the_lower_end_is_the_boundary_of_the_set():
         assert confseq.log_evidence(k, n, low + 1e-9) < np.log(1 / level) <= confseq.log_evidence(k, n, low - 1e-9)
         assert float(confseq.upper(n - k, n, level)) == pytest.approx(1 - low)
     assert float(confseq.lower(0, 10, 0.01)) == 0.0 and float(confseq.upper(10, 10, 0.01)) == 1.0
+
+
+@pytest.mark.parametrize("level", [0.1, 1e-3, 0.05 / 3])
+def test_the_returned_ends_lie_outside_the_set_to_the_last_bit(level):
+    """A valid end of the confidence sequence is outside ``C_n = {p0: M_n(p0) < 1 / level}``: ``lower`` returns the
+    bisection's outside end, not its inside one (one ulp higher, the kind of slip the +-1e-9 test above misses).
+    ``upper(k, n) = 1 - lower(n - k, n)``: where that lower end is >= 1/2 the subtraction is exact, so the
+    complement's evidence at ``1 - upper`` is checked the same way."""
+    threshold = np.log(1 / level)
+    n = np.array([1, 2, 10, 10, 100, 100, 1000, 1000, 1000, 20000])
+    k = np.array([1, 2, 9, 10, 60, 97, 500, 990, 1000, 19000])
+    low = confseq.lower(k, n, level)
+    assert np.all(confseq.log_evidence(k, n, low) >= threshold)
+    up = confseq.upper(n - k, n, level)
+    exact = 1 - up >= 0.5
+    assert exact.sum() >= 3
+    assert np.all(confseq.log_evidence(k, n, 1 - up)[exact] >= threshold)
 
 
 def _first_crossing(p: float, level: float, horizon: int, trials: int, seed: int, bound) -> float:
@@ -93,3 +112,35 @@ def test_soft_votes_are_covered_too():
     k, n = np.cumsum(scores, axis=1), np.arange(1, horizon + 1)
     errs = np.mean((confseq.lower(k, n, level) > p).any(axis=1))
     assert errs <= level + 3 * np.sqrt(level * (1 - level) / trials)
+
+
+def test_log_evidence_at_the_ends_of_the_interval_is_exact_and_silent():
+    """At ``p0 = 0`` (``k = 0``) and ``p0 = 1`` (``k = n``) the likelihood is 1, so ``log M_n = log A(k, n)``, with no
+    ``0 * log 0`` turned into nan and no numpy warning; where the data rule ``p0`` out, the evidence is infinite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        at_zero = confseq.log_evidence(0, 5, 0.0)
+        at_one = confseq.log_evidence(5, 5, 1.0)
+        ruled_out = confseq.log_evidence([3, 3], [5, 5], [0.0, 1.0])
+    assert at_zero == pytest.approx(float(confseq.log_mixture_normaliser(0, 5)), rel=1e-15)
+    assert at_one == pytest.approx(float(confseq.log_mixture_normaliser(5, 5)), rel=1e-15)
+    assert np.all(np.isposinf(ruled_out))
+
+
+def test_log_evidence_computes_in_float64_whatever_the_input_dtype():
+    p0 = np.float32(0.3)
+    assert confseq.log_evidence(7, 10, p0) == confseq.log_evidence(7.0, 10.0, float(p0))
+    assert confseq.log_evidence(7, 10, np.array([p0]))[0] == confseq.log_evidence(7.0, 10.0, float(p0))
+
+
+def test_the_bounds_at_no_and_at_all_votes_are_silent_and_exact():
+    """``k = 0`` gives the lower end 0 and ``k = n`` the upper end 1, with no numpy warning from the ``log 0`` the
+    bisection meets on the way; a single vote (``k = 1``) still gets its own end (the set's boundary)."""
+    level = 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low = confseq.lower([0, 50, 1, 1], [50, 50, 1, 10], level)
+        up = confseq.upper([0, 50], [50, 50], level)
+    assert low[0] == 0.0 and 0 < low[1] < 1 and up[1] == 1.0 and 0 < up[0] < 1
+    for k, n, end in ((1, 1, low[2]), (1, 10, low[3])):
+        assert confseq.log_evidence(k, n, end + 1e-9) < np.log(1 / level) <= confseq.log_evidence(k, n, end)

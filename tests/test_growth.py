@@ -33,6 +33,11 @@ def test_the_rule_by_hand():
     assert g.settled([h(0.2, 0.9), h(0.5, 0.505), h(0.8, 0.81)])  # two waves within 0.01 of the projection
     assert not g.settled([h(0.5, 0.505), h(0.8, 0.82)])
     assert g.settled([h(0.96, 0.99)])  # the target reached
+    assert g.settled([h(0.95, 0.99)])  # reached exactly counts
+    exact = Growth(np.zeros((1, 1)), np.zeros(1), radius=0.1, tol=0.25, patience=2)
+    assert exact.settled([h(0.5, 0.75), h(0.5, 0.75)])  # a gap of exactly tol is settled (binary-exact values)
+    assert not exact.settled([h(0.5, 0.75), h(0.25, 0.75)])
+    assert Growth(np.zeros((1, 1)), np.zeros(1), radius=0.1, target=1.0).target == 1.0  # target 1 is allowed
     assert Growth(np.zeros((1, 1)), np.zeros(1), 0.0, wave_size=16).waves(40) == [16, 32, 40]
 
 
@@ -44,11 +49,16 @@ def test_the_rule_by_hand():
         ({"radius": -0.1}, "radius must be a number >= 0"),
         ({"target": 1.5}, r"target must be a certified accuracy in \(0, 1\]"),
         ({"patience": 0}, "patience must be an integer >= 1"),
+        ({"radius": True}, "radius must be a number >= 0, got radius=True"),
+        ({"tol": True}, "tol must be a number >= 0, got tol=True"),
+        ({"target": 0.0}, "target must be a finite number > 0"),
+        ({"x_val": np.zeros((3, 1))}, "x_val and y_val must hold the same positive number of samples, got 3 and 2"),
+        ({"x_val": np.zeros((0, 1)), "y_val": np.zeros(0)}, "same positive number of samples, got 0 and 0"),
     ],
 )
 def test_bad_growth_settings_are_refused_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Growth(np.zeros((2, 1)), np.zeros(2), **{"radius": 0.1, **kwargs})
+        Growth(**{"x_val": np.zeros((2, 1)), "y_val": np.zeros(2), "radius": 0.1, **kwargs})
 
 
 def test_growth_stops_at_a_wave_and_keeps_the_members_of_a_fixed_fit(digits):

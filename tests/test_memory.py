@@ -8,6 +8,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from helpers import digits_estimator, trim_bruteforce
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -437,3 +438,300 @@ def test_empty_batches_and_empty_memory():
 def test_bad_chunk_size():
     with pytest.raises(ValueError, match=r"chunk_size must be an integer >= 1, got 0"):
         CertificationMemory(chunk_size=0)
+
+
+# ---------------------------------------------------------------------------------------------- the mutation run's
+# survivors (benchmarks/mutation_report.py): exact messages, dtypes, defaults and the paths the property tests miss.
+
+
+def _full(pattern: str) -> str:
+    return "^" + pattern + "$"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.query(np.zeros((2, 2)), [-1, -2], [0.0, 1.0]), r"pred must be >= -1 \(-1 = abstain\), got -2"),
+        (lambda m: m.query(np.zeros((2, 2)), [0.5, 1], [1.0, 1.0]), r"pred must be a 1-D array of integer labels.*"),
+        (lambda m: m.query(np.zeros((3, 2)), np.zeros((3, 1)), [1.0] * 3), r"pred must be a 1-D array.*"),
+        (lambda m: m.query(np.zeros((2, 2)), [0, 0], [0.0, -1.0]), r"radius must be finite and >= 0, got -1.0"),
+        (lambda m: m.update(np.full((1, 2), np.inf), [0], [1.0]), r"x must be finite, got NaN or inf"),
+        (
+            lambda m: m.update(np.zeros((3, 2)), [0] * 3, [1.0] * 3, sigma=[1.0, 1.0]),
+            r"sigma must be a scalar or have shape \(3,\), got shape \(2,\)",
+        ),
+        (
+            lambda m: m.update(np.zeros((3, 2)), [0] * 3, [1.0] * 3, sigma=np.ones((3, 1))),
+            r"sigma must be a scalar or have shape \(3,\), got shape \(3, 1\)",
+        ),
+        (
+            lambda m: m.update(np.zeros((3, 2)), [0] * 3, [1.0] * 3, sigma=[1.0, -2.0, 1.0]),
+            r"sigma must be finite and > 0, got -2.0",
+        ),
+        (lambda m: m.update(np.zeros((1, 2)), [0], [1.0], sigma=-3.0), r"sigma must be finite and > 0, got -3.0"),
+    ],
+)
+def test_bad_input_messages_exactly(call, message):
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1.0])
+    with pytest.raises(ValueError, match=_full(message)):
+        call(mem)
+    assert len(mem) == 1
+
+
+@pytest.mark.parametrize("chunk_size", [True, 2.0, "3"])
+def test_chunk_size_must_be_an_int(chunk_size):
+    with pytest.raises(ValueError, match=_full(rf"chunk_size must be an integer >= 1, got {chunk_size!r}")):
+        CertificationMemory(chunk_size=chunk_size)
+
+
+def test_an_empty_memory_has_typed_empty_arrays_and_the_documented_defaults(tmp_path):
+    mem = CertificationMemory()
+    assert mem.dim is None and len(mem) == 0 and mem.chunk_size == 8192 and mem.device == torch.device("cpu")
+    assert CertificationMemory(device="meta").device == torch.device("meta")
+    assert mem.centers.shape == (0, 0)
+    kinds = {"centers": np.float64, "labels": np.int64, "radii": np.float64, "radii_conservative": np.float64}
+    for name, dtype in {**kinds, "sigmas": np.float64}.items():
+        assert getattr(mem, name).dtype == dtype, name
+    mem.save(tmp_path / "empty.npz")
+    for loaded in (
+        CertificationMemory.load(tmp_path / "empty.npz"),
+        CertificationMemory.from_state_dict(mem.state_dict()),
+    ):
+        assert loaded.chunk_size == 8192 and loaded.device == torch.device("cpu")
+    for loaded in (
+        CertificationMemory.load(tmp_path / "empty.npz", device="meta", chunk_size=5),
+        CertificationMemory.from_state_dict(mem.state_dict(), device="meta", chunk_size=5),
+    ):
+        assert loaded.chunk_size == 5 and loaded.device == torch.device("meta")
+
+
+def test_integer_inputs_are_trimmed_in_float64():
+    """Integer radii (and conservative radii) are trimmed to non-integer values, not truncated; labels come back
+    int64; a tensor that requires grad and 1-D x (one feature per sample) are accepted."""
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 1)), [0], [1.0])
+    pred, radius, conservative = mem.query(np.array([[1.5]]), np.array([1]), np.array([2]), radius_conservative=[2])
+    assert pred.dtype == np.int64 and list(pred) == [1]
+    assert radius[0] == 0.5 and conservative[0] == 0.5
+    pred, radius = mem.query(np.array([1.5, 3.0]), [1, 1], [1, 1])  # 1-D x: two samples of one feature
+    assert list(radius) == [0.5, 1.0]
+    grad = torch.tensor([[1.5]], dtype=torch.float64, requires_grad=True)
+    assert mem.query(grad, [1], [2.0])[1][0] == 0.5
+
+
+def test_the_log_counts_relabels_trims_and_stores(caplog):
+    """One debug line per call with the counts, summed over the items and over the blocks of 256; a conflict at
+    exactly the certified radius (g = r) touches the ball already, so it is not trimmed."""
+    mem = CertificationMemory()
+    with caplog.at_level("DEBUG", logger="art_certssbd.memory"):
+        mem.update(np.zeros((2, 1)), [0, -1], [1.0, 0.0])
+        # +-0.5 inside ball 0 (relabelled), +-3 with radius 2.5 trimmed to 2, 2 with radius 1 at g = r (kept)
+        mem.update(np.array([[0.5], [-0.5], [3.0], [-3.0], [2.0]]), [1] * 5, [0.25, 0.25, 2.5, 2.5, 1.0])
+        mem.update(100.0 + 10.0 * np.arange(300)[:, None], [2] * 300, [1.0] * 300)  # two blocks, no conflict
+        mem.query(np.array([[0.5]]), [1], [1.0])
+    assert caplog.messages == [
+        "memory update: {'relabelled': 0, 'trimmed': 0, 'stored': 1}; 1 regions stored",
+        "memory update: {'relabelled': 2, 'trimmed': 2, 'stored': 5}; 6 regions stored",
+        "memory update: {'relabelled': 0, 'trimmed': 0, 'stored': 300}; 306 regions stored",
+        "memory query: {'relabelled': 1, 'trimmed': 0, 'stored': 0}; 306 regions stored",
+    ]
+
+
+def test_a_tie_between_a_stored_ball_and_an_earlier_item_of_the_batch_goes_to_the_stored_one():
+    """Two same-label balls at equal ``g < 0`` from a query: the one stored before the batch wins the tie (storage
+    order), and its conservative radius decides the relabelled one."""
+    mem, ref = CertificationMemory(), ReferenceMemory()
+    first = (np.array([[0.0]]), [1], [1.0], [1.0])
+    mem.update(first[0], first[1], first[2], radius_conservative=first[3])
+    ref.run(*first[:3], True, first[3])
+    batch = (np.array([[1.0], [0.5]]), [1, 0], [1.0, 0.1], [0.5, 0.1])
+    got = mem.update(batch[0], batch[1], batch[2], radius_conservative=batch[3])
+    assert_same(got, ref.run(*batch[:3], True, batch[3]))
+    assert list(got[0]) == [1, 1] and got[1][1] == 0.5 and got[2][1] == 0.5
+
+
+def test_apply_memory_sets_pred_before_memory():
+    result = dataclasses.replace(_result([0, 1], [1.0, 1.0], [0.5, 0.5]), pred_before_memory=np.array([7, 7]))
+    out = apply_memory(CertificationMemory(), np.array([[0.0], [0.5]]), result)
+    assert list(out.pred_before_memory) == [0, 1] and list(out.pred) == [0, 0]
+
+
+def test_a_large_memory_loads_in_one_append(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 1500
+    state = {
+        "format_version": torch.tensor(2),
+        "centers": torch.from_numpy(rng.normal(size=(n, 2)) * 100),
+        "labels": torch.zeros(n, dtype=torch.int64),
+        "radii": torch.full((n,), 0.5, dtype=torch.float64),
+        "radii_conservative": torch.full((n,), 0.25, dtype=torch.float64),
+        "sigmas": torch.ones(n, dtype=torch.float64),
+    }
+    mem = CertificationMemory.from_state_dict(state)
+    assert len(mem) == n and np.array_equal(mem.centers, state["centers"].numpy())
+
+
+def _state(**changes):
+    state = {
+        "format_version": torch.tensor(2),
+        "centers": torch.zeros((2, 2), dtype=torch.float64),
+        "labels": torch.tensor([0, 0]),
+        "radii": torch.tensor([1.0, 1.0], dtype=torch.float64),
+        "radii_conservative": torch.tensor([0.5, 0.5], dtype=torch.float64),
+        "sigmas": torch.ones(2, dtype=torch.float64),
+    }
+    state.update(changes)
+    return {k: v for k, v in state.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ([1, 2], "a memory state must be a mapping of names to tensors"),
+        ({"centers": np.zeros((1, 2))}, "a memory state must be a mapping of names to tensors"),
+        (_state(format_version=None), r"format version None, expected .*"),
+        (_state(format_version=torch.tensor([2, 2])), r"format version tensor\(\[2, 2\]\).*|format version \[2 2\].*"),
+        (_state(radii_conservative=None), r"missing fields \['radii_conservative'\]"),
+        (_state(centers=torch.zeros(2, dtype=torch.float64)), "inconsistent array shapes"),
+        (
+            _state(
+                centers=torch.zeros(3, dtype=torch.float64),
+                labels=torch.tensor([0]),
+                radii=torch.tensor([1.0]),
+                radii_conservative=torch.tensor([0.5]),
+                sigmas=torch.tensor([1.0]),
+            ),  # fmt: skip
+            "inconsistent array shapes",
+        ),
+        (_state(labels=torch.tensor([0, 0, 0])), "inconsistent array shapes"),
+        (_state(centers=torch.full((2, 2), np.inf)), "non-finite centers, non-positive radii or negative labels"),
+        (_state(radii=torch.tensor([1.0, 0.0])), "non-finite centers, non-positive radii or negative labels"),
+        (_state(labels=torch.tensor([0, -1])), "non-finite centers, non-positive radii or negative labels"),
+        (_state(radii_conservative=torch.tensor([0.5, 1.5])), r"conservative radii outside \[0, radius\]"),
+    ],
+)
+def test_bad_states_are_refused_exactly(state, message):
+    with pytest.raises(ValueError, match=_full(message)):
+        CertificationMemory.from_state_dict(state)
+
+
+def test_an_empty_version_1_file_loads_and_says_so(tmp_path, caplog):
+    path = tmp_path / "v1.npz"
+    arrays = dict(centers=np.zeros((0, 2)), labels=np.zeros(0, dtype=np.int64), radii=np.zeros(0), sigmas=np.zeros(0))
+    np.savez(path, format=np.array("art-certssbd/certification-memory"), format_version=np.array(1), **arrays)
+    with caplog.at_level("WARNING", logger="art_certssbd.memory"):
+        assert len(CertificationMemory.load(path)) == 0
+    assert caplog.messages == ["certification memory of format version 1: conservative radii unknown, loaded as 0"]
+
+
+def test_load_names_a_single_array_file(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.ones(3))
+    with pytest.raises(
+        ValueError, match=_full(rf"path '{path}' is not a CertificationMemory file: not an .npz archive")
+    ):
+        CertificationMemory.load(path)
+
+
+def test_check_invariant_says_which_radii_break_it(caplog):
+    mem = CertificationMemory()
+    mem.update(np.array([[0.0], [3.0]]), [0, 1], [1.0, 1.0], radius_conservative=[0.5, 0.5])
+    mem._radii[1] = 2.5  # paper balls overlap
+    with caplog.at_level("WARNING", logger="art_certssbd.memory"):
+        assert not mem.check_invariant()
+    mem._radii[1] = 1.0
+    mem._radii_c[1] = 1.5  # a conservative radius above its paper radius
+    with caplog.at_level("WARNING", logger="art_certssbd.memory"):
+        assert not mem.check_invariant()
+    assert caplog.messages == [
+        "certification memory invariant violated (paper radii, atol=1e-06)",
+        "certification memory invariant violated: a conservative radius outside [0, radius]",
+    ]
+
+
+def test_apply_memory_ignores_the_radii_of_abstentions():
+    """An abstention certifies nothing, so whatever radii a result carries for it (NaN here) are read as 0."""
+    result = dataclasses.replace(_result([0, -1], [1.0, np.nan], [0.5, np.nan]))
+    out = apply_memory(CertificationMemory(), np.array([[0.0], [5.0]]), result)
+    assert list(out.pred) == [0, -1] and list(out.radius) == [1.0, 0.0] and list(out.radius_conservative) == [0.5, 0]
+
+
+def test_far_balls_reaching_near_the_origin_keep_the_exact_decisions():
+    """Stored centers at norm 1e8 whose balls reach to about 1 from the origin, queried near the origin: the fast
+    form's error (about eps * |x_j|^2 / ||x - x_j||, some 1e-8 here) is covered only because the rounding bound uses
+    the largest *stored* squared norm, not just the query's (a bound from the query alone, or from any other stored
+    quantity, misses the true minimiser)."""
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(400, 2))
+    x = 1e7 * u / np.linalg.norm(u, axis=1, keepdims=True)
+    rad = np.linalg.norm(x, axis=1) - 1 + rng.uniform(0, 1e-8, 400)
+    mem = CertificationMemory()
+    mem.update(x, np.zeros(400, dtype=int), rad, sigma=1e-12)
+    assert len(mem) == 400
+    q = rng.normal(size=(300, 2)) * 1e-9
+    exact = (np.sqrt(((q[:, None, :] - x[None]) ** 2).sum(-1)) - rad[None]).min(axis=1)
+    pred, radius = mem.query(q, np.ones(300, dtype=int), np.full(300, 5.0))
+    assert list(pred) == [1] * 300
+    np.testing.assert_array_equal(radius, exact)
+
+
+def _crowd_far_from_the_origin(touching: bool, overlap: float = 0.0) -> CertificationMemory:
+    """120 tiny balls of alternating labels within 0.05 of each other at norm 2^20, where the matrix-product form's
+    rounding bound (about 0.1) makes every pair of different labels a suspect, so ``any_overlap`` takes its
+    all-exact path; optionally one extra pair that touches exactly (dyadic values) or overlaps by ``overlap``."""
+    rng = np.random.default_rng(5)
+    base = np.array([2.0**20, 0.0])
+    x = base + rng.uniform(0.1, 0.15, size=(120, 2))
+    labels, radii = np.arange(120) % 2, np.full(120, 1e-6)
+    if touching or overlap:
+        x = np.vstack([x, base, base + [2.0**-10, 0.0]])
+        labels = np.append(labels, [0, 1])
+        radii = np.append(radii, [2.0**-11 + overlap, 2.0**-11])
+    mem = CertificationMemory(chunk_size=4096)
+    mem._append(x, labels, radii, radii / 2, np.ones(len(labels)))
+    return mem
+
+
+def test_check_invariant_on_the_all_exact_path():
+    assert _crowd_far_from_the_origin(touching=False).check_invariant(atol=0.0)
+    assert _crowd_far_from_the_origin(touching=True).check_invariant(atol=0.0)  # touching is not overlapping
+    assert not _crowd_far_from_the_origin(touching=False, overlap=2.0**-20).check_invariant(atol=0.0)
+
+
+def test_check_invariant_touching_and_barely_overlapping_balls_far_from_the_origin():
+    """Balls that touch exactly do not overlap; an overlap much smaller than the fast form's rounding bound (about
+    0.1 at norm 2^20) is still found."""
+    base = np.array([[2.0**20, 0.0]])
+    for gap, expected in ((0.0, True), (-(2.0**-8), False)):
+        mem = CertificationMemory()
+        x = np.vstack([base, base + [2.0 + gap, 0.0]])
+        mem._append(x, np.array([0, 1]), np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.ones(2))
+        assert mem.check_invariant(atol=0.0) is expected
+
+
+def test_a_query_at_the_origin_sees_a_ball_at_the_origin():
+    """Zero norms make the rounding bound of the fast form 0: its floor (1e-12) keeps the minimiser in the screen."""
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1.0])
+    pred, radius = mem.query(np.zeros((1, 2)), [1], [0.5])
+    assert list(pred) == [0] and list(radius) == [1.0]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8192])
+def test_a_tie_between_two_stored_balls_goes_to_the_first_stored(chunk_size):
+    """Two same-label balls at equal ``g < 0``: the first stored decides the conservative radius, whether the two
+    are in one chunk or in two (earlier chunks win ties)."""
+    mem = CertificationMemory(chunk_size=chunk_size)
+    mem.update(np.array([[0.0], [1.0]]), [1, 1], [1.0, 1.0], radius_conservative=[1.0, 0.5])
+    pred, radius, conservative = mem.query(np.array([[0.5]]), [0], [0.1], radius_conservative=[0.1])
+    assert list(pred) == [1] and radius[0] == 0.5 and conservative[0] == 0.5
+
+
+def test_a_huge_radius_whose_ulp_swallows_the_screen_margin_is_still_found():
+    """With R = 1e20 the row minimum g = ||x - x_j|| - R is about -1e20, whose ulp (16384) exceeds the screen's
+    margin: the screen must keep values equal to the minimum plus margin (<=), or it would keep nothing."""
+    mem = CertificationMemory()
+    mem.update(np.zeros((1, 2)), [0], [1e20])
+    pred, radius = mem.query(np.ones((1, 2)), [1], [0.5])
+    assert list(pred) == [0] and radius[0] == 1e20 - np.sqrt(2)

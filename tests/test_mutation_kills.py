@@ -11,7 +11,7 @@ import pytest
 from scipy.special import ndtri
 from scipy.stats import beta, norm
 
-from art_certssbd import certification, sequential
+from art_certssbd import certification, confseq, sequential, stats
 from art_certssbd.stats import ABSTAIN
 
 
@@ -492,3 +492,32 @@ def test_certify_scores_edges():
     assert p[0] == pytest.approx(_hoeffding(0.9, 100, 0.1))
     with pytest.raises(ValueError, match=r"^pred, radius and y must be non-empty 1-D arrays"):
         certified_accuracy([[0]], [[0.1]], [[0]], [0.0])
+
+
+# --- art_certssbd.stats ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: stats.radius(0.9, -1), r"sigma must be finite and > 0, got -1\.0"),
+        (lambda: stats.radius(2, 1.0), r"p_a_lower must be in \[0, 1\], got 2\.0"),
+        (lambda: stats.clopper_pearson_upper(2.5, 10, 0.05), r"k must be integers in \[0, n\], got 2\.5"),
+        (lambda: stats.clopper_pearson_lower(0, 0, 0.05), r"n must be an integer >= 1, got 0\.0"),
+        (
+            lambda: stats.certify_counts(np.array([[5, 1]] * 3), np.ones((3, 1)), 0.05),
+            r"sigma must be a scalar or have shape \(3,\), got shape \(3, 1\)",
+        ),
+    ],
+)
+def test_stats_refusals_name_the_value_as_a_float(call, message):
+    with pytest.raises(ValueError, match="^" + message + "$"):
+        call()
+
+
+def test_the_anytime_bounds_through_the_dispatchers_take_soft_votes():
+    """``bound="anytime"`` goes to the confidence sequence, for fractional vote sums too (soft votes)."""
+    for k in (2.5, 7.0):
+        assert stats.upper_confidence_bound(k, 10, 0.05, "anytime") == confseq.upper(k, 10, 0.05)
+        assert stats.lower_confidence_bound(k, 10, 0.05, "anytime") == confseq.lower(k, 10, 0.05)
+    assert stats.upper_confidence_bound(7, 10, 0.05, "anytime") > stats.upper_confidence_bound(7, 10, 0.05)
