@@ -97,8 +97,8 @@ def snapshot(est) -> dict:
     """Everything a failed call must leave alone: parameters, weights, mode, fitted state, memory."""
     snap = {
         "params": dict(est.get_params()),
-        "weights": {k: v.clone() for k, v in est.model.state_dict().items()},
-        "training": est.model.training,
+        "weights": {k: v.clone() for k, v in est.base_model.state_dict().items()},
+        "training": est.base_model.training,
         "attributes": sorted(vars(est)),
     }
     if hasattr(est, "ensemble_"):

@@ -316,7 +316,7 @@ def test_get_activations_reads_a_trained_member(fitted, digits):
     logits = fitted.get_activations(x, layer=names.index("output"), batch_size=5)
     with torch.no_grad():
         member0 = fitted.ensemble_.member(0)(torch.from_numpy(x)).numpy()
-        base = fitted.model.eval()(torch.from_numpy(x)).numpy()
+        base = fitted.base_model.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(logits, member0, rtol=1e-5, atol=1e-6)
     assert not np.allclose(logits, base)  # not the base network of the sigma optimiser
     assert fitted.get_activations(x, layer="fc").shape == (12, 64)

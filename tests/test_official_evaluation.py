@@ -76,7 +76,7 @@ def test_from_official_is_fitted_with_the_official_members(reference_dir, expect
     x = torch.from_numpy(probes)
     with torch.no_grad():
         logits = est.ensemble_.logits(x.unsqueeze(0).expand(4, *x.shape))
-        base = est.model(x)
+        base = est.base_model(x)
     want = np.array([expected[name]["logits"] for name in NAMES])
     np.testing.assert_allclose(logits[..., 1].numpy(), want, atol=1e-5)
     assert torch.all(logits[..., 0] == 0)
@@ -149,7 +149,7 @@ def test_from_official_estimator_certifies_predicts_and_round_trips(reference_di
     assert proba.shape == (5, 2) and np.all(proba.sum(axis=1) == 1)
     estimator.save_ensemble(tmp_path / "saved")
     again = CertSSBDEstimator(
-        estimator.model, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2, nb_models=4, scale=0.12, device_type="cpu"
+        estimator.base_model, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2, nb_models=4, scale=0.12, device_type="cpu"
     )
     again.load_ensemble(tmp_path / "saved")
     assert again.test_noise_seeds_ == estimator.test_noise_seeds_
