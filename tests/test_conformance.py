@@ -372,6 +372,17 @@ def test_save_writes_the_whole_ensemble(factory, fitted, digits, reference, tmp_
     assert (tmp_path / "art-data" / "default").is_dir()
 
 
+def test_model_of_a_loaded_and_of_a_streamed_ensemble_is_the_ensemble(factory, fitted, digits, tmp_path):
+    fitted.save_ensemble(tmp_path / "ensemble")
+    x = torch.from_numpy(digits[2])
+    with torch.no_grad():
+        expected = fitted.model(x)
+        for stream in (False, True):
+            loaded = factory()
+            loaded.load_ensemble(tmp_path / "ensemble", stream=stream)
+            torch.testing.assert_close(loaded.model(x), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_pickle_and_deepcopy_before_and_after_use(factory, fitted, digits, reference, tmp_path, monkeypatch):
     import art.config
 

@@ -20,6 +20,7 @@ from art_certssbd.official import (
     official_model_seed,
     official_noise_fn,
 )
+from art_certssbd.smoothed_module import SmoothedEnsembleModule
 
 NAMES = [f"smoothed_{k}.model" for k in range(4)]
 from_official = CertSSBDEstimator.from_official
@@ -72,6 +73,7 @@ def test_from_official_is_fitted_with_the_official_members(reference_dir, expect
     assert est.test_noise_seeds_ == [expected[name]["sha256_mod_2_32"] for name in NAMES]
     np.testing.assert_array_equal(est.train_sigma_, [np.float32(0.12)])
     assert est.random_state_ == 0 and isinstance(est.memory_, CertificationMemory) and len(est.memory_) == 0
+    assert isinstance(est.model, SmoothedEnsembleModule) and est.model.nb_models == 4  # what ART's attacks read
     # the expected logits through the estimator's ensemble (class-1 logit; class 0 is the adapter's 0)
     x = torch.from_numpy(probes)
     with torch.no_grad():
