@@ -9,23 +9,30 @@ ART's ``PyTorchClassifier`` assumes one network; this mixin gives each call its 
 * ``fit_generator`` collects the generator's data once and fits once (ART's loop calls ``fit`` per batch);
 * ``loss_gradient`` / ``compute_loss``: the ensemble's expected loss under its fixed test noise at ``scale``;
   ``class_gradient`` is not available (as in ART's ``PyTorchRandomizedSmoothing``);
-* ``get_activations`` reads a trained member (``model`` is the base network of the sigma optimiser, untrained for
-  RAB);
+* ``model`` (ART's network, which some attacks wrap in a classifier of their own) is, once fitted, the smoothed
+  ensemble as one differentiable module (:class:`~art_certssbd.smoothed_module.SmoothedEnsembleModule`); before
+  ``fit`` it is the base network, with a warning. ``base_model`` is always the base network (of the sigma
+  optimiser; untrained for RAB), and it is what ``get_params``, ``set_params``, ``clone_for_refitting`` and
+  ``sklearn.base.clone`` see as the parameter ``model``;
+* ``get_activations`` reads a trained member (``base_model`` is untrained for RAB);
 * ``save`` writes the whole ensemble (:meth:`save_ensemble`); pickle and ``copy.deepcopy`` work before and after use
   and write no files (ART's pickling writes the model under ``ART_DATA_PATH``).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 import os
+import warnings
 
 import numpy as np
 import torch
 
 from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
 from art_certssbd.noise import add_noise
+from art_certssbd.smoothed_module import SmoothedEnsembleModule
 
 #: Estimator parameters the fitted ensemble does not depend on: ``set_params`` of them keeps the fitted state.
 #: Changing any other one (``model``, ``loss``, ``optimizer``, ``input_shape``, ``nb_classes``, ``preprocessing``,
@@ -75,7 +82,81 @@ def _numpy(t) -> np.ndarray:
 class ArtContractMixin:
     """The ART calls of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
 
+    # ------------------------------------------------------------------------------------------------- networks
+    @property
+    def base_model(self) -> torch.nn.Module:
+        """The base network: the architecture of every member, the network of the sigma optimiser (warmed up at
+        ``scale`` by Cert-SSBD's ``fit``, never trained by RAB's), and the parameter ``model`` of ``get_params``."""
+        return self._model._model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network ART's attacks and defences read (some wrap it in a ``PyTorchClassifier`` of their own, e.g.
+        ``AutoProjectedGradientDescent`` with ``loss_type``, ``AutoAttack``, ``BrendelBethgeAttack``).
+
+        Once fitted (``fit``, ``from_official``, ``load_ensemble``): the smoothed ensemble as one differentiable
+        module, the log of the members' mean softmax score on the fixed test noise at ``scale``
+        (:class:`~art_certssbd.smoothed_module.SmoothedEnsembleModule`), built anew on each access. Before: the base
+        network (:attr:`base_model`), with a ``UserWarning``, since an attack built on it attacks a network that is
+        not the smoothed classifier (for RAB an untrained one). Read :attr:`base_model` for the base network itself.
+        """
+        if not hasattr(self, "ensemble_"):
+            warnings.warn(
+                f"model of an unfitted {type(self).__name__} is its base network (for RAB an untrained one), not the "
+                "smoothed ensemble: an ART attack or defence built on it attacks that network; fit the estimator "
+                "first (or read base_model for the base network itself)",
+                UserWarning,
+                stacklevel=2,
+            )
+            return self.base_model
+        return SmoothedEnsembleModule(
+            self.ensemble_, self._noise_fn(), self.scale, self.draws_per_model, self.vectorize
+        ).eval()
+
     # ---------------------------------------------------------------------------------------------- parameters
+    def _param(self, key: str):
+        """The value of estimator parameter ``key`` (``model``: the base network)."""
+        return self.base_model if key == "model" else getattr(self, key)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The estimator parameters, ``model`` being the base network (:attr:`base_model`).
+
+        :param deep: Accepted for scikit-learn (``sklearn.base.clone``); the parameters hold no nested estimators,
+               so it changes nothing.
+        """
+        return {key: self._param(key) for key in self.estimator_params}
+
+    def clone_for_refitting(self):
+        """An unfitted estimator of the same parameters, on a copy of the base network re-initialised by its
+        layers' ``reset_parameters`` and a new optimiser of the same type and defaults (ART's
+        ``clone_for_refitting``, on :attr:`base_model` rather than ``model``)."""
+        if self._optimizer is None:
+            raise ValueError("An optimizer is needed to train the model, but none is provided.")
+        model = copy.deepcopy(self.base_model)
+        optimizer = type(self._optimizer)(model.parameters(), **self._optimizer.defaults)
+        clone = type(self)(model, self._loss, self.input_shape, self.nb_classes, optimizer=optimizer)
+        clone.reset()
+        params = self.get_params()
+        del params["model"], params["optimizer"]
+        clone.set_params(**params)
+        return clone
+
+    def __sklearn_clone__(self):
+        """``sklearn.base.clone(estimator)``: :meth:`clone_for_refitting` (an unfitted estimator of the same
+        parameters; ``fit`` re-initialises every network from ``random_state``, so the copy's weights do not matter).
+        scikit-learn's default clone would pass ``get_params()`` to the constructor, which does not take ART's apex
+        options (``use_amp``, ``opt_level``, ``loss_scale``)."""
+        return self.clone_for_refitting()
+
+    def reset(self) -> None:
+        """Re-initialise the base network's layers (ART's ``reset``; the fitted state, if any, is kept)."""
+
+        def weight_reset(module) -> None:
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+
+        self.base_model.apply(weight_reset)  # ART's order (children first), so the same draws as ART's reset
+
     def set_params(self, **kwargs) -> None:
         """Set estimator parameters (ART's ``set_params``; ``clone_for_refitting`` relies on it).
 
@@ -91,7 +172,7 @@ class ArtContractMixin:
         unknown = sorted(key for key in kwargs if key not in self.estimator_params)
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} of {type(self).__name__}: {self.estimator_params}")
-        changed = {key: value for key, value in kwargs.items() if not _same(getattr(self, key), value)}
+        changed = {key: value for key, value in kwargs.items() if not _same(self._param(key), value)}
         snapshot = dict(self.__dict__)
         snapshot["preprocessing_operations"] = list(self.preprocessing_operations)  # mutated in place below
         try:

@@ -44,7 +44,7 @@ class PersistenceMixin:
             "train_noise_copies": getattr(self, "train_noise_copies_", None),  # noise="fresh": nb_epochs
         }
         with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
-            store.save("base", self.model.state_dict())
+            store.save("base", self.base_model.state_dict())
             store.save("train_sigma", torch.from_numpy(self.train_sigma_))
             store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
             memory = getattr(self, "memory_", None)
@@ -89,12 +89,12 @@ class PersistenceMixin:
                 f"certifies it, got bound={self.bound!r}"
             )
         if stream:  # one member loads, to refuse another architecture now; the others are read when they vote
-            load_block(directory, self.model, 0, 1)
-            ensemble = SavedEnsemble(directory, self.model, self.memory_budget)
+            load_block(directory, self.base_model, 0, 1)
+            ensemble = SavedEnsemble(directory, self.base_model, self.memory_budget)
         else:
-            ensemble = StackedEnsemble.from_state_dicts(self.model, [store.load_member(k) for k in members])
+            ensemble = StackedEnsemble.from_state_dicts(self.base_model, [store.load_member(k) for k in members])
         base = store.load("base")
-        StackedEnsemble.from_state_dicts(self.model, [base])  # refuses a base model of another architecture
+        StackedEnsemble.from_state_dicts(self.base_model, [base])  # refuses a base model of another architecture
         train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
         if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
             raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
@@ -103,7 +103,7 @@ class PersistenceMixin:
         if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
             raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
         memory = self._load_memory(store, directory) if store.has("memory") else None
-        self.model.load_state_dict(base)
+        self.base_model.load_state_dict(base)
         self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
         self.test_noise_seeds_ = [int(s) for s in seeds]
         self.nb_models_ = len(members)

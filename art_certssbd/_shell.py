@@ -33,6 +33,7 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import stats
 from art_certssbd._art import ArtContractMixin
+from art_certssbd._certifiable import CertifiableRadiusMixin
 from art_certssbd._persistence import PersistenceMixin
 from art_certssbd._validation import (
     NOT_FITTED,
@@ -99,7 +100,9 @@ _SIGMA_PARAMS = [
 ]
 
 
-class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedSmoothingMixin, PyTorchClassifier):
+class _SmoothedEnsembleEstimator(
+    ArtContractMixin, PersistenceMixin, CertifiableRadiusMixin, RandomizedSmoothingMixin, PyTorchClassifier
+):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
     estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
@@ -228,6 +231,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
                     f"preprocessing={op!r} is not supported: the noise is added to the raw input, so put any "
                     "normalisation inside the model (e.g. as its first layer)"
                 )
+        self._warn_if_never_certifies()  # valid, but every input would abstain
 
     # ------------------------------------------------------------------------------------------------- fitting
     def _check_fitted(self) -> None:
@@ -252,7 +256,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             batch_size=batch_size,
             nb_epochs=nb_epochs,
             data_sha256=data,
-            model=type(self.model).__name__,
+            model=type(self.base_model).__name__,
             optimizer=type(self._optimizer).__name__,
             optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()},
         )
@@ -325,7 +329,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
         base, train_sigma, ensemble = train_smoothed_ensemble(
-            self.model,
+            self.base_model,
             x_t,
             y_t,
             seed=seed,
@@ -355,8 +359,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             train_sigma.min(),
             train_sigma.max(),
         )
-        self.model.load_state_dict(base.state_dict())
-        self.model.eval()
+        self.base_model.load_state_dict(base.state_dict())
+        self.base_model.eval()
         self.ensemble_ = ensemble.to(self._device)
         self.train_sigma_ = train_sigma.cpu().numpy()
         self.random_state_ = seed
@@ -369,14 +373,14 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         self.__dict__.pop("_reset_by", None)  # a set_params reset, now refitted
 
     def _check_output(self, x: np.ndarray) -> None:
-        was_training = self.model.training
+        was_training = self.base_model.training
         try:
             with torch.no_grad():
-                out = self.model.eval()(torch.from_numpy(x).to(self._device))
+                out = self.base_model.eval()(torch.from_numpy(x).to(self._device))
         except RuntimeError as err:  # e.g. a layer sized for another input shape
             raise ValueError(f"model cannot process inputs of input_shape={tuple(self.input_shape)}: {err}") from err
         finally:
-            self.model.train(was_training)
+            self.base_model.train(was_training)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.nb_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={self.nb_classes})")
@@ -416,7 +420,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             if done["sigma"] is None:  # the validation inputs' sigma, as certify computes a test input's
                 done["sigma"] = self._sigma(base, x_val, derive_seed(seed, "sigma_test"), False)
             first = done["size"]
-            block = StackedEnsemble.from_state_dicts(self.model, [states[k] for k in range(first, size)])
+            block = StackedEnsemble.from_state_dicts(self.base_model, [states[k] for k in range(first, size)])
             block.to(self._device)
             votes = vote(block, x_val, done["sigma"], functools.partial(shifted_noise, noise_fn, first),
                          self.nb_classes, draws_per_model=self.draws_per_model, vectorize=self.vectorize)  # fmt: skip
@@ -458,7 +462,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
         """Validate ``x`` and return ``(sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
         self._check_fitted()
-        x = check_inputs(x, self.input_shape, self.clip_values)
+        x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
             raise ValueError(
                 f"n must be in [1, {self.sample_size}], got n={n!r}: n counts votes and the ensemble has "
@@ -468,6 +472,8 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         if n is not None and n % self.draws_per_model:
             raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
         batch_size = check_int(batch_size, "batch_size")
+        if len(x) == 0:  # an empty batch: empty results, as ART's
+            return x, np.zeros(0), np.zeros((0, self.nb_classes), dtype=np.int64)
         x_t = torch.from_numpy(x).to(self._device)
         sigma_x = self._test_sigma(x_t, verbose)
         counts = self._count_votes(x_t, sigma_x, nb_votes=n, batch_size=batch_size, verbose=verbose)
@@ -475,7 +481,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
 
     def _test_sigma(self, x_t: torch.Tensor, verbose: bool) -> torch.Tensor:
         """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
-        return self._sigma(self.model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
+        return self._sigma(self.base_model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
 
     def _count_votes(self, x_t, sigma_t, *, start_vote=0, nb_votes=None, batch_size=256, verbose=False):
         """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t`` (a ``(N, C)`` int64 tensor)."""
@@ -540,8 +546,10 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         that region's label), and ``predict`` stores nothing. With ``is_abstain=False``, the majority vote, except
         inside a stored region of another label, which gives that region's label.
         """
+        is_abstain = kwargs.get("is_abstain")  # None: True; anything else but a bool raises, as in ART
+        is_abstain = True if is_abstain is None else check_bool(is_abstain, "is_abstain")
         x, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        if kwargs.get("is_abstain", True) is False:
+        if not is_abstain:
             pred = counts.argmax(axis=1)
             if self.memory_ is not None:  # inside a stored region of another label: that region's label
                 pred = self.memory_.query(x, pred, np.zeros(len(pred)))[0]
@@ -587,6 +595,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         """
         verbose = self.verbose if verbose is None else verbose
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
+        self._warn_if_never_certifies(n, "certify: ")
         # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
         result = certify_votes(counts, sigma_x, n=n, **self.certificate_options())
         # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
@@ -649,7 +658,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
         default_alpha = options.pop("alpha")
         alpha = default_alpha if alpha is None else alpha
         draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model
-        x = check_inputs(x, self.input_shape, self.clip_values)
+        x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         batch_size = check_int(batch_size, "batch_size")
         if looks is None and self.bound == "anytime":  # a confidence sequence: look after every vote
             looks = np.arange(1, total + 1)
@@ -666,6 +675,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             return counts.cpu().numpy()
 
         sigma = sigma_t.cpu().numpy().astype(np.float64)
+        self._warn_if_out_of_reach(sigma, radius, int(looks[-1]), alpha)
         result = run_sequential(
             draw,
             len(x),
@@ -676,6 +686,7 @@ class _SmoothedEnsembleEstimator(ArtContractMixin, PersistenceMixin, RandomizedS
             spending=spending,
             futility_alpha=futility_alpha,
             conservative=conservative,
+            nb_classes=self.nb_classes,
             **options,
         )
         # the storage-update step on the answers (nothing when use_memory=False)

@@ -81,13 +81,17 @@ def _describe(x: np.ndarray) -> str:
     return f"array of shape {x.shape} and dtype {x.dtype}"
 
 
-def check_inputs(x, input_shape: tuple[int, ...], clip_values=None, name: str = "x") -> np.ndarray:
+def check_inputs(
+    x, input_shape: tuple[int, ...], clip_values=None, name: str = "x", *, allow_empty: bool = False
+) -> np.ndarray:
     """Validate a batch of inputs and return it as a float32 array.
 
     :param x: Inputs of shape ``(N, *input_shape)``.
     :param input_shape: The estimator's ``input_shape``.
     :param clip_values: ``(min, max)`` allowed range, or ``None``.
     :param name: Parameter name for messages.
+    :param allow_empty: Accept ``N = 0`` (prediction and certification of an empty batch, as ART); otherwise an
+           empty batch is refused (training on nothing).
     """
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(x).__name__}")
@@ -95,6 +99,8 @@ def check_inputs(x, input_shape: tuple[int, ...], clip_values=None, name: str = 
         raise ValueError(f"{name} must hold real numbers, got {_describe(x)}")
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, input_shape))}), got {_describe(x)}")
+    if x.shape[0] == 0 and allow_empty:
+        return np.zeros(x.shape, dtype=np.float32)
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: got {_describe(x)}")
     if not np.all(np.isfinite(x)):

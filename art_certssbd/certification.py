@@ -51,6 +51,8 @@ __all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats
     "certify_top_class",
     "certify_votes",
     "check_options",
+    "max_certifiable_radius",
+    "min_ensemble_size",
     "noise_sigma",
     "selection_level",
     "vote_bound",
@@ -263,3 +265,75 @@ def certify_votes(
         noise_copies=copies,
         n=n,
     )
+
+
+def max_certifiable_radius(
+    nb_votes: int,
+    sigma=1.0,
+    *,
+    alpha: float,
+    bound: str = "clopper-pearson",
+    draws_per_model: int = 1,
+    nb_classes: int = 2,
+    noise_copies: int = 1,
+):
+    """The largest radius the certificate can hand out with ``nb_votes`` votes: the radius of unanimous votes.
+
+    Unanimous votes give the largest ``p_a_lower`` (at the selection level, :func:`selection_level`), hence the
+    largest radius ``sigma / sqrt(noise_copies) * Phi^-1(p_a_lower)``; it is 0 when even they give
+    ``p_a_lower <= 1/2``: then every input abstains, whatever the members learned. With Clopper-Pearson (one draw per
+    member) ``p_a_lower = (alpha / 2) ** (1 / nb_votes)``, so 4 votes at ``alpha = 0.05`` give 0.40 (never
+    certified) and 8 votes at ``alpha = 0.01`` give 0.516 (``0.04 sigma``). Computed by :func:`certify_votes`
+    itself on a unanimous row, so it is the certificate's own ceiling for every option.
+
+    :param nb_votes: Votes per input, ``nb_models * draws_per_model`` (a multiple of ``draws_per_model``).
+    :param sigma: Test noise ``sigma_x``: scalar or array, finite and > 0.
+    :param alpha: Overall error probability of each certificate, in (0, 1).
+    :param bound: One of :data:`BOUNDS`.
+    :param draws_per_model: Test noise draws per member D (> 1 needs ``bound="hoeffding"``).
+    :param nb_classes: Number of classes C (the selection level depends on it for ``D > 1`` and ``"anytime"``).
+    :param noise_copies: Noisy copies of each training sample one member saw (``nb_epochs`` for ``noise="fresh"``).
+    :return: The radius, of ``sigma``'s shape (a float for a scalar ``sigma``).
+    """
+    nb_votes = _check_count(nb_votes, "nb_votes")
+    nb_classes = _check_count(nb_classes, "nb_classes")
+    sigma = stats._check_positive("sigma", sigma)
+    counts = np.zeros((sigma.size, nb_classes), dtype=np.int64)
+    counts[:, 0] = nb_votes
+    result = certify_votes(counts, sigma.reshape(-1), alpha=alpha, bound=bound, draws_per_model=draws_per_model,
+                           noise_copies=noise_copies)  # fmt: skip
+    radius = result.radius.reshape(sigma.shape)
+    return float(radius) if radius.ndim == 0 else radius
+
+
+def min_ensemble_size(
+    alpha: float, *, bound: str = "clopper-pearson", draws_per_model: int = 1, nb_classes: int = 2, limit: int = 2**24
+) -> int:
+    """The smallest number of members whose unanimous votes certify a radius > 0 (:func:`max_certifiable_radius`);
+    fewer members abstain on every input. Clopper-Pearson: the smallest ``M`` with ``(alpha / 2) ** (1 / M) > 1/2``,
+    i.e. ``M > log2(2 / alpha)`` (6 at ``alpha = 0.05``, 11 at ``alpha = 0.001``).
+
+    :param alpha: Overall error probability, in (0, 1).
+    :param bound: One of :data:`BOUNDS`.
+    :param draws_per_model: Test noise draws per member D.
+    :param nb_classes: Number of classes C.
+    :param limit: Largest size searched.
+    :raises ValueError: No size up to ``limit`` certifies.
+    """
+    limit = _check_count(limit, "limit")
+
+    def certifies(size: int) -> bool:
+        radius = max_certifiable_radius(size * draws_per_model, alpha=alpha, bound=bound,
+                                        draws_per_model=draws_per_model, nb_classes=nb_classes)  # fmt: skip
+        return radius > 0
+
+    high = 1
+    while not certifies(high):  # the ceiling grows with the number of votes: double, then bisect
+        if high >= limit:
+            raise ValueError(f"no ensemble of up to limit={limit} members certifies at alpha={alpha!r}, {bound=}")
+        high = min(2 * high, limit)
+    low = high // 2  # certifies(low) is False (or low == 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if certifies(mid) else (mid, high)
+    return high

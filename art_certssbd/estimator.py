@@ -37,9 +37,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
 
     :param model: PyTorch model returning logits ``(N, nb_classes)``: the architecture of every member. ``fit``
            re-initialises each copy by its modules' ``reset_parameters`` under seeds drawn from ``random_state`` (so
-           incoming weights are not used, as in scikit-learn); afterwards ``model`` holds the base model, warmed up
-           for ``warmup_epochs`` at ``scale``, that the sigma optimiser uses (``get_activations``, which ART's
-           poison detectors read, uses a trained member instead; see the user guide, "ART conventions").
+           incoming weights are not used, as in scikit-learn); afterwards ``base_model`` holds the base model,
+           warmed up for ``warmup_epochs`` at ``scale``, that the sigma optimiser uses, and ``model`` is the fitted
+           ensemble as one differentiable module, for ART's attacks that read it (``get_activations``, which ART's
+           poison detectors read, uses a trained member; see the user guide, "ART conventions").
     :param loss: Training loss on ``(logits, labels)``, e.g. ``torch.nn.CrossEntropyLoss()``.
     :param input_shape: Shape of one input, e.g. ``(1, 28, 28)``.
     :param nb_classes: Number of classes (2 or more).
@@ -176,8 +177,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
           official update ``s += lr * |gap| / 2`` never decreases it, so the true ``min_j sigma_j`` is at least
           sigma0 = ``scale``. The conservative radius uses ``min(sigma_x, min_j sigma_j)``; with ``scale`` in place
           of ``min_j sigma_j`` it is never larger than with the true (unknown) value, so it stays conservative;
-        * ``model``: member 0. No base model is released; it is used only by the sigma optimiser when
-          ``sigma_steps > 0``;
+        * ``base_model``: member 0. No base model is released; it is used only by the sigma optimiser when
+          ``sigma_steps > 0`` (``model`` is the ensemble as one module, as after ``fit``);
         * ``train_noise_copies_ = train_noise_copies``: **an assumption**, the number of noisy copies of each
           training sample one member was trained on (both radii are divided by its square root; ``noise`` is set to
           ``"fixed"`` for 1 and ``"fresh"`` above). The Cert-SSB repositories release no training code. RAB's

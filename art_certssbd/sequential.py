@@ -207,6 +207,7 @@ def run_sequential(
     train_sigma_min=None,
     noise_copies: int = 1,
     conservative: bool = False,
+    nb_classes: int = 2,
 ) -> AdaptiveResult:
     """The sequential test of the module docstring, on any source of votes (the estimator or a simulation).
 
@@ -226,6 +227,7 @@ def run_sequential(
     :param train_sigma_min: ``min_j sigma_j`` of the training samples (the conservative radius).
     :param noise_copies: Noisy copies of each training sample per member (radii divided by its square root).
     :param conservative: Test the conservative radius instead of the paper's.
+    :param nb_classes: Columns of ``counts`` when no votes are drawn (``nb_inputs = 0``); otherwise ``draw``'s.
     :return: An :class:`AdaptiveResult`.
     """
     radius = check_radius(radius)
@@ -282,9 +284,10 @@ def run_sequential(
         rad_bound[active[certify]] = rad[certify]
         decided_at[active[stop]] = t
         active = active[~stop]
-    if counts is None:
-        counts = np.zeros((nb_inputs, 2), dtype=np.int64)
-        levels = _levels(alpha, 2, draws, bound, len(looks), spending)
+    if counts is None:  # no input: nothing was drawn
+        nb_classes = _check_int(nb_classes, "nb_classes")
+        counts = np.zeros((nb_inputs, nb_classes), dtype=np.int64)
+        levels = _levels(alpha, nb_classes, draws, bound, len(looks), spending)
     logger.debug("sequential: %d of %d certified, %d votes", int((pred != ABSTAIN).sum()), nb_inputs, used.sum())
     return AdaptiveResult(
         certified=pred != ABSTAIN,

@@ -76,7 +76,7 @@ def _fit(cls, data, nb_models: int, epochs: int, **params) -> tuple:
     """Fit, with the wall time of each phase (warm-up, sigma, members) and the SGA's noisy images."""
     x, y = data
     est = _estimator(cls, nb_models, **params)
-    handler, log = Phases(est.model.tally), logging.getLogger("art_certssbd.pipeline")
+    handler, log = Phases(est.base_model.tally), logging.getLogger("art_certssbd.pipeline")
     log.addHandler(handler)
     level, log.level = log.level, logging.INFO
     try:

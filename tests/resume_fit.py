@@ -62,7 +62,7 @@ def run(checkpoint_dir=None, **overrides) -> dict:
     result = est.certify(x_test, return_details=True, update_memory=False)
     return {
         "members": [est.ensemble_.state_dict(k) for k in range(est.ensemble_.nb_models)],
-        "base": {k: v.detach().clone() for k, v in est.model.state_dict().items()},
+        "base": {k: v.detach().clone() for k, v in est.base_model.state_dict().items()},
         "train_sigma": torch.from_numpy(est.train_sigma_.copy()),
         "sigma": torch.from_numpy(result.sigma.copy()),
         "votes": torch.from_numpy(result.votes.copy()),

@@ -97,8 +97,8 @@ def snapshot(est) -> dict:
     """Everything a failed call must leave alone: parameters, weights, mode, fitted state, memory."""
     snap = {
         "params": dict(est.get_params()),
-        "weights": {k: v.clone() for k, v in est.model.state_dict().items()},
-        "training": est.model.training,
+        "weights": {k: v.clone() for k, v in est.base_model.state_dict().items()},
+        "training": est.base_model.training,
         "attributes": sorted(vars(est)),
     }
     if hasattr(est, "ensemble_"):
@@ -319,7 +319,9 @@ def test_numpy_integers_in_the_config_are_stored_as_json(data, tmp_path):
         (lambda e, x: e.certify(x, n=2.0), r"n must be an integer >= 1, got 2.0"),
         (lambda e, x: e.certify(x, n=True), r"n must be an integer >= 1, got True"),
         (lambda e, x: e.certify(x, batch_size=0), r"batch_size must be an integer >= 1, got 0"),
-        (lambda e, x: e.certify(x[:0]), r"x is empty: got array of shape \(0, 1, 8, 8\)"),
+        (lambda e, x: e.certify(x[:0], n=0), r"n must be an integer >= 1, got 0"),  # checked on an empty batch too
+        (lambda e, x: e.predict(x, is_abstain="no"), r"is_abstain must be True or False, got 'no'"),
+        (lambda e, x: e.predict(x[:0], is_abstain=1), r"is_abstain must be True or False, got 1"),
         (lambda e, x: e.certify(np.where(x > 0.5, np.nan, x)), r"x contains \d+ NaN or infinite value\(s\)"),
         (lambda e, x: e.certify(np.repeat(x, 3, axis=1)), r"x must have shape \(N, 1, 8, 8\), got .*\(8, 3, 8, 8\)"),
         (lambda e, x: e.predict(x.astype(np.complex128)), r"x must hold real numbers, .* dtype complex128"),
@@ -331,6 +333,24 @@ def test_bad_certify_predict_and_gradient_input_leaves_state_and_memory(fitted, 
     snap = snapshot(fitted)
     with pytest.raises(ValueError, match=match):
         call(fitted, data[2])
+    assert_unchanged(fitted, snap)
+
+
+def test_an_empty_batch_gives_empty_results_as_in_art(fitted, data):
+    # ART's predict and certify return empty arrays for an empty batch (they raised here); the memory is unchanged
+    empty, snap = data[2][:0], snapshot(fitted)
+    proba = fitted.predict(empty)
+    assert proba.shape == (0, 10) and proba.dtype == np.float32
+    assert fitted.predict(empty, is_abstain=False).shape == (0, 10)
+    pred, radius = fitted.certify(empty)
+    assert pred.shape == radius.shape == (0,) and pred.dtype == np.int64 and radius.dtype == np.float64
+    details = fitted.certify(empty, return_details=True)
+    assert len(details) == 0 and details.votes.shape == (0, 10)
+    for name in ("radius", "radius_conservative", "sigma", "p_a_lower"):
+        assert getattr(details, name).shape == (0,) and getattr(details, name).dtype == np.float64, name
+    adaptive = fitted.certify_adaptive(empty, 0.1)
+    assert len(adaptive) == 0 and adaptive.certified.dtype == bool and adaptive.counts.shape == (0, 10)
+    assert adaptive.total_votes == 0
     assert_unchanged(fitted, snap)
 
 

@@ -7,15 +7,17 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binom, norm
+from scipy.stats import beta, binom, norm
 
-from art_certssbd import stats
+from art_certssbd import confseq, stats
 from art_certssbd.certification import (
     ABSTAIN,
     BOUNDS,
     certify_at_level,
     certify_votes,
     check_options,
+    max_certifiable_radius,
+    min_ensemble_size,
     noise_sigma,
     selection_level,
     vote_bound,
@@ -192,3 +194,91 @@ def test_fresh_training_noise_against_a_simulation(kind):
             assert np.all(wrong.sum(axis=0) <= _allowed(trials, alpha, 1e-4 / len(p_a)))
         else:  # the full radius (what certify reported before issue 10) is wrong almost always
             assert np.all(wrong.mean(axis=0) > 0.5)
+
+
+# ------------------------------------------------------------------------------ the ceiling of unanimous votes
+@pytest.mark.parametrize("alpha", [0.1, 0.05, 0.01, 0.001])
+@pytest.mark.parametrize("n", [1, 4, 5, 6, 8, 11, 100, 1000])
+def test_max_certifiable_radius_clopper_pearson_in_closed_form(n, alpha):
+    p_lower = (alpha / 2) ** (1 / n)  # unanimous votes: beta.ppf(alpha / 2, n, 1), in closed form
+    assert math.isclose(beta.ppf(alpha / 2, n, 1), p_lower, rel_tol=1e-9)
+    expected = [s * norm.ppf(p_lower) if p_lower > 0.5 else 0.0 for s in (0.25, 1.0)]
+    got = max_certifiable_radius(n, [0.25, 1.0], alpha=alpha, nb_classes=10)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
+    assert max_certifiable_radius(n, 0.25, alpha=alpha) == pytest.approx(expected[0], rel=1e-9, abs=0)
+
+
+def test_max_certifiable_radius_of_the_issue_settings():
+    # nb_models=4, alpha=0.05: p_lower = 0.025 ** (1 / 4) = 0.398 < 1/2, never certified
+    assert max_certifiable_radius(4, 1.0, alpha=0.05) == 0.0
+    # 8 members at alpha 0.01: p_lower = 0.005 ** (1 / 8) = 0.516, radius 0.039 sigma (0.01-0.02 at sigma 0.25-0.5)
+    np.testing.assert_allclose(max_certifiable_radius(8, [0.25, 0.5], alpha=0.01), [0.00982, 0.01964], rtol=1e-3)
+
+
+@pytest.mark.parametrize("draws, nb_classes", [(1, 2), (1, 10), (4, 2), (4, 10)])
+def test_max_certifiable_radius_hoeffding_in_closed_form(draws, nb_classes):
+    alpha, members = 0.01, 40
+    level = alpha / 2 if draws == 1 else alpha / max(2, nb_classes)  # the selection level
+    p_lower = 1 - math.sqrt(math.log(1 / level) / (2 * members))  # Hoeffding over the members' fractions
+    got = max_certifiable_radius(members * draws, 0.5, alpha=alpha, bound="hoeffding", draws_per_model=draws,
+                                 nb_classes=nb_classes)  # fmt: skip
+    assert got == pytest.approx(0.5 * norm.ppf(p_lower), rel=1e-9)
+
+
+@pytest.mark.parametrize("nb_classes", [2, 10])
+@pytest.mark.parametrize("n", [3, 12, 200])
+def test_max_certifiable_radius_anytime_through_the_confidence_sequence(n, nb_classes):
+    level = 0.05 / max(2, nb_classes)
+    p_lower = float(confseq.lower(n, n, level))
+    # unanimous votes in closed form: n log p > log A(n, n) - log(1 / level)
+    assert p_lower == pytest.approx(math.exp((confseq.log_mixture_normaliser(n, n) + math.log(level)) / n), abs=1e-12)
+    expected = 0.3 * norm.ppf(p_lower) if p_lower > 0.5 else 0.0
+    got = max_certifiable_radius(n, 0.3, alpha=0.05, bound="anytime", nb_classes=nb_classes)
+    assert got == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+def test_max_certifiable_radius_with_fresh_noise_divides_by_the_root_of_the_copies():
+    one = max_certifiable_radius(100, 0.5, alpha=0.001)
+    assert max_certifiable_radius(100, 0.5, alpha=0.001, noise_copies=4) == pytest.approx(one / 2, rel=1e-12)
+
+
+def test_max_certifiable_radius_bounds_every_certificate():
+    # no vote count of n votes certifies a larger radius than the unanimous one
+    n, sigma = 30, 0.4
+    counts = np.stack([np.arange(n + 1), n - np.arange(n + 1)], axis=1)
+    for bound in ("clopper-pearson", "hoeffding", "anytime"):
+        radii = certify_votes(counts, sigma, alpha=0.05, bound=bound).radius
+        assert radii.max() == pytest.approx(max_certifiable_radius(n, sigma, alpha=0.05, bound=bound), rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.05, 0.01, 0.001, 1e-6])
+def test_min_ensemble_size(alpha):
+    # Clopper-Pearson: the smallest M with (alpha / 2) ** (1 / M) > 1/2, i.e. M > log2(2 / alpha)
+    assert min_ensemble_size(alpha) == math.floor(math.log2(2 / alpha)) + 1
+    for bound in BOUNDS:
+        size = min_ensemble_size(alpha, bound=bound, nb_classes=10)
+        assert max_certifiable_radius(size, alpha=alpha, bound=bound, nb_classes=10) > 0
+        assert size == 1 or max_certifiable_radius(size - 1, alpha=alpha, bound=bound, nb_classes=10) == 0
+    # Hoeffding: 1 - sqrt(ln(2 / alpha) / (2 M)) > 1/2, i.e. M > 2 ln(2 / alpha)
+    assert min_ensemble_size(alpha, bound="hoeffding") == math.floor(2 * math.log(2 / alpha)) + 1
+
+
+def test_min_ensemble_size_of_the_guide():
+    assert [min_ensemble_size(a) for a in (0.1, 0.05, 0.01, 0.001)] == [5, 6, 8, 11]
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda: max_certifiable_radius(0, alpha=0.1), r"nb_votes must be an integer >= 1, got 0"),
+        (lambda: max_certifiable_radius(8, -1.0, alpha=0.1), r"sigma must be finite and > 0, got -1.0"),
+        (lambda: max_certifiable_radius(8, alpha=1.5), r"alpha must be .*1.5"),
+        (lambda: max_certifiable_radius(8, alpha=0.1, bound="wald"), r"bound must be one of .*'wald'"),
+        (lambda: max_certifiable_radius(6, alpha=0.1, draws_per_model=4, bound="hoeffding"),
+         r"n must be a multiple of draws_per_model=4"),
+        (lambda: min_ensemble_size(1e-300, limit=4), r"no ensemble of up to limit=4 members certifies"),
+    ],
+)  # fmt: skip
+def test_max_certifiable_radius_refuses_bad_arguments(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()

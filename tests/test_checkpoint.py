@@ -341,11 +341,12 @@ def test_a_pickle_payload_with_a_forged_checksum_is_refused_without_running(trai
     marker.rmdir()
     rewrite_entry(target, "member_00001", payload)
     est = make()
-    weights = {k: v.clone() for k, v in est.model.state_dict().items()}
+    weights = {k: v.clone() for k, v in est.base_model.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"passes its checksum but is refused by torch.load\(weights_only=True\)"):
         est.load_ensemble(target)
     assert not marker.exists()
-    assert not hasattr(est, "ensemble_") and all(torch.equal(v, weights[k]) for k, v in est.model.state_dict().items())
+    assert not hasattr(est, "ensemble_")
+    assert all(torch.equal(v, weights[k]) for k, v in est.base_model.state_dict().items())
 
 
 def test_a_training_checkpoint_with_a_pickle_payload_is_refused_on_resume(trained, digits, tmp_path):

@@ -9,12 +9,22 @@ row and a new public method one test. Each ART call either works or raises the d
 from __future__ import annotations
 
 import copy
+import importlib.util
 import pickle
 
 import numpy as np
 import pytest
+import sklearn.base
 import torch
-from art.attacks.evasion import FastGradientMethod, HopSkipJump, ProjectedGradientDescent
+from art.attacks.evasion import (
+    AutoAttack,
+    AutoConjugateGradient,
+    AutoProjectedGradientDescent,
+    FastGradientMethod,
+    HopSkipJump,
+    ProjectedGradientDescent,
+    RescalingAutoConjugateGradient,
+)
 from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
 from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd, insert_image
 from art.data_generators import NumpyDataGenerator, PyTorchDataGenerator
@@ -30,6 +40,7 @@ from art_certssbd.attacks import blending, four_pixel, one_pixel
 from art_certssbd.datasets import load_digits
 from art_certssbd.models import DigitsCNN
 from art_certssbd.ray_backend import RayExecutor
+from art_certssbd.smoothed_module import SmoothedEnsembleModule
 
 SMALL = dict(nb_models=8, scale=0.25, alpha=0.1, random_state=0, sigma_steps=2, sigma_samples=2, warmup_epochs=1)
 FIT = dict(nb_epochs=2, batch_size=64)
@@ -204,6 +215,27 @@ def test_clone_for_refitting_then_fit_then_certify(fitted, digits, reference):
     np.testing.assert_array_equal(_votes(clone, digits[2]), reference.votes)  # same data and random_state
 
 
+def test_clone_for_refitting_copies_the_base_network(fitted):
+    clone = fitted.clone_for_refitting()
+    assert type(clone.base_model) is type(fitted.base_model) and clone.base_model is not fitted.base_model
+    assert not isinstance(clone.base_model, SmoothedEnsembleModule)
+
+
+def test_get_params_takes_deep_and_sklearn_clone_works(factory, fitted, digits, reference):
+    est = factory()
+    assert est.get_params(deep=False).keys() == est.get_params(deep=True).keys() == est.get_params().keys()
+    assert est.get_params(deep=False)["model"] is est.base_model
+    for original in (est, fitted):
+        clone = sklearn.base.clone(original)
+        assert type(clone) is type(original) and clone is not original and not hasattr(clone, "ensemble_")
+        for key, value in original.get_params(deep=False).items():
+            if key not in ("model", "optimizer", "preprocessing"):
+                assert _same(clone.get_params(deep=False)[key], value), key
+    clone = sklearn.base.clone(fitted)
+    clone.fit(digits[0], digits[1], **FIT)
+    np.testing.assert_array_equal(_votes(clone, digits[2]), reference.votes)  # same data and random_state
+
+
 def test_sample_size_is_refused_with_a_pointer_to_nb_models(factory):
     est = factory()
     assert est.sample_size == SMALL["nb_models"]
@@ -316,7 +348,7 @@ def test_get_activations_reads_a_trained_member(fitted, digits):
     logits = fitted.get_activations(x, layer=names.index("output"), batch_size=5)
     with torch.no_grad():
         member0 = fitted.ensemble_.member(0)(torch.from_numpy(x)).numpy()
-        base = fitted.model.eval()(torch.from_numpy(x)).numpy()
+        base = fitted.base_model.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(logits, member0, rtol=1e-5, atol=1e-6)
     assert not np.allclose(logits, base)  # not the base network of the sigma optimiser
     assert fitted.get_activations(x, layer="fc").shape == (12, 64)
@@ -338,6 +370,17 @@ def test_save_writes_the_whole_ensemble(factory, fitted, digits, reference, tmp_
     monkeypatch.setattr(art.config, "ART_DATA_PATH", str(tmp_path / "art-data"))
     fitted.save("default")  # path=None: ART's data path, as ART
     assert (tmp_path / "art-data" / "default").is_dir()
+
+
+def test_model_of_a_loaded_and_of_a_streamed_ensemble_is_the_ensemble(factory, fitted, digits, tmp_path):
+    fitted.save_ensemble(tmp_path / "ensemble")
+    x = torch.from_numpy(digits[2])
+    with torch.no_grad():
+        expected = fitted.model(x)
+        for stream in (False, True):
+            loaded = factory()
+            loaded.load_ensemble(tmp_path / "ensemble", stream=stream)
+            torch.testing.assert_close(loaded.model(x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_pickle_and_deepcopy_before_and_after_use(factory, fitted, digits, reference, tmp_path, monkeypatch):
@@ -383,6 +426,100 @@ def test_hop_skip_jump_black_box(fitted, digits):
     attack = HopSkipJump(fitted, max_iter=1, max_eval=4, init_eval=2, init_size=4, verbose=False)
     x_adv = attack.generate(digits[2][:2])
     assert x_adv.shape == (2, 1, 8, 8) and np.all((x_adv >= 0) & (x_adv <= 1))
+
+
+def _ensemble_log_scores(est, x: np.ndarray) -> np.ndarray:
+    """The documented ``model`` of a fitted estimator, computed member by member: ``log mean_{k, j}
+    softmax(f_k(x + scale * e_{k, j}))`` with ``e_{k, j}`` drawn from ``torch.Generator().manual_seed(seed_k)``."""
+    draws, total = est.draws_per_model, 0.0
+    with torch.no_grad():
+        for k, seed in enumerate(est.test_noise_seeds_):
+            eps = torch.randn((draws, *x.shape[1:]), generator=torch.Generator().manual_seed(int(seed)))
+            member = est.ensemble_.member(k)
+            for j in range(draws):
+                total = total + torch.softmax(member(torch.from_numpy(x) + est.scale * eps[j]), dim=1).double()
+    return np.log(total.numpy() / (len(est.test_noise_seeds_) * draws))
+
+
+def test_model_is_the_smoothed_ensemble_once_fitted(factory, fitted, digits):
+    x = digits[2]
+    model = fitted.model
+    assert isinstance(model, SmoothedEnsembleModule) and model.nb_models == SMALL["nb_models"]
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    out = model(x_t)
+    np.testing.assert_allclose(out.detach().numpy(), _ensemble_log_scores(fitted, x), rtol=1e-4, atol=1e-5)
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x_t)  # differentiable: gradient attacks see the ensemble
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        base = fitted.base_model.eval()(torch.from_numpy(x))
+    assert not np.allclose(out.detach().numpy(), torch.log_softmax(base, dim=1).numpy(), atol=1e-3)
+    # the soft vote agrees with the hard majority vote on most inputs (RAB: the very same noisy inputs)
+    agree = out.argmax(dim=1).numpy() == fitted.predict(x, is_abstain=False).argmax(axis=1)
+    assert agree.mean() >= 0.75
+    with pytest.warns(UserWarning, match=r"model of an unfitted .* is its base network .*fit the estimator first"):
+        unfitted = factory().model
+    assert not isinstance(unfitted, SmoothedEnsembleModule)
+
+
+#: ART 1.20's attacks that wrap ``estimator.model`` in a classifier of their own (their ``.estimator``), for PyTorch.
+REBUILDERS = {
+    "apgd-ce": lambda est: AutoProjectedGradientDescent(
+        est, eps=0.1, eps_step=0.05, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    ),
+    "apgd-dlr": lambda est: AutoProjectedGradientDescent(
+        est, eps=0.1, eps_step=0.05, max_iter=2, nb_random_init=1, loss_type="difference_logits_ratio", verbose=False
+    ),
+    "acg": lambda est: AutoConjugateGradient(
+        est, eps=0.1, eps_step=0.05, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    ),
+    "racg": lambda est: RescalingAutoConjugateGradient(
+        est, eps=0.1, eps_step=0.05, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    ),
+    "autoattack-apgd-ce": lambda est: AutoAttack(est, eps=0.1).attacks[0],
+    "autoattack-apgd-dlr": lambda est: AutoAttack(est, eps=0.1).attacks[1],
+}
+if importlib.util.find_spec("numba") is not None:  # ART imports BrendelBethgeAttack only with numba installed
+    from art.attacks.evasion import BrendelBethgeAttack
+
+    REBUILDERS["brendel-bethge"] = lambda est: BrendelBethgeAttack(est, norm=2, steps=2, init_size=2, batch_size=4)
+
+
+@pytest.mark.parametrize("name", list(REBUILDERS))
+def test_attacks_that_rebuild_a_classifier_from_model_attack_the_ensemble(fitted, digits, name):
+    # ART wraps estimator.model in a new PyTorchClassifier: it must predict the smoothed ensemble's scores, not the
+    # base network's (untrained for RAB: accuracy ~0.1 on digits)
+    attack = REBUILDERS[name](fitted)
+    rebuilt = attack.estimator
+    assert rebuilt is not fitted and isinstance(rebuilt.model, SmoothedEnsembleModule)
+    x = digits[2]
+    np.testing.assert_allclose(rebuilt.predict(x), _ensemble_log_scores(fitted, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_rab(digits):
+    """A RAB ensemble trained well enough to attack (clean accuracy ~0.9 on digits, where its base network, never
+    trained, has ~0.1)."""
+    x_train, y_train, _, _ = load_digits(random_state=0)
+    est = digits_estimator(RABEstimator, nb_models=8, scale=0.25, alpha=0.1, random_state=0, lr=1e-2)
+    est.fit(x_train[:600], y_train[:600], nb_epochs=5, batch_size=64)
+    return est
+
+
+def test_apgd_with_loss_type_attacks_the_ensemble(trained_rab, digits):
+    x, y = digits[2], digits[3]
+    rows = np.arange(len(y))
+    clean = np.exp(_ensemble_log_scores(trained_rab, x))[rows, y]
+    assert clean.mean() > 0.5  # the ensemble knows these digits (its untrained base network does not)
+    np.random.seed(0)  # ART's random initialisation draws from numpy's global generator
+    attack = AutoProjectedGradientDescent(
+        trained_rab, eps=0.3, eps_step=0.1, max_iter=10, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    )
+    x_adv = attack.generate(x, y=np.eye(10)[y])
+    assert np.abs(x_adv - x).max() <= 0.3 + 1e-6
+    adv = np.exp(_ensemble_log_scores(trained_rab, x_adv))[rows, y]
+    assert adv.mean() < clean.mean() / 2, (clean.mean(), adv.mean())  # against the base network: hardly a change
+    accuracy = lambda v: np.mean(trained_rab.predict(v, is_abstain=False).argmax(axis=1) == y)  # noqa: E731
+    assert accuracy(x_adv) < accuracy(x)
 
 
 def _single_bd_channels_first(x):

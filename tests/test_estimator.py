@@ -238,11 +238,11 @@ def test_bad_hyper_parameters_are_refused_at_construction(kwargs, match):
 )
 def test_bad_training_data_is_refused_before_any_work(digits, x_fn, y_fn, match):
     est = make()
-    weights = {k: v.clone() for k, v in est.model.state_dict().items()}
+    weights = {k: v.clone() for k, v in est.base_model.state_dict().items()}
     with pytest.raises(ValueError, match=match):
         est.fit(x_fn(digits[0]), y_fn(digits[1]), nb_epochs=1)
     assert not hasattr(est, "ensemble_")
-    for k, v in est.model.state_dict().items():
+    for k, v in est.base_model.state_dict().items():
         torch.testing.assert_close(v, weights[k])
 
 

@@ -20,6 +20,7 @@ from art_certssbd.official import (
     official_model_seed,
     official_noise_fn,
 )
+from art_certssbd.smoothed_module import SmoothedEnsembleModule
 
 NAMES = [f"smoothed_{k}.model" for k in range(4)]
 from_official = CertSSBDEstimator.from_official
@@ -74,11 +75,12 @@ def test_from_official_is_fitted_with_the_official_members(reference_dir, expect
     assert est.test_noise_seeds_ == [expected[name]["sha256_mod_2_32"] for name in NAMES]
     np.testing.assert_array_equal(est.train_sigma_, [np.float32(0.12)])
     assert est.random_state_ == 0 and isinstance(est.memory_, CertificationMemory) and len(est.memory_) == 0
+    assert isinstance(est.model, SmoothedEnsembleModule) and est.model.nb_models == 4  # what ART's attacks read
     # the expected logits through the estimator's ensemble (class-1 logit; class 0 is the adapter's 0)
     x = torch.from_numpy(probes)
     with torch.no_grad():
         logits = est.ensemble_.logits(x.unsqueeze(0).expand(4, *x.shape))
-        base = est.model(x)
+        base = est.base_model(x)
     want = np.array([expected[name]["logits"] for name in NAMES])
     np.testing.assert_allclose(logits[..., 1].numpy(), want, atol=1e-5)
     assert torch.all(logits[..., 0] == 0)
@@ -151,7 +153,7 @@ def test_from_official_estimator_certifies_predicts_and_round_trips(reference_di
     assert proba.shape == (5, 2) and np.all(proba.sum(axis=1) == 1)
     estimator.save_ensemble(tmp_path / "saved")
     again = CertSSBDEstimator(
-        estimator.model, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2, nb_models=4, scale=0.12, device_type="cpu"
+        estimator.base_model, torch.nn.CrossEntropyLoss(), (1, 28, 28), 2, nb_models=4, scale=0.12, device_type="cpu"
     )
     again.load_ensemble(tmp_path / "saved")
     assert again.test_noise_seeds_ == estimator.test_noise_seeds_

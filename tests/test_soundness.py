@@ -521,7 +521,7 @@ def refit(est: CertSSBDEstimator, seed: int, slope: float = 1.0, bias=None) -> N
         "slope": torch.full((members, 1), float(slope)),
         "bias": torch.as_tensor(bias, dtype=torch.float32),
     }
-    est.ensemble_ = StackedEnsemble(est.model, params, {})
+    est.ensemble_ = StackedEnsemble(est.base_model, params, {})
     est.train_sigma_ = np.array([0.9, ST, 0.6], dtype=np.float32)  # min_j sigma_j = sigma_t of the probes' point
     est.random_state_ = 0
     est.test_noise_seeds_ = [int(s) for s in rng.integers(0, 2**63 - 1, members)]
