@@ -80,12 +80,22 @@ def test_folder_source_with_and_without_splits(tmp_path, digits):
     spec = parse_data_spec(f"folder:{tmp_path / 'split'}")
     assert has_splits(spec)
     train = load_split(spec, "train", image_size=(8, 8))
-    assert train.x.shape == (45, 3, 8, 8) and train.class_names == ["one", "two", "zero"]  # sorted folder names
+    assert train.x.shape == (45, 1, 8, 8) and train.class_names == ["one", "two", "zero"]  # grey PNGs; sorted names
+    assert load_split(spec, "train", image_size=(8, 8), channels=3).x.shape == (45, 3, 8, 8)
     assert len(load_split(spec, "test", image_size=(8, 8)).y) == 15
     write_folder(tmp_path / "flat", x_te, y_te, names)
     flat = parse_data_spec(f"folder:{tmp_path / 'flat'}")
     assert not has_splits(flat)
-    assert load_split(flat, "test", image_size=(16, 16)).x.shape == (15, 3, 16, 16)
+    assert load_split(flat, "test", image_size=(16, 16)).x.shape == (15, 1, 16, 16)
+
+
+def test_other_sources_keep_their_channels_and_refuse_another_count():
+    spec = parse_data_spec("digits")
+    assert load_split(spec, "test", channels=1).x.shape[1] == 1
+    with pytest.raises(ValueError, match=r"channels=3 asked for, but digits images have 1 channel\(s\)"):
+        load_split(spec, "test", channels=3)
+    with pytest.raises(ValueError, match="channels must be 1 .*got 2"):
+        load_split(spec, "test", channels=2)
 
 
 def test_npz_layouts(tmp_path, digits):

@@ -142,6 +142,43 @@ def test_every_data_source_fits_and_certifies(tmp_path, source):
     assert "triggered" not in summary["splits"]  # no trigger named
 
 
+def test_a_grey_image_folder_fits_one_channel_and_the_automatic_model_says_why(tmp_path, caplog):
+    from PIL import Image
+
+    x_tr, y_tr, x_te, y_te = digits_uint8(classes=(0, 1), train=40, test=12)
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        write_folder(tmp_path / "d" / split, x, y, {0: "zero", 1: "one"})
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "d" / "test" / "one" / "colour.png")
+    fast = [option for option in FAST if option != "--quiet"]
+    argv = ["fit", "--data", f"folder:{tmp_path / 'd'}", "--image-size", "8", "--method", "rab", "--nb-models", "2"]
+    with caplog.at_level("INFO", logger="art_certssbd"):
+        assert main([*argv, *fast, "--output", str(tmp_path / "grey")]) == 0
+    assert "--model auto: digits-cnn, for 1-channel 8x8 images (grey, under 12 px)" in caplog.text
+    assert "grey (1 channel): every image is single-channel" in caplog.text
+    info = json.loads((tmp_path / "grey" / "fit.json").read_text())
+    assert info["data"]["input_shape"] == [1, 8, 8] and info["options"]["model"] == "digits-cnn"
+    assert "channels" not in (tmp_path / "grey" / "config.toml").read_text()  # auto: not written, not in the name
+    # the test split holds a colour image: it is certified with the fit's one channel, not detected anew as RGB
+    assert main(["certify", str(tmp_path / "grey"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "grey" / "certify" / "summary.json").read_text())
+    assert summary["data"]["nb_inputs"] == 13
+    # channels = 3 in a config file: RGB copies, which the certify run inherits
+    config = tmp_path / "rgb.toml"
+    config.write_text("channels = 3\nmodel = 'digits-cnn'\n")
+    assert main([*argv, *FAST, "--config", str(config), "--output", str(tmp_path / "rgb")]) == 0
+    assert json.loads((tmp_path / "rgb" / "fit.json").read_text())["data"]["input_shape"] == [3, 8, 8]
+    assert "channels = 3" in (tmp_path / "rgb" / "config.toml").read_text()
+    assert main(["certify", str(tmp_path / "rgb"), "--quiet"]) == 0
+
+
+def test_the_channels_option_leaves_the_names_of_earlier_runs_unchanged():
+    from art_certssbd.runs.fit import identity
+
+    values = options.resolve("fit", build_parser().parse_args(["fit", "--data", "digits"]))
+    assert values["channels"] is None and "channels" not in identity(values)
+    assert identity({**values, "channels": 1})["channels"] == 1
+
+
 def test_sigma_early_stop_options_reach_the_estimator_and_name_the_run():
     from art_certssbd.runs.build import estimator_params
     from art_certssbd.runs.fit import identity
@@ -312,6 +349,8 @@ def _fails(argv, needle, capsys, *absent):
         (["--data", "{npz}", "--draws-per-model", "2"], "draws_per_model=2 needs bound='hoeffding'"),
         (["--data", "{npz}", "--sigma-bounds", "0.5,0.1"], "--sigma-bounds: expected 0 < LOW <= HIGH"),
         (["--data", "{npz}", "--sigma-tol", "-1"], "--sigma-tol: expected a finite number >= 0, got '-1'"),
+        (["--data", "{npz}", "--channels", "2"], "--channels: expected 1 (grey) or 3 (RGB), got '2'"),
+        (["--data", "{npz}", "--channels", "3"], "channels=3 asked for, but npz images have 1 channel(s)"),
         (["--data", "{npz}", "--sigma-patience", "0"], "--sigma-patience: expected a positive integer, got '0'"),
         (["--data", "{npz}", "--poison", "one-pixel", "--rate", "0.9"], "--rate 0.9 --target 0: rate=0.9 asks for"),
         (["--data", "{npz}", "--config", "{tmp}/missing.toml"], "--config '{tmp}/missing.toml': no such file"),
@@ -336,6 +375,7 @@ def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, need
         ("bound = 'wilson'", "bound = 'wilson': expected one of clopper-pearson, hoeffding"),
         ("vectorize = 'yes'", "vectorize = 'yes': expected true or false"),
         ("classes = true", "classes = True: expected a list"),
+        ("channels = 2", "channels = 2: expected 1 (grey) or 3 (RGB), got '2'"),
         ("nb_models = ", "not valid TOML"),
         ("[training]\nx = 1", "unknown key 'training'"),
     ],

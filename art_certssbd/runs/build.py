@@ -34,7 +34,7 @@ def load_data(spec: DataSpec, split: str, values: dict[str, Any]) -> tuple[Datas
     :return: ``(dataset, positions)``: positions of the samples kept in the source's split.
     """
     try:
-        data = load_split(spec, split, values.get("image_size") or (32, 32))
+        data = load_split(spec, split, values.get("image_size") or (32, 32), values.get("channels"))
     except FileNotFoundError as err:
         raise UsageError(f"--data {str(spec)!r}: {err}{_MNIST_HINT if spec.kind == 'mnist' else ''}") from None
     except (ValueError, OSError, ImportError) as err:
@@ -59,12 +59,15 @@ def make_trigger(name: str, delta: float):
     return None if name == "none" else TRIGGERS[name](delta=delta)
 
 
-def auto_model(input_shape: tuple[int, ...]) -> str:
-    """The reference network for ``--model auto``: by channels and size."""
+def auto_model(input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """The reference network for ``--model auto``, by channels and size, and the reason in words."""
     channels, height, width = input_shape
+    shape = f"{channels}-channel {height}x{width} images"
+    if channels == 1 and min(height, width) >= 12:
+        return "mnist-cnn", f"{shape} (grey, 12 px or more)"
     if channels == 1:
-        return "mnist-cnn" if min(height, width) >= 12 else "digits-cnn"
-    return "rab-cifar-resnet"
+        return "digits-cnn", f"{shape} (grey, under 12 px)"
+    return "rab-cifar-resnet", f"{shape} (colour)"
 
 
 def _import_class(name: str):

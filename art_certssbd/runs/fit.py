@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 #: Options that change how fast a fit runs or where it goes, not what it learns.
 NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
 _EARLY_STOP = ("sigma_tol", "sigma_patience")
+#: Options left out of the identity when unset (``None``), so that runs written before they existed keep their names.
+_NEW_OPTIONS = ("channels",)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +60,10 @@ def identity(values: dict[str, Any]) -> dict[str, Any]:
     """The options that determine the fitted ensemble (without the SGA's early stop when it is off, so that runs
     written before it existed keep their names)."""
     off = values.get("sigma_tol") is None
-    return _plain({k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP)})
+    unset = {key for key in _NEW_OPTIONS if values.get(key) is None}
+    return _plain(
+        {k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP) and k not in unset}
+    )
 
 
 def stored_fit_options(directory: Path) -> dict[str, Any]:
@@ -86,7 +91,10 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         raise UsageError(f"--target {values['target']}: expected a label in 0..{data.nb_classes - 1} {data.names()}")
     if len(np.unique(data.y)) < 2:
         raise UsageError(f"--data {str(spec)!r}: the training set holds only one class ({data.names()[data.y[0]]})")
-    model_name = auto_model(input_shape) if values["model"] == "auto" else values["model"]
+    model_name = values["model"]
+    if model_name == "auto":
+        model_name, reason = auto_model(input_shape)
+        logger.info("--model auto: %s, for %s (name another with --model)", model_name, reason)
     net = build_model(model_name, data.nb_classes, input_shape, values["model_args"], values["seed"])
     params = estimator_params(values)
     # every estimator option explicit (the estimator's defaults filled in; None for Cert-SSBD's options with RAB)

@@ -87,6 +87,13 @@ def image_size(text: str) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
+def channels(text: str) -> int:
+    """``"1"`` (grey) or ``"3"`` (RGB)."""
+    if text.strip() not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"expected 1 (grey) or 3 (RGB), got {text!r}")
+    return int(text)
+
+
 def key_values(text: str) -> dict[str, Any]:
     """``"norm=none,in_channels=3"`` -> ``{"norm": "none", "in_channels": 3}`` (ints, floats, true/false parsed)."""
     out: dict[str, Any] = {}
