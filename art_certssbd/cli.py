@@ -122,6 +122,10 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> None:
         sys.stdout.write(text + f"\n\nwrote {output}\n")
 
 
+#: ``certssbd benchmark``'s default output folder, in the working directory (never the source tree's results).
+BENCHMARK_OUTPUT = "certssbd-benchmarks"
+
+
 def _add_benchmark_parser(sub) -> None:
     """``certssbd benchmark {mnist,defences,official} ...``: the harnesses live in the source tree's ``benchmarks/``
     (not installed with the package); ``--benchmarks-dir`` points to it (default: ``./benchmarks``)."""
@@ -142,8 +146,13 @@ def _add_benchmark_parser(sub) -> None:
     for kind in (mnist, defences, official):
         kind.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
         kind.add_argument(
-            "--output", type=Path, default=None, help="directory for the results (default: BENCH/results)"
+            "--output",
+            type=Path,
+            default=Path(BENCHMARK_OUTPUT),
+            help=f"directory for the results (default: ./{BENCHMARK_OUTPUT}, in the working directory; the "
+            "committed results in benchmarks/results are replaced only when named here, with --force)",
         )
+        kind.add_argument("--force", action="store_true", help="overwrite results of the same name already in --output")
         kind.add_argument(
             "--benchmarks-dir",
             type=Path,
@@ -163,8 +172,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
             "live in the repository's benchmarks/ folder, not in the installed package. Run from the root of a clone "
             "of the repository, or pass --benchmarks-dir PATH/TO/benchmarks"
         )
-    if args.output is None:
-        args.output = root / "results"
+    args.output = args.output.expanduser()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from certssbd_bench.command import run
