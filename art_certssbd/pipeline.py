@@ -92,6 +92,9 @@ def train_smoothed_ensemble(
     :return: ``(base, train_sigma, ensemble)``; the ensemble has fewer than ``nb_models`` members when ``stop``
         ended the training.
     """
+    if store is not None:  # what changes the members' values must not change on a resume (chunking does not)
+        executor = "local" if member_runner is None else getattr(member_runner, "executor_name", "ray")
+        store.check_training_path({"vectorize": bool(vectorize), "device": x.device.type, "executor": executor})
     # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
     base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
     if store is not None and store.has("base"):
@@ -119,7 +122,7 @@ def train_smoothed_ensemble(
         if store is not None:
             store.save("train_sigma", train_sigma.cpu())
     # Step 3: M members trained from scratch on x_i + sigma_i * b_{k,i}, chunk by chunk.
-    states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
+    states = store.load_members() if store is not None else {}  # a damaged member is set aside, trained again
     runner = member_runner or functools.partial(_train_here, members_per_chunk=members_per_chunk, verbose=verbose)
     train_options = dict(
         loss_fn=loss_fn,

@@ -321,6 +321,125 @@ def test_a_corrupted_training_checkpoint_stops_the_resume(trained, digits, tmp_p
     assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
 
 
+def _flip_a_byte(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_or_missing_member_is_set_aside_and_trained_again(trained, digits, tmp_path):
+    """One bad member file must not block a resume forever: it is kept beside the others, renamed, with a warning,
+    and trained again; the resumed ensemble equals the uninterrupted one bitwise."""
+    reference, training, _ = trained
+    copy = tmp_path / "training"
+    shutil.copytree(training, copy)
+    damaged = _flip_a_byte(copy / "member_00001.pt")
+    (copy / "member_00002.pt").unlink()
+    est = make()
+    with pytest.warns(UserWarning) as record:
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    messages = [str(w.message) for w in record if "set aside" in str(w.message)]
+    assert len(messages) == 2
+    assert f"'{copy / 'member_00001.pt'}' fails its SHA-256 check" in messages[0]
+    assert f"the damaged file is kept as '{copy / 'member_00001.pt.damaged'}'" in messages[0]
+    assert f"'{copy / 'member_00002.pt'}' is listed in the manifest but missing" in messages[1]
+    assert "member_00002 is set aside and trained again" in messages[1]
+    assert (copy / "member_00001.pt.damaged").read_bytes() == damaged
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), reference.ensemble_.state_dict(k))
+    store = EnsembleCheckpoint(copy)
+    assert store.finished_members() == [0, 1, 2]
+    for k in range(3):  # the new files pass their checks
+        assert states_equal(store.load_member(k), reference.ensemble_.state_dict(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left to set aside
+        make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+
+
+def test_a_saved_ensemble_with_a_damaged_member_is_still_refused(trained, tmp_path):
+    """Setting aside is for resuming a training checkpoint; a saved ensemble cannot retrain anything."""
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    _flip_a_byte(target / "member_00000.pt")
+    with pytest.raises(CheckpointError, match="fails its SHA-256 check"):
+        make().load_ensemble(target)
+
+
+# --------------------------------------------------------------------- the training path of a resume
+def test_a_resume_with_the_other_vectorize_is_refused_naming_both_values(trained, digits, tmp_path):
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00002.pt").unlink()
+    before, est = tree_bytes(copy), make(vectorize=False)
+    with pytest.raises(CheckpointError, match=r"trained with vectorize=True, but this run has vectorize=False"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
+
+
+@pytest.mark.parametrize("key, value", [("device", "cuda"), ("executor", "ray"), ("vectorize", False)])
+def test_the_training_path_is_recorded_and_checked(tmp_path, key, value):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    path = {"vectorize": True, "device": "cpu", "executor": "local"}
+    store.check_training_path(path)
+    store.save_member(0, tiny_state(0))
+    assert json.loads((tmp_path / "ck" / MANIFEST).read_text())["training_path"] == path
+    again = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    again.check_training_path(path)  # the same: accepted
+    with pytest.raises(CheckpointError, match=rf"trained with {key}='?{path[key]}'?, but this run has {key}='?{value}"):
+        again.check_training_path({**path, key: value})
+
+
+def test_a_key_missing_from_the_record_is_taken_as_its_old_default(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    store.check_training_path({"vectorize": True})
+    store.save_member(0, tiny_state(0))
+    monkeypatch.setattr(checkpoint_module, "TRAINING_PATH_DEFAULTS", {"newer": "old-way"})
+    again = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    again.check_training_path({"vectorize": True, "newer": "old-way"})
+    with pytest.raises(CheckpointError, match="trained with newer='old-way', but this run has newer='new-way'"):
+        again.check_training_path({"vectorize": True, "newer": "new-way"})
+
+
+def test_a_checkpoint_without_a_training_path_resumes_with_a_warning(trained, digits, tmp_path):
+    """Checkpoints written before the record existed still resume (their config compares as before)."""
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["training_path"], manifest["entries"]["member_00002"]  # as if killed before member 2 was stored
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    (copy / "member_00002.pt").unlink()
+    est = make()
+    with pytest.warns(UserWarning, match="does not record how its members were trained"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), trained[0].ensemble_.state_dict(k))
+    recorded = json.loads((copy / MANIFEST).read_text())["training_path"]
+    assert recorded == {"vectorize": True, "device": "cpu", "executor": "local"}
+
+
+def test_amp_and_compile_leave_the_trained_members_bitwise_unchanged(trained, digits, tmp_path, monkeypatch):
+    """``amp`` and ``compile`` are options of the votes: training never sees them, so a resume may change them (they
+    are not recorded). torch.compile raising here proves that fit never calls it."""
+    from art_certssbd import ensemble
+
+    monkeypatch.setattr(ensemble, "cpu_has_native_bf16", lambda: True)
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("torch.compile called during fit")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00001.pt").unlink()
+    (copy / "member_00002.pt").unlink()
+    est = make(amp="bf16", compile=True)
+    with pytest.warns(UserWarning, match="set aside"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), trained[0].ensemble_.state_dict(k))
+
+
 @pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
 def test_a_pickle_payload_with_a_forged_checksum_is_refused_without_running(trained, tmp_path, container):
     target = tmp_path / "ens"

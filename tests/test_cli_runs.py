@@ -256,6 +256,51 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_ensemble(
     _assert_same_ensemble(out, fitted / method)
 
 
+def _interrupt_after_two_members(monkeypatch, argv, capsys):
+    original, calls = EnsembleCheckpoint.save_member, []
+
+    def save_member(self, k, state):
+        calls.append(k)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, k, state)
+
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", save_member)
+    with pytest.raises(SystemExit):
+        main(argv)
+    capsys.readouterr()
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", original)
+
+
+def test_a_resume_with_another_vectorize_is_refused_naming_both_values(npz_file, tmp_path, monkeypatch, capsys):
+    """vmap and the loop differ in rounding: an unfinished fit resumes only with the setting it was started with
+    (the run's name does not change with it)."""
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--method", "rab", "--nb-models", "3", *FAST, "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    partial = tmp_path / "fit.partial"
+    before = {p: p.read_bytes() for p in partial.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--no-vectorize"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "was started with --vectorize True (this command: False)" in err
+    assert {p: p.read_bytes() for p in partial.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_member_is_trained_again_on_resume(fitted, npz_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST]
+    argv += ["--method", "rab", "--nb-models", "3", "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    member = tmp_path / "fit.partial" / "checkpoint" / "member_00000.pt"
+    member.write_bytes(member.read_bytes()[:-1] + bytes([member.read_bytes()[-1] ^ 1]))
+    damaged = member.read_bytes()
+    with pytest.warns(UserWarning, match="fails its SHA-256 check.*: member_00000 is set aside and trained again"):
+        assert main(argv) == 0
+    _assert_same_ensemble(out, fitted / "rab")
+    assert (out / "damaged" / "member_00000.pt.damaged").read_bytes() == damaged  # kept for a look
+
+
 def test_a_resume_with_other_options_is_refused_and_keeps_the_progress(npz_file, tmp_path, capsys):
     out = tmp_path / "fit"
     partial = tmp_path / "fit.partial"

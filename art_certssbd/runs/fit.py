@@ -49,6 +49,10 @@ NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
 _EARLY_STOP = ("sigma_tol", "sigma_patience")
 #: Options left out of the identity when unset (``None``), so that runs written before they existed keep their names.
 _NEW_OPTIONS = ("channels",)
+#: Options outside the identity that still change the members' values (``vmap`` against the loop differs in
+#: rounding): an unfinished fit resumes only with the value it was started with. ``members_per_chunk`` does not
+#: (tests/test_pipeline.py, tests/test_resume.py), nor ``device`` here (the checkpoint records the device type).
+RESUME_CHECKED = ("vectorize",)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +76,13 @@ def stored_fit_options(directory: Path) -> dict[str, Any]:
     return {option.key: stored.get(option.key) for option in options_of("fit")}
 
 
-def _first_difference(stored: dict, wanted: dict) -> str | None:
+def _first_difference(stored: dict, wanted: dict, resume: bool = False) -> str | None:
+    """The first option, with both values, that differs between a stored fit and this command; with ``resume``, the
+    options that change the members' values without naming the run (:data:`RESUME_CHECKED`) count too."""
+    extra = {key: (stored.get(key), wanted.get(key)) for key in RESUME_CHECKED} if resume else {}
     stored, wanted = identity(stored), identity(wanted)
+    for key, (old, new) in extra.items():
+        stored[key], wanted[key] = old, new
     for key in sorted(set(stored) | set(wanted)):
         if stored.get(key) != wanted.get(key):
             return f"--{key.replace('_', '-')} {stored.get(key)!r} (this command: {wanted.get(key)!r})"
@@ -109,7 +118,9 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
     staging = output.with_name(output.name + ".partial")
     if staging.exists():
         difference = (
-            _first_difference(stored_fit_options(staging), resolved) if (staging / "config.toml").is_file() else None
+            _first_difference(stored_fit_options(staging), resolved, resume=True)
+            if (staging / "config.toml").is_file()
+            else None
         )
         if difference is not None:
             raise UsageError(
@@ -164,9 +175,22 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, fit_s)
         (staging / ".lock").unlink(missing_ok=True)
         staging.rename(output)
+    _keep_damaged(output)
     shutil.rmtree(output / "checkpoint", ignore_errors=True)
     logger.info("Fitted in %.1f s: %s", fit_s, output)
     return output
+
+
+def _keep_damaged(output: Path) -> None:
+    """Move member files a resume set aside (``*.damaged``) to ``DIR/damaged/`` before the checkpoint goes."""
+    damaged = sorted((output / "checkpoint").glob("*.damaged*"))
+    if damaged:
+        (output / "damaged").mkdir(exist_ok=True)
+        for path in damaged:
+            path.rename(output / "damaged" / path.name)
+        logger.warning(
+            "kept %d damaged checkpoint file(s), set aside and retrained, in %s", len(damaged), output / "damaged"
+        )
 
 
 def _finished(output: Path, resolved: dict) -> bool:
