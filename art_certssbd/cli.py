@@ -31,11 +31,18 @@ def _output_dir(text: str) -> Path:
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with short errors: the one line that matters, then a one-line usage (not the full option dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nusage: {self.prog} ... (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from art_certssbd.experiment import TRIGGERS
 
-    parser = argparse.ArgumentParser(prog="certssbd", description="Cert-SSBD certified backdoor defence for ART.")
+    parser = _Parser(prog="certssbd", description="Cert-SSBD certified backdoor defence for ART.")
     parser.add_argument("--version", action="version", version=f"art-certssbd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

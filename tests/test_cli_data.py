@@ -136,8 +136,19 @@ def test_npz_refuses_missing_and_non_archives(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_npz(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
+    with pytest.raises(ValueError, match=r"is not an .npz archive \(the zip file np.savez writes\): it starts") as info:
         load_npz(tmp_path / "text.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="but a single .npy array: save x and y with np.savez") as npy:
+        load_npz(tmp_path / "one.npy")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "one.npy").read_bytes()[:0] + b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="or a damaged one") as cut:
+        load_npz(tmp_path / "cut.npz")
+    np.savez(tmp_path / "objects.npz", x=np.zeros((2, 8, 8), np.uint8), y=np.array([0, "a"], dtype=object))
+    with pytest.raises(ValueError, match="holds object arrays") as objects:
+        load_npz(tmp_path / "objects.npz")
+    for err in (info, npy, cut, objects):  # never numpy's advice to load unsafely
+        assert "allow_pickle" not in str(err.value) and "pickle.load" not in str(err.value)
     np.savez(tmp_path / "objects.npz", x=np.array([object()] * 2), y=np.zeros(2, int))
     with pytest.raises(ValueError, match="objects.npz"):
         load_npz(tmp_path / "objects.npz")

@@ -399,6 +399,8 @@ def _fails(argv, needle, capsys, *absent):
         (["--data", "{npz}", "--sigma-patience", "0"], "--sigma-patience: expected a positive integer, got '0'"),
         (["--data", "{npz}", "--poison", "one-pixel", "--rate", "0.9"], "--rate 0.9 --target 0: rate=0.9 asks for"),
         (["--data", "{npz}", "--config", "{tmp}/missing.toml"], "--config '{tmp}/missing.toml': no such file"),
+        (["--data", "{npz}", "--config", "{tmp}"], "--config '{tmp}': is a directory, not a TOML file"),
+        (["--data", "{npz}", "--config", "{tmp}/mnist"], "is a directory, not a TOML file"),
     ],
 )
 def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, needle, npz_file, tmp_path, capsys):
@@ -419,7 +421,10 @@ def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, need
         ("nb_models = 0", "nb_models = 0: expected a positive integer, got '0'"),
         ("bound = 'wilson'", "bound = 'wilson': expected one of clopper-pearson, hoeffding"),
         ("vectorize = 'yes'", "vectorize = 'yes': expected true or false"),
-        ("classes = true", "classes = True: expected a list"),
+        ("classes = true", "classes = True: expected a list, got a boolean"),
+        ("nb_models = true", "nb_models = True: expected a positive integer, got a boolean"),
+        ("alpha = {a = 1}", "expected a number in (0, 1), got a table"),
+        ("bound = false", "bound = False: expected one of clopper-pearson, hoeffding, got a boolean"),
         ("channels = 2", "channels = 2: expected 1 (grey) or 3 (RGB), got '2'"),
         ("nb_models = ", "not valid TOML"),
         ("[training]\nx = 1", "unknown key 'training'"),
@@ -431,6 +436,10 @@ def test_wrong_config_file_exits_2_naming_the_file_and_key(text, needle, npz_fil
     out = tmp_path / "out"
     _fails(["fit", "--config", str(config), *FAST, "--output", str(out)], needle, capsys, out)
     assert str(config) in capsys.readouterr().err or True
+
+
+def test_a_config_pointing_at_a_fit_directory_names_its_config_file(fitted, capsys):
+    _fails(["fit", "--config", str(fitted / "rab")], f"did you mean '{fitted / 'rab' / 'config.toml'}'?", capsys)
 
 
 def test_wrong_output_exits_2(npz_file, tmp_path, capsys):
