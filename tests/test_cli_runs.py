@@ -250,10 +250,14 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_ensemble(
     with pytest.raises(SystemExit) as info:  # not certifiable yet, and says how to finish it
         main(["certify", str(out)])
     assert info.value.code == 2 and "has not finished" in capsys.readouterr().err
+    assert json.loads((partial / "sessions.json").read_text())["fit_s"][0] > 0  # the interrupted session's time
     monkeypatch.setattr(EnsembleCheckpoint, "save_member", original)
     assert main(argv) == 0
-    assert not partial.exists() and not (out / "checkpoint").exists()
+    assert not partial.exists() and not (out / "checkpoint").exists() and not (out / "sessions.json").exists()
     _assert_same_ensemble(out, fitted / method)
+    timings = json.loads((out / "fit.json").read_text())["timings_s"]
+    assert len(timings["fit_sessions"]) == 2 and timings["fit"] == pytest.approx(sum(timings["fit_sessions"]))
+    assert "summed over the sessions" in timings["note"]
 
 
 def _interrupt_after_two_members(monkeypatch, argv, capsys):

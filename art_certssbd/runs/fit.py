@@ -53,6 +53,8 @@ _NEW_OPTIONS = ("channels",)
 #: rounding): an unfinished fit resumes only with the value it was started with. ``members_per_chunk`` does not
 #: (tests/test_pipeline.py, tests/test_resume.py), nor ``device`` here (the checkpoint records the device type).
 RESUME_CHECKED = ("vectorize",)
+#: In ``DIR.partial/``: the training time of each interrupted session (a SIGKILL's session is not counted).
+SESSIONS = "sessions.json"
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -158,10 +160,17 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             input_shape,
             staging / "checkpoint",
         )
+        earlier = _earlier_sessions(staging)
         try:
-            est.fit(
-                x, y, batch_size=values["batch_size"], nb_epochs=values["epochs"], checkpoint_dir=staging / "checkpoint"
-            )
+            try:
+                est.fit(
+                    x, y, batch_size=values["batch_size"], nb_epochs=values["epochs"],
+                    checkpoint_dir=staging / "checkpoint",
+                )  # fmt: skip
+            except BaseException as err:  # Ctrl-C, a kill (SIGTERM) or a crash: count this session's time
+                if not isinstance(err, ValueError):
+                    _write_sessions(staging, [*earlier, time.perf_counter() - tic])
+                raise
         except CheckpointError as err:
             raise UsageError(
                 f"--output {str(output)!r}: the unfinished fit in {str(staging)!r} does not match this command ({err})"
@@ -170,15 +179,31 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             if created:
                 shutil.rmtree(staging, ignore_errors=True)
             raise UsageError(f"fit: {err}") from None
-        fit_s = time.perf_counter() - tic
+        sessions = [*earlier, time.perf_counter() - tic]
         est.save_ensemble(staging / "ensemble")
-        _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, fit_s)
+        _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, sessions)
+        (staging / SESSIONS).unlink(missing_ok=True)
         (staging / ".lock").unlink(missing_ok=True)
         staging.rename(output)
     _keep_damaged(output)
     shutil.rmtree(output / "checkpoint", ignore_errors=True)
-    logger.info("Fitted in %.1f s: %s", fit_s, output)
+    logger.info("Fitted in %.1f s (%d session(s)): %s", sum(sessions), len(sessions), output)
     return output
+
+
+def _earlier_sessions(staging: Path) -> list[float]:
+    """The training times of the earlier, interrupted sessions of an unfinished fit (none when there were none)."""
+    try:
+        return [float(v) for v in json.loads((staging / SESSIONS).read_text(encoding="utf-8"))["fit_s"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _write_sessions(staging: Path, sessions: list[float]) -> None:
+    from art_certssbd.report import write_json
+
+    if staging.is_dir():
+        write_json(staging / SESSIONS, {"fit_s": sessions})
 
 
 def _keep_damaged(output: Path) -> None:
@@ -243,7 +268,7 @@ def _write_config(path: Path, resolved: dict, command: str) -> None:
     write_text(path, text)
 
 
-def _write_summary(path, resolved, command, spec, data, is_poison, est, fit_s) -> None:
+def _write_summary(path, resolved, command, spec, data, is_poison, est, sessions) -> None:
     from art_certssbd.experiment import environment
     from art_certssbd.report import write_json
 
@@ -267,7 +292,12 @@ def _write_summary(path, resolved, command, spec, data, is_poison, est, fit_s) -
             },
             "random_state": int(est.random_state_),
             "train_sigma": {"min": float(sigma.min()), "mean": float(sigma.mean()), "max": float(sigma.max())},
-            "timings_s": {"fit": fit_s},
+            "timings_s": {
+                "fit": sum(sessions),
+                "fit_sessions": sessions,
+                "note": "fit: the training time summed over the sessions of a resumed fit (one per interruption; a "
+                "session ended by SIGKILL is not counted)",
+            },
             "environment": environment(),
         },
     )
