@@ -496,6 +496,38 @@ def test_wrong_report_input_exits_2(fitted, tmp_path, capsys):
         capsys,
         out,
     )
+    _fails(
+        ["report", str(fitted / "rab"), str(fitted / "ssbd"), "--labels", "A,A", "--output", str(out)],
+        "--labels 'A,A': labels must be distinct ('A' names two runs)",
+        capsys,
+        out,
+    )
+
+
+def test_sigma_bounds_below_the_scale_warn(npz_file, tmp_path, caplog):
+    argv = ["fit", "--data", f"npz:{npz_file}", *FAST, *SSBD, "--scale", "0.2", "--nb-models", "2"]
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main([*argv, "--sigma-bounds", "0.1,0.8", "--output", str(tmp_path / "a")]) == 0
+    assert "--sigma-bounds 0.1,0.8 starts below --scale 0.2: samples may get less noise than sigma0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main([*argv, "--sigma-bounds", "0.2,0.8", "--output", str(tmp_path / "b")]) == 0
+    assert "starts below" not in caplog.text
+
+
+def test_a_report_mixing_data_sets_warns(fitted, tmp_path, caplog):
+    other = tmp_path / "other"
+    shutil.copytree(fitted / "rab" / "certify", other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["data"]["source"], summary["data"]["class_names"] = "npz:/elsewhere.npz", ["a", "b", "c"]
+    (other / "summary.json").write_text(json.dumps(summary))
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main(["report", str(fitted / "ssbd"), str(other), "--output", str(tmp_path / "rep"), "--quiet"]) == 0
+    assert "certified other data than cert-ssbd (source, classes: npz:/elsewhere.npz / ('a', 'b', 'c')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="art_certssbd"):  # the same data: no warning
+        assert main(["report", str(fitted / "ssbd"), str(fitted / "rab"), "--output", str(tmp_path / "r2")]) == 0
+    assert "other data" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,7 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         params["memory_budget"] = chunk * max(1, x.nbytes)
     est = build_estimator(values, params, net, data, values["poison"])
     _warn_if_nothing_can_be_certified(params, data.nb_classes)
+    _warn_if_sigma_may_fall_below_scale(params)
 
     created = not staging.exists()
     staging.mkdir(parents=True, exist_ok=True)
@@ -252,6 +253,20 @@ def _warn_if_nothing_can_be_certified(params: dict, nb_classes: int) -> None:
             votes,
             params["alpha"],
             params["bound"],
+        )
+
+
+def _warn_if_sigma_may_fall_below_scale(params: dict) -> None:
+    """``--sigma-bounds`` below ``--scale``: the SGA may give samples less noise than sigma0 (the default keeps
+    sigma0 the minimum), which shrinks the conservative radius and the noise the backdoor is smoothed with."""
+    bounds = params.get("sigma_bounds")
+    if bounds is not None and params.get("sigma_steps", 0) > 0 and bounds[0] < params["scale"]:
+        logger.warning(
+            "--sigma-bounds %g,%g starts below --scale %g: samples may get less noise than sigma0 (by default sigma0 "
+            "is the minimum), which shrinks the conservative radius and weakens the smoothing of a trigger",
+            bounds[0],
+            bounds[1],
+            params["scale"],
         )
 
 
