@@ -184,8 +184,11 @@ class EnsembleCheckpoint:
             }
 
     @classmethod
-    def open(cls, path: str | os.PathLike, kind: str = "ensemble") -> EnsembleCheckpoint:
-        """An existing checkpoint of ``kind``, for reading (see ``must_exist``)."""
+    def open(cls, path: str | os.PathLike, kind: str | None = "ensemble") -> EnsembleCheckpoint:
+        """An existing checkpoint of ``kind`` (``None``: of either kind), for reading (see ``must_exist``)."""
+        manifest = Path(path) / MANIFEST
+        if kind is None:
+            kind = cls._read_manifest(manifest).get("kind", "training") if manifest.is_file() else "ensemble"
         return cls(path, kind=kind, must_exist=True)
 
     @classmethod

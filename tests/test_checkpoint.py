@@ -366,6 +366,50 @@ def test_a_saved_ensemble_with_a_damaged_member_is_still_refused(trained, tmp_pa
         make().load_ensemble(target)
 
 
+# ------------------------------------------------------------------ a fit's checkpoint_dir as an ensemble
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_ensemble_reads_a_finished_fits_checkpoint_dir(trained, digits, stream):
+    """The guide says the formats are the same: a fit's checkpoint loads like a saved ensemble, with the same seeds,
+    sigmas, base model and certificates."""
+    fitted, training, _ = trained
+    est = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'saved without its certification memory' warning: it never certified
+        est.load_ensemble(training, stream=stream)
+    assert est.test_noise_seeds_ == fitted.test_noise_seeds_ and est.random_state_ == fitted.random_state_
+    assert est.train_noise_copies_ == fitted.train_noise_copies_ == 1
+    np.testing.assert_array_equal(est.train_sigma_, fitted.train_sigma_)
+    assert states_equal(est.model.state_dict(), fitted.model.state_dict())
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), fitted.ensemble_.state_dict(k))
+    ours = est.certify(digits[2], return_details=True, update_memory=False)
+    theirs = fitted.certify(digits[2], return_details=True, update_memory=False)
+    np.testing.assert_array_equal(ours.votes, theirs.votes)
+    np.testing.assert_array_equal(ours.radius, theirs.radius)
+
+
+def test_load_ensemble_of_a_checkpoint_without_warmup_rebuilds_the_initial_base(digits, tmp_path):
+    fitted = make(warmup_epochs=0, noise="fresh", sigma_steps=0)
+    fitted.fit(digits[0], digits[1], nb_epochs=2, batch_size=50, checkpoint_dir=tmp_path / "ck")
+    assert not EnsembleCheckpoint(tmp_path / "ck").has("base")
+    est = make(warmup_epochs=0, noise="fresh", sigma_steps=0)
+    est.load_ensemble(tmp_path / "ck")
+    assert states_equal(est.model.state_dict(), fitted.model.state_dict())
+    assert est.train_noise_copies_ == fitted.train_noise_copies_ == 2  # fresh noise: one copy per epoch
+
+
+def test_load_ensemble_refuses_an_unfinished_fits_checkpoint_dir(trained, tmp_path):
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["entries"]["member_00002"]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    est = make()
+    with pytest.raises(ValueError, match=r"unfinished fit's checkpoint \(2 of nb_models=3 members\): resume it"):
+        est.load_ensemble(copy)
+    assert not hasattr(est, "ensemble_")
+
+
 # --------------------------------------------------------------------- the training path of a resume
 def test_a_resume_with_the_other_vectorize_is_refused_naming_both_values(trained, digits, tmp_path):
     copy = tmp_path / "training"
