@@ -398,6 +398,8 @@ def _fails(argv, needle, capsys, *absent):
         (["--data", "{npz}", "--draws-per-model", "2"], "draws_per_model=2 needs bound='hoeffding'"),
         (["--data", "{npz}", "--sigma-bounds", "0.5,0.1"], "--sigma-bounds: expected 0 < LOW <= HIGH"),
         (["--data", "{npz}", "--sigma-tol", "-1"], "--sigma-tol: expected a finite number >= 0, got '-1'"),
+        (["--data", "{npz}", "--ray-address", "auto"], "--ray-address 'auto' needs --executor ray"),
+        (["--data", "{npz}", "--executor", "dask"], "--executor: invalid choice: 'dask'"),
         (["--data", "{npz}", "--channels", "2"], "--channels: expected 1 (grey) or 3 (RGB), got '2'"),
         (["--data", "{npz}", "--channels", "3"], "channels=3 asked for, but npz images have 1 channel(s)"),
         (["--data", "{npz}", "--sigma-patience", "0"], "--sigma-patience: expected a positive integer, got '0'"),

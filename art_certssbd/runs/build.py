@@ -164,6 +164,21 @@ def estimator_params(values: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def executor(values: dict[str, Any]):
+    """``"local"``, or a :class:`~art_certssbd.ray_backend.RayExecutor` joining ``--ray-address``."""
+    if values.get("executor") in (None, "local"):  # None: a config written before the option existed
+        if values.get("ray_address"):
+            raise UsageError(f"--ray-address {values['ray_address']!r} needs --executor ray")
+        return "local"
+    from art_certssbd.ray_backend import RayExecutor, import_ray
+
+    try:
+        import_ray()
+    except ImportError as err:
+        raise UsageError(f"--executor ray: {err}") from None
+    return RayExecutor(address=values.get("ray_address"))
+
+
 def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: Dataset, trigger: str):
     """The estimator around ``net``: Adam or SGD at ``--lr``, inputs clipped to [0, 1] (not with blending, whose
     trigger leaves [0, 1])."""
@@ -173,6 +188,7 @@ def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: D
         if values["optimizer"] == "adam"
         else torch.optim.SGD(net.parameters(), lr=values["lr"], momentum=0.9)
     )
+    run_on = executor(values)
     try:
         return cls(
             net,
@@ -182,6 +198,7 @@ def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: D
             optimizer=optimizer,
             clip_values=None if trigger == "blending" else (0.0, 1.0),
             device_type=values["device"],
+            executor=run_on,
             random_state=values["seed"],
             verbose=not values["quiet"],
             **params,

@@ -90,6 +90,7 @@ def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Pa
     settings = dict(fit_values)
     settings.update({key: values[key] for key in INHERITED if values.get(key) is not None})
     settings.update(device=values["device"], quiet=values["quiet"], limit=values["limit"])
+    settings.update(executor=values["executor"], ray_address=values["ray_address"])  # this command's, not the fit's
     spec = settings["data"].resolved()
     split = values["split"]
     if values.get("data") is None and split == "test" and not has_splits(spec):

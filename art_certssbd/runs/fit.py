@@ -45,7 +45,7 @@ from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
 logger = logging.getLogger(__name__)
 
 #: Options that change how fast a fit runs or where it goes, not what it learns.
-NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
+NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk", "executor", "ray_address")
 _EARLY_STOP = ("sigma_tol", "sigma_patience")
 #: Options left out of the identity when unset (``None``), so that runs written before they existed keep their names.
 _NEW_OPTIONS = ("channels",)

@@ -168,6 +168,22 @@ OPTIONS: tuple[Option, ...] = (
         F,
         metavar="N",
     ),
+    Option(
+        "--executor",
+        str,
+        "where members train, sigmas are optimised and members vote: here, or as Ray tasks (the same results; "
+        "a task uses as many torch threads as this process)",
+        FC,
+        "local",
+        ("local", "ray"),
+    ),
+    Option(
+        "--ray-address",
+        str,
+        "with --executor ray: the Ray cluster to join (auto, ray://host:10001); default: start a local Ray",
+        FC,
+        metavar="ADDRESS",
+    ),
     # certify and report
     Option(
         "--radii",
