@@ -65,6 +65,10 @@ _MEMBER = re.compile(r"^member_(\d+)$")
 TRAINING_PATH_DEFAULTS: dict[str, Any] = {}
 
 
+#: How to resume with a recorded setting, where its key is not a parameter name.
+_HOW = {"torch_threads": "{old} torch threads (torch.set_num_threads({old}), or OMP_NUM_THREADS={old} for the CLI)"}
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used: another format, version or kind, a mismatched config, a bad
     checksum, or content that is not tensors."""
@@ -374,8 +378,9 @@ class EnsembleCheckpoint:
 
     def check_training_path(self, path: dict[str, Any]) -> None:
         """Refuse to resume with a training path that changes the members' values (``vmap`` or the loop, the
-        device type, the executor), which would make the resumed ensemble differ, in rounding, from an
-        uninterrupted run; record ``path`` in the manifest (key ``training_path``) for a new checkpoint.
+        device type, the executor, the number of torch threads on the CPU), which would make the resumed ensemble
+        differ, in rounding, from an uninterrupted run; record ``path`` in the manifest (key ``training_path``) for a
+        new checkpoint.
 
         A checkpoint written before the record existed holds no ``training_path``: it is resumed with a
         ``UserWarning`` (the earlier sessions' path is unknown) and this session's path is recorded. A key missing
@@ -399,10 +404,11 @@ class EnsembleCheckpoint:
         for key in sorted(set(stored) | set(path)):
             old, new = stored.get(key, TRAINING_PATH_DEFAULTS.get(key)), path.get(key)
             if old != new:
+                how = _HOW.get(key, f"{key}={old!r}").format(old=old)
                 raise CheckpointError(
                     f"the checkpoint directory's members were trained with {key}={old!r}, but this run has "
                     f"{key}={new!r}, which changes the members' values (the resumed ensemble would not equal an "
-                    f"uninterrupted run): resume with {key}={old!r}, or use another directory"
+                    f"uninterrupted run): resume with {how}, or use another directory"
                 )
 
     def _commit(self, entries: dict) -> None:

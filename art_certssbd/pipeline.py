@@ -94,7 +94,10 @@ def train_smoothed_ensemble(
     """
     if store is not None:  # what changes the members' values must not change on a resume (chunking does not)
         executor = "local" if member_runner is None else getattr(member_runner, "executor_name", "ray")
-        store.check_training_path({"vectorize": bool(vectorize), "device": x.device.type, "executor": executor})
+        threads = torch.get_num_threads() if x.device.type == "cpu" else None  # CPU kernels round by thread count
+        store.check_training_path(
+            {"vectorize": bool(vectorize), "device": x.device.type, "executor": executor, "torch_threads": threads}
+        )
     # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
     base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
     if store is not None and store.has("base"):

@@ -421,10 +421,12 @@ def test_a_resume_with_the_other_vectorize_is_refused_naming_both_values(trained
     assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
 
 
-@pytest.mark.parametrize("key, value", [("device", "cuda"), ("executor", "ray"), ("vectorize", False)])
+@pytest.mark.parametrize(
+    "key, value", [("device", "cuda"), ("executor", "ray"), ("vectorize", False), ("torch_threads", 4)]
+)
 def test_the_training_path_is_recorded_and_checked(tmp_path, key, value):
     store = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
-    path = {"vectorize": True, "device": "cpu", "executor": "local"}
+    path = {"vectorize": True, "device": "cpu", "executor": "local", "torch_threads": 1}
     store.check_training_path(path)
     store.save_member(0, tiny_state(0))
     assert json.loads((tmp_path / "ck" / MANIFEST).read_text())["training_path"] == path
@@ -432,6 +434,23 @@ def test_the_training_path_is_recorded_and_checked(tmp_path, key, value):
     again.check_training_path(path)  # the same: accepted
     with pytest.raises(CheckpointError, match=rf"trained with {key}='?{path[key]}'?, but this run has {key}='?{value}"):
         again.check_training_path({**path, key: value})
+
+
+def test_a_resume_with_another_torch_thread_count_is_refused(trained, digits, tmp_path):
+    """torch's CPU kernels round by thread count: members trained on 2 threads differ from those on 1."""
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00002.pt").unlink()
+    before, threads = tree_bytes(copy), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(
+            CheckpointError, match=r"torch_threads=1, but this run has torch_threads=2.*set_num_threads\(1\)"
+        ):
+            make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    finally:
+        torch.set_num_threads(threads)
+    assert tree_bytes(copy) == before
 
 
 def test_a_key_missing_from_the_record_is_taken_as_its_old_default(tmp_path, monkeypatch):
@@ -459,7 +478,7 @@ def test_a_checkpoint_without_a_training_path_resumes_with_a_warning(trained, di
     for k in range(3):
         assert states_equal(est.ensemble_.state_dict(k), trained[0].ensemble_.state_dict(k))
     recorded = json.loads((copy / MANIFEST).read_text())["training_path"]
-    assert recorded == {"vectorize": True, "device": "cpu", "executor": "local"}
+    assert recorded == {"vectorize": True, "device": "cpu", "executor": "local", "torch_threads": 1}
 
 
 def test_amp_and_compile_leave_the_trained_members_bitwise_unchanged(trained, digits, tmp_path, monkeypatch):
