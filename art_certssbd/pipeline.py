@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble
@@ -35,10 +36,15 @@ MemberRunner = Callable[..., Iterator[tuple[int, dict]]]
 
 
 def _train_here(template, x, y, sigma, members, *, members_per_chunk: int, verbose: bool, **train_options):
-    """The local runner: ``members_per_chunk`` members at a time, in this process."""
-    for start in range(0, len(members), members_per_chunk):
-        chunk = members[start : start + members_per_chunk]
-        yield from zip(chunk, train_members(template, x, y, sigma, chunk, verbose=verbose, **train_options))
+    """The local runner: ``members_per_chunk`` members at a time, in this process, with one progress bar over all the
+    members (and, for a chunk trained together, a passing one over its epochs)."""
+    with tqdm(total=len(members), desc="Members", unit="member", disable=not verbose) as bar:
+        for start in range(0, len(members), members_per_chunk):
+            chunk = members[start : start + members_per_chunk]
+            inner = verbose and len(chunk) > 1
+            for k, state in zip(chunk, train_members(template, x, y, sigma, chunk, verbose=inner, **train_options)):
+                bar.update(1)
+                yield k, state
 
 
 def train_smoothed_ensemble(
@@ -113,11 +119,11 @@ def train_smoothed_ensemble(
             seed=derive_seed(seed, "init", BASE_MEMBER),
             nb_epochs=warmup_epochs,
             batch_size=batch_size,
+            verbose=verbose,
         )
         if store is not None:
             store.save("base", base.state_dict())
     # Step 2: one sigma per training sample.
-    logger.info("Optimising the sigma of %d training samples.", len(x))
     if store is not None and store.has("train_sigma"):
         train_sigma = store.load("train_sigma").to(x.device)
     else:
