@@ -291,6 +291,31 @@ def test_a_resume_with_another_vectorize_is_refused_naming_both_values(npz_file,
     assert {p: p.read_bytes() for p in partial.rglob("*") if p.is_file()} == before
 
 
+def test_a_fit_started_before_the_new_options_resumes_under_its_name(fitted, npz_file, tmp_path, monkeypatch, capsys):
+    """An unfinished fit written by the previous version: its config.toml lacks channels, executor, ray_address and
+    vectorize, its checkpoint lacks the training-path record. It resumes (with a warning about the record) to the
+    uninterrupted ensemble, and the run's name (its identity) is the one the old version gave it."""
+    from art_certssbd.checkpoint import MANIFEST
+    from art_certssbd.runs.fit import identity, stored_fit_options
+
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST]
+    argv += ["--method", "rab", "--nb-models", "3", "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    partial = tmp_path / "fit.partial"
+    text = (partial / "config.toml").read_text()
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(("executor", "vectorize", "channels")))
+    (partial / "config.toml").write_text(old + "\n")
+    manifest = json.loads((partial / "checkpoint" / MANIFEST).read_text())
+    del manifest["training_path"]
+    (partial / "checkpoint" / MANIFEST).write_text(json.dumps(manifest))
+    new_keys = {"executor", "ray_address", "channels"}
+    assert not new_keys & set(identity(stored_fit_options(partial)))  # named as before these options existed
+    with pytest.warns(UserWarning, match="does not record how its members were trained"):
+        assert main(argv) == 0
+    _assert_same_ensemble(out, fitted / "rab")
+
+
 def test_a_damaged_member_is_trained_again_on_resume(fitted, npz_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "fit"
     argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST]

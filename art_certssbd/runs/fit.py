@@ -81,7 +81,8 @@ def stored_fit_options(directory: Path) -> dict[str, Any]:
 def _first_difference(stored: dict, wanted: dict, resume: bool = False) -> str | None:
     """The first option, with both values, that differs between a stored fit and this command; with ``resume``, the
     options that change the members' values without naming the run (:data:`RESUME_CHECKED`) count too."""
-    extra = {key: (stored.get(key), wanted.get(key)) for key in RESUME_CHECKED} if resume else {}
+    # (a config.toml without the key: not checked here; the checkpoint's training-path record still is)
+    extra = {k: (stored.get(k), wanted.get(k)) for k in RESUME_CHECKED if stored.get(k) is not None} if resume else {}
     stored, wanted = identity(stored), identity(wanted)
     for key, (old, new) in extra.items():
         stored[key], wanted[key] = old, new
