@@ -40,7 +40,15 @@ from art_certssbd.runs.build import (
 )
 from art_certssbd.runs.config import read_config, toml_text
 from art_certssbd.runs.options import UsageError, options_of
-from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
+from art_certssbd.runs.outputs import (
+    SESSIONS,
+    check_writable_parent,
+    earlier_sessions,
+    exclusive,
+    keep_damaged,
+    runs_dir,
+    write_sessions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +61,6 @@ _NEW_OPTIONS = ("channels",)
 #: rounding): an unfinished fit resumes only with the value it was started with. ``members_per_chunk`` does not
 #: (tests/test_pipeline.py, tests/test_resume.py), nor ``device`` here (the checkpoint records the device type).
 RESUME_CHECKED = ("vectorize",)
-#: In ``DIR.partial/``: the training time of each interrupted session (a SIGKILL's session is not counted).
-SESSIONS = "sessions.json"
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +168,7 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             input_shape,
             staging / "checkpoint",
         )
-        earlier = _earlier_sessions(staging)
+        earlier = earlier_sessions(staging)
         try:
             try:
                 est.fit(
@@ -171,7 +177,7 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
                 )  # fmt: skip
             except BaseException as err:  # Ctrl-C, a kill (SIGTERM) or a crash: count this session's time
                 if not isinstance(err, ValueError):
-                    _write_sessions(staging, [*earlier, time.perf_counter() - tic])
+                    write_sessions(staging, [*earlier, time.perf_counter() - tic])
                 raise
         except CheckpointError as err:
             raise UsageError(
@@ -187,37 +193,10 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         (staging / SESSIONS).unlink(missing_ok=True)
         (staging / ".lock").unlink(missing_ok=True)
         staging.rename(output)
-    _keep_damaged(output)
+    keep_damaged(output)
     shutil.rmtree(output / "checkpoint", ignore_errors=True)
     logger.info("Fitted in %.1f s (%d session(s)): %s", sum(sessions), len(sessions), output)
     return output
-
-
-def _earlier_sessions(staging: Path) -> list[float]:
-    """The training times of the earlier, interrupted sessions of an unfinished fit (none when there were none)."""
-    try:
-        return [float(v) for v in json.loads((staging / SESSIONS).read_text(encoding="utf-8"))["fit_s"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def _write_sessions(staging: Path, sessions: list[float]) -> None:
-    from art_certssbd.report import write_json
-
-    if staging.is_dir():
-        write_json(staging / SESSIONS, {"fit_s": sessions})
-
-
-def _keep_damaged(output: Path) -> None:
-    """Move member files a resume set aside (``*.damaged``) to ``DIR/damaged/`` before the checkpoint goes."""
-    damaged = sorted((output / "checkpoint").glob("*.damaged*"))
-    if damaged:
-        (output / "damaged").mkdir(exist_ok=True)
-        for path in damaged:
-            path.rename(output / "damaged" / path.name)
-        logger.warning(
-            "kept %d damaged checkpoint file(s), set aside and retrained, in %s", len(damaged), output / "damaged"
-        )
 
 
 def _finished(output: Path, resolved: dict) -> bool:
