@@ -17,7 +17,35 @@ import torch
 from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.memory import CertificationMemory
+from art_certssbd.noise import derive_seed
+from art_certssbd.pipeline import BASE_MEMBER
 from art_certssbd.streaming import SavedEnsemble, load_block
+from art_certssbd.training import init_member
+
+
+def _as_saved(store: EnsembleCheckpoint, directory) -> dict:
+    """The config of a saved ensemble for a fit's training checkpoint: what ``fit`` derives from its own config."""
+    config = store.config
+    seed, nb_models, members = config.get("random_state"), config.get("nb_models"), store.finished_members()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CheckpointError(f"{str(directory)!r}: random_state {seed!r} is not an integer")
+    if len(members) != nb_models or not store.has("train_sigma"):
+        raise ValueError(
+            f"{str(directory)!r} is an unfinished fit's checkpoint ({len(members)} of nb_models={nb_models} members"
+            f"{'' if store.has('train_sigma') else ', no training sigmas yet'}): resume it with "
+            "fit(..., checkpoint_dir=...) first"
+        )
+    return {
+        **config,
+        "grown": False,  # a fit grown by a rule stops short of nb_models and is refused above
+        "test_noise_seeds": torch.tensor([derive_seed(seed, "test_noise", k) for k in range(nb_models)]),
+        "train_noise_copies": config.get("nb_epochs") if config.get("noise") == "fresh" else 1,
+    }
+
+
+def _initial_base(model: torch.nn.Module, seed: int) -> dict:
+    """The base model of a fit without warm-up (not stored: its initial weights, from the run's seed)."""
+    return init_member(model, derive_seed(seed, "init", BASE_MEMBER)).state_dict()
 
 
 class PersistenceMixin:
@@ -53,8 +81,11 @@ class PersistenceMixin:
                 store.save_member(k, self.ensemble_.state_dict(k))
 
     def load_ensemble(self, directory: str | os.PathLike, stream: bool = False) -> None:
-        """Load an ensemble written by :meth:`save_ensemble` (checksums verified, ``weights_only`` loading); the
-        estimator is changed only once everything has loaded.
+        """Load an ensemble written by :meth:`save_ensemble`, or a finished fit's ``checkpoint_dir`` (the same
+        format, kind ``"training"``: the test-noise seeds are derived from its ``random_state`` as ``fit`` derives
+        them, and the memory starts empty), with checksums verified and ``weights_only`` loading; the estimator is
+        changed only once everything has loaded. An unfinished ``checkpoint_dir`` is refused (resume it with
+        ``fit(..., checkpoint_dir=...)``).
 
         With ``stream=True`` the members stay on disk: ``ensemble_`` is a
         :class:`~art_certssbd.streaming.SavedEnsemble` and every vote reads them in blocks of at most
@@ -66,8 +97,9 @@ class PersistenceMixin:
         art-certssbd saved it) loads an empty memory, with a warning: certificates issued before that save are not
         remembered. With ``use_memory=False`` the saved memory is ignored (``memory_`` is ``None``).
         """
-        store = EnsembleCheckpoint.open(directory, kind="ensemble")
-        config = store.config
+        store = EnsembleCheckpoint.open(directory, kind=None)
+        training = store.kind == "training"
+        config = _as_saved(store, directory) if training else store.config
         if config.get("nb_classes") != self.nb_classes or list(config.get("input_shape", [])) != list(self.input_shape):
             raise ValueError(
                 f"{str(directory)!r} holds an ensemble for nb_classes={config.get('nb_classes')}, "
@@ -93,9 +125,10 @@ class PersistenceMixin:
             ensemble = SavedEnsemble(directory, self.base_model, self.memory_budget)
         else:
             ensemble = StackedEnsemble.from_state_dicts(self.base_model, [store.load_member(k) for k in members])
-        base = store.load("base")
+        base = store.load("base") if store.has("base") else _initial_base(self.base_model, config["random_state"])
         StackedEnsemble.from_state_dicts(self.base_model, [base])  # refuses a base model of another architecture
-        train_sigma, seeds = store.load("train_sigma"), store.load("test_noise_seeds")
+        train_sigma = store.load("train_sigma")
+        seeds = config["test_noise_seeds"] if training else store.load("test_noise_seeds")
         if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
             raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
         if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (len(members),) or seeds.is_floating_point():
@@ -111,7 +144,7 @@ class PersistenceMixin:
         self.random_state_ = config["random_state"]
         self.train_noise_copies_ = config.get("train_noise_copies")  # None (older save): certify decides by `noise`
         self.memory_ = (CertificationMemory() if memory is None else memory) if self.use_memory else None
-        if self.use_memory and not store.has("memory"):
+        if self.use_memory and not store.has("memory") and not training:  # a fit's checkpoint never certified
             warnings.warn(
                 f"{str(directory)!r} was saved without its certification memory (before art-certssbd saved it): "
                 "the storage-update step restarts from an empty memory, so certificates issued before that save are "

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,22 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MEMBER = re.compile(r"^member_(\d+)$")
 
 
+#: The value a key of the ``training_path`` record had before the key was recorded (a record written by an older
+#: version lacks it). Empty while the record has every key it ever had.
+TRAINING_PATH_DEFAULTS: dict[str, Any] = {}
+
+
+#: How to resume with a recorded setting, where its key is not a parameter name.
+_HOW = {"torch_threads": "{old} torch threads (torch.set_num_threads({old}), or OMP_NUM_THREADS={old} for the CLI)"}
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used: another format, version or kind, a mismatched config, a bad
     checksum, or content that is not tensors."""
+
+
+class DamagedEntryError(CheckpointError):
+    """An entry whose file is missing or fails its SHA-256 check (a resume sets such a member aside)."""
 
 
 def _member_key(k: int) -> str:
@@ -174,8 +188,11 @@ class EnsembleCheckpoint:
             }
 
     @classmethod
-    def open(cls, path: str | os.PathLike, kind: str = "ensemble") -> EnsembleCheckpoint:
-        """An existing checkpoint of ``kind``, for reading (see ``must_exist``)."""
+    def open(cls, path: str | os.PathLike, kind: str | None = "ensemble") -> EnsembleCheckpoint:
+        """An existing checkpoint of ``kind`` (``None``: of either kind), for reading (see ``must_exist``)."""
+        manifest = Path(path) / MANIFEST
+        if kind is None:
+            kind = cls._read_manifest(manifest).get("kind", "training") if manifest.is_file() else "ensemble"
         return cls(path, kind=kind, must_exist=True)
 
     @classmethod
@@ -308,11 +325,11 @@ class EnsembleCheckpoint:
         try:
             data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
         except FileNotFoundError:
-            raise CheckpointError(f"{str(path)!r} is listed in the manifest but missing") from None
+            raise DamagedEntryError(f"{str(path)!r} is listed in the manifest but missing") from None
         except OSError as err:
             raise CheckpointError(f"{str(path)!r} cannot be read: {err}") from err
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise CheckpointError(f"{str(path)!r} fails its SHA-256 check: the file is corrupted or was modified")
+            raise DamagedEntryError(f"{str(path)!r} fails its SHA-256 check: the file is corrupted or was modified")
         try:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ... depending on the content
@@ -329,6 +346,70 @@ class EnsembleCheckpoint:
         ):
             raise CheckpointError(f"{str(self.path)!r}: {_member_key(k)} is not a state_dict of tensors")
         return state
+
+    def load_members(self) -> dict[int, dict[str, torch.Tensor]]:
+        """The stored members, for a resume (a writer): a member whose file is missing or fails its SHA-256 check
+        is set aside with a ``UserWarning`` (its file renamed ``member_XXXXX.pt.damaged``, kept beside the others,
+        its entry dropped from the manifest) so that the resume trains it again. Anything else wrong (a file that
+        passes its checksum but is not tensors, an unreadable file) still stops with :class:`CheckpointError`.
+
+        :return: ``{k: state_dict}`` of the members that passed.
+        """
+        states = {}
+        for k in self.finished_members():
+            try:
+                states[k] = self.load_member(k)
+            except DamagedEntryError as err:
+                self._set_aside(_member_key(k), err)
+        return states
+
+    def _set_aside(self, name: str, reason: DamagedEntryError) -> None:
+        """Rename the damaged file of entry ``name`` (when there is one) and drop the entry from the manifest."""
+        path = self.path / self.manifest["entries"][name]["file"]
+        kept = ""
+        if path.exists():
+            target, i = path.with_name(path.name + ".damaged"), 1
+            while target.exists():
+                target, i = path.with_name(f"{path.name}.damaged.{i}"), i + 1
+            os.rename(path, target)
+            kept = f"; the damaged file is kept as {str(target)!r}"
+        self._commit({key: value for key, value in self.manifest["entries"].items() if key != name})
+        warnings.warn(f"{reason}: {name} is set aside and trained again{kept}", UserWarning, stacklevel=3)
+
+    def check_training_path(self, path: dict[str, Any]) -> None:
+        """Refuse to resume with a training path that changes the members' values (``vmap`` or the loop, the
+        device type, the executor, the number of torch threads on the CPU), which would make the resumed ensemble
+        differ, in rounding, from an uninterrupted run; record ``path`` in the manifest (key ``training_path``) for a
+        new checkpoint.
+
+        A checkpoint written before the record existed holds no ``training_path``: it is resumed with a
+        ``UserWarning`` (the earlier sessions' path is unknown) and this session's path is recorded. A key missing
+        from a record is taken as :data:`TRAINING_PATH_DEFAULTS` has it.
+
+        :raises CheckpointError: Naming the setting, the stored and this run's value.
+        """
+        path = to_json(path)
+        stored = self.manifest.get("training_path")
+        if stored is None:
+            if self.manifest["entries"]:
+                warnings.warn(
+                    f"{str(self.path)!r} does not record how its members were trained (written before art-certssbd "
+                    f"recorded it): resuming with {path}; if earlier sessions used other settings, the resumed "
+                    "members differ from an uninterrupted run in rounding",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.manifest = {**self.manifest, "training_path": path}  # written with the next entry
+            return
+        for key in sorted(set(stored) | set(path)):
+            old, new = stored.get(key, TRAINING_PATH_DEFAULTS.get(key)), path.get(key)
+            if old != new:
+                how = _HOW.get(key, f"{key}={old!r}").format(old=old)
+                raise CheckpointError(
+                    f"the checkpoint directory's members were trained with {key}={old!r}, but this run has "
+                    f"{key}={new!r}, which changes the members' values (the resumed ensemble would not equal an "
+                    f"uninterrupted run): resume with {how}, or use another directory"
+                )
 
     def _commit(self, entries: dict) -> None:
         """Switch to ``entries``: write the manifest (unless deferred), then update the in-memory copy."""

@@ -31,11 +31,18 @@ def _output_dir(text: str) -> Path:
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with short errors: the one line that matters, then a one-line usage (not the full option dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nusage: {self.prog} ... (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from art_certssbd.experiment import TRIGGERS
 
-    parser = argparse.ArgumentParser(prog="certssbd", description="Cert-SSBD certified backdoor defence for ART.")
+    parser = _Parser(prog="certssbd", description="Cert-SSBD certified backdoor defence for ART.")
     parser.add_argument("--version", action="version", version=f"art-certssbd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -122,6 +129,10 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> None:
         sys.stdout.write(text + f"\n\nwrote {output}\n")
 
 
+#: ``certssbd benchmark``'s default output folder, in the working directory (never the source tree's results).
+BENCHMARK_OUTPUT = "certssbd-benchmarks"
+
+
 def _add_benchmark_parser(sub) -> None:
     """``certssbd benchmark {mnist,defences,official} ...``: the harnesses live in the source tree's ``benchmarks/``
     (not installed with the package); ``--benchmarks-dir`` points to it (default: ``./benchmarks``)."""
@@ -142,8 +153,13 @@ def _add_benchmark_parser(sub) -> None:
     for kind in (mnist, defences, official):
         kind.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
         kind.add_argument(
-            "--output", type=Path, default=None, help="directory for the results (default: BENCH/results)"
+            "--output",
+            type=Path,
+            default=Path(BENCHMARK_OUTPUT),
+            help=f"directory for the results (default: ./{BENCHMARK_OUTPUT}, in the working directory; the "
+            "committed results in benchmarks/results are replaced only when named here, with --force)",
         )
+        kind.add_argument("--force", action="store_true", help="overwrite results of the same name already in --output")
         kind.add_argument(
             "--benchmarks-dir",
             type=Path,
@@ -163,8 +179,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
             "live in the repository's benchmarks/ folder, not in the installed package. Run from the root of a clone "
             "of the repository, or pass --benchmarks-dir PATH/TO/benchmarks"
         )
-    if args.output is None:
-        args.output = root / "results"
+    args.output = args.output.expanduser()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from certssbd_bench.command import run

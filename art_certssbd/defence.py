@@ -44,7 +44,7 @@ class CertSSBDTrainer(Trainer):
             raise ValueError("classifier has no optimizer: one is needed to train the ensemble")
         super().__init__(classifier)
         self.method = method
-        model = copy.deepcopy(classifier.model)
+        model = copy.deepcopy(getattr(classifier, "base_model", classifier.model))  # a fitted estimator: its base
         optimizer = type(classifier.optimizer)(model.parameters(), **classifier.optimizer.defaults)
         # the classifier's settings are defaults that kwargs override (e.g. device_type="cpu")
         derived = dict(

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble
@@ -35,10 +36,15 @@ MemberRunner = Callable[..., Iterator[tuple[int, dict]]]
 
 
 def _train_here(template, x, y, sigma, members, *, members_per_chunk: int, verbose: bool, **train_options):
-    """The local runner: ``members_per_chunk`` members at a time, in this process."""
-    for start in range(0, len(members), members_per_chunk):
-        chunk = members[start : start + members_per_chunk]
-        yield from zip(chunk, train_members(template, x, y, sigma, chunk, verbose=verbose, **train_options))
+    """The local runner: ``members_per_chunk`` members at a time, in this process, with one progress bar over all the
+    members (and, for a chunk trained together, a passing one over its epochs)."""
+    with tqdm(total=len(members), desc="Members", unit="member", disable=not verbose) as bar:
+        for start in range(0, len(members), members_per_chunk):
+            chunk = members[start : start + members_per_chunk]
+            inner = verbose and len(chunk) > 1
+            for k, state in zip(chunk, train_members(template, x, y, sigma, chunk, verbose=inner, **train_options)):
+                bar.update(1)
+                yield k, state
 
 
 def train_smoothed_ensemble(
@@ -95,6 +101,12 @@ def train_smoothed_ensemble(
     :return: ``(base, train_sigma, ensemble)``; the ensemble has fewer than ``nb_models`` members when ``stop``
         ended the training.
     """
+    if store is not None:  # what changes the members' values must not change on a resume (chunking does not)
+        executor = "local" if member_runner is None else getattr(member_runner, "executor_name", "ray")
+        threads = torch.get_num_threads() if x.device.type == "cpu" else None  # CPU kernels round by thread count
+        store.check_training_path(
+            {"vectorize": bool(vectorize), "device": x.device.type, "executor": executor, "torch_threads": threads}
+        )
     # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
     base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
     if store is not None and store.has("base"):
@@ -111,11 +123,11 @@ def train_smoothed_ensemble(
             nb_epochs=warmup_epochs,
             batch_size=batch_size,
             amp=amp,
+            verbose=verbose,
         )
         if store is not None:
             store.save("base", base.state_dict())
     # Step 2: one sigma per training sample.
-    logger.info("Optimising the sigma of %d training samples.", len(x))
     if store is not None and store.has("train_sigma"):
         train_sigma = store.load("train_sigma").to(x.device)
     else:
@@ -123,7 +135,7 @@ def train_smoothed_ensemble(
         if store is not None:
             store.save("train_sigma", train_sigma.cpu())
     # Step 3: M members trained from scratch on x_i + sigma_i * b_{k,i}, chunk by chunk.
-    states = {k: store.load_member(k) for k in store.finished_members()} if store is not None else {}
+    states = store.load_members() if store is not None else {}  # a damaged member is set aside, trained again
     runner = member_runner or functools.partial(_train_here, members_per_chunk=members_per_chunk, verbose=verbose)
     train_options = dict(
         loss_fn=loss_fn,

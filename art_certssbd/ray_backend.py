@@ -16,9 +16,12 @@ The training data goes into the object store once per call (``ray.put``); tasks 
 ``num_gpus`` GPUs (fractional, so several small members share one GPU). Nothing here imports Ray until a Ray executor
 is used; without Ray installed that raises an ImportError naming the extra (``pip install 'art-certssbd[ray]'``).
 
-**Bitwise equality with the local path** (CPU): a task runs with ``torch.set_num_threads(threads)``
-(default ``int(num_cpus)``), and torch's CPU kernels round differently with different thread counts, so the
-ensemble, sigmas and votes are bitwise those of a local run with the same number of torch threads.
+**Bitwise equality with the local path** (CPU): a task runs with ``torch.set_num_threads(threads)``, by default
+the driver's own ``torch.get_num_threads()`` when the task is sent; torch's CPU kernels round differently with
+different thread counts, so with that default the ensemble, sigmas and votes are bitwise those of the local run in
+the same process (a Ray fit resumed locally, or the reverse, gives the uninterrupted ensemble). Set ``threads`` (for
+example to ``int(num_cpus)``, so that tasks do not oversubscribe their CPUs) to trade that equality for speed: the
+results then equal a local run with that many torch threads.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ class RayExecutor:
     :param num_cpus: CPUs per task.
     :param num_gpus: GPUs per task (fractions share a GPU between tasks); ``None`` (default): 0.25 when the estimator
            computes on CUDA, else 0.
-    :param threads: torch intra-op threads in a task (default ``max(1, int(num_cpus))``).
+    :param threads: torch intra-op threads in a task (default: the driver's ``torch.get_num_threads()``, so that the
+           results equal the local path's bitwise).
     :param members_per_task: Members trained, or voting, per task.
     :param samples_per_task: Samples per sigma-optimisation task (rounded to whole optimiser batches; default: the
            samples split into one task per cluster CPU).
@@ -108,7 +112,7 @@ class RayExecutor:
         )
 
     def _threads(self) -> int:
-        return self.threads if self.threads is not None else max(1, int(self.num_cpus))
+        return self.threads if self.threads is not None else torch.get_num_threads()
 
     def _results(self, ray, refs: dict, desc: str, verbose: bool) -> Iterator[tuple[object, object]]:
         """``(key, result)`` of each task as it finishes (a task that fails after its retries raises here)."""

@@ -120,6 +120,16 @@ def _finish(plt, fig, ax, path: str | os.PathLike, title: str) -> Path:
     return Path(path)
 
 
+#: How each line style of :func:`plot_curves` is drawn: solid lines with filled circles (clean), long dashes with
+#: hollow squares (triggered), dots with hollow triangles (conservative radius), so that the legend tells them apart
+#: in one colour (and in grey print).
+CURVE_STYLES = {
+    "-": {"linestyle": "-", "marker": "o", "markersize": 4, "linewidth": 1.6},
+    "--": {"linestyle": (0, (6, 3)), "marker": "s", "markersize": 5, "markerfacecolor": "white", "linewidth": 1.6},
+    ":": {"linestyle": ":", "marker": "^", "markersize": 5, "markerfacecolor": "white", "linewidth": 1.2},
+}
+
+
 def plot_curves(
     curves: Sequence[tuple[str, Sequence[float], Sequence[float], str]],
     path: str | os.PathLike,
@@ -139,7 +149,7 @@ def plot_curves(
     for label, radii, values, style in curves:
         group = label.split(" (")[0]
         colour = colours.setdefault(group, cycle[len(colours) % len(cycle)])
-        ax.plot(radii, values, marker="o", markersize=3, label=label, linestyle=style, color=colour)
+        ax.plot(radii, values, label=label, color=colour, **CURVE_STYLES.get(style, {"linestyle": style}))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)

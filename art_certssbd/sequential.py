@@ -339,7 +339,7 @@ def apply_memory_adaptive(
     :param update: Store the regions of the answers that stay certified (``False``: only trim).
     :return: A copy of ``result`` with the trimmed ``certified``, ``pred`` and ``radius_bound``.
     """
-    if memory is None:
+    if memory is None or len(result.pred) == 0:  # nothing to trim (an empty batch has no rows to reshape)
         return result
     certified = np.asarray(result.certified, dtype=bool)
     pred, radius_bound = result.pred.copy(), result.radius_bound.astype(np.float64)

@@ -158,6 +158,7 @@ def optimize_sigma(
     sigma = torch.full((x.shape[0],), float(sigma0), device=x.device, dtype=x.dtype)
     if steps == 0 or x.shape[0] == 0:
         return sigma
+    logger.info("Optimising the sigma of %d samples (%d SGA steps each).", x.shape[0], steps)
     # Common random numbers: eps[t] is shared by all samples at step t.
     eps = sigma_noise(seed, steps, n_samples, x.shape[1:], x.device, x.dtype)
 

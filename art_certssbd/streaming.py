@@ -33,7 +33,8 @@ def _member_bytes(template: torch.nn.Module) -> int:
 class SavedEnsemble:
     """The members of a saved ensemble, read from ``directory`` on demand (checksums verified on every read).
 
-    :param directory: A folder written by ``save_ensemble`` (kind ``"ensemble"``).
+    :param directory: A folder written by ``save_ensemble`` (kind ``"ensemble"``), or a finished fit's
+           ``checkpoint_dir`` (kind ``"training"``).
     :param template: A module of the members' architecture.
     :param memory_budget: Bytes of member weights held at once, counting the three copies of a block while it loads
            (file bytes, loaded tensors, stacked weights); at least one member.
@@ -42,7 +43,7 @@ class SavedEnsemble:
 
     def __init__(self, directory: str | os.PathLike, template: torch.nn.Module, memory_budget: int, device="cpu"):
         self.directory = Path(directory)
-        store = EnsembleCheckpoint.open(self.directory, kind="ensemble")
+        store = EnsembleCheckpoint.open(self.directory, kind=None)
         members = store.finished_members()
         if members != list(range(len(members))) or not members:
             raise ValueError(f"{str(directory)!r} does not hold members 0..M-1 of a saved ensemble: {members[:5]}...")
@@ -61,7 +62,7 @@ class SavedEnsemble:
 
     def state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s weights, read from disk."""
-        return EnsembleCheckpoint.open(self.directory, kind="ensemble").load_member(k)
+        return EnsembleCheckpoint.open(self.directory, kind=None).load_member(k)
 
     def block(self, m0: int, m1: int) -> StackedEnsemble:
         """Members ``m0 .. m1 - 1`` in memory, on :attr:`device`."""
@@ -78,7 +79,7 @@ class SavedEnsemble:
 
 def load_block(directory, template: torch.nn.Module, m0: int, m1: int) -> StackedEnsemble:
     """Members ``m0 .. m1 - 1`` of the saved ensemble in ``directory``, stacked (on the CPU)."""
-    store = EnsembleCheckpoint.open(directory, kind="ensemble")
+    store = EnsembleCheckpoint.open(directory, kind=None)
     return StackedEnsemble.from_state_dicts(template, [store.load_member(k) for k in range(m0, m1)])
 
 

@@ -108,7 +108,7 @@ def train_members(
         return _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_state, noise, run, verbose)
     return [
         _train_one(template, x, y, sigma, k, optimizer_factory, random_state, noise, run)
-        for k in tqdm(members, desc="Ensemble", disable=not verbose)
+        for k in tqdm(members, desc=f"Chunk of {len(members)} members", leave=False, disable=not verbose)
     ]
 
 
@@ -139,14 +139,15 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def _fit(model, optimizer, streams, x, y, sigma, run: _Run, torch_seed) -> None:
-    """The training loop of one model; the model's own global randomness (dropout) is seeded and isolated."""
+def _fit(model, optimizer, streams, x, y, sigma, run: _Run, torch_seed, progress: str | None = None) -> None:
+    """The training loop of one model; the model's own global randomness (dropout) is seeded and isolated.
+    ``progress``: the description of a bar over the epochs (none without it)."""
     model.train()
     forward = torch.compile(model) if run.compile else model
     scaler = run.scaler(x.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed)
-        for _ in range(run.nb_epochs):
+        for _ in tqdm(range(run.nb_epochs), desc=progress, unit="epoch", disable=progress is None):
             perm = streams.permutation(x.shape[0])
             for part in _batches(x.shape[0], run.batch_size):
                 idx = perm[part]
@@ -170,16 +171,28 @@ def fit_model(
     batch_size: int,
     noise: str = "fresh",
     amp: str | None = None,
+    verbose: bool = False,
 ) -> torch.nn.Module:
     """Train ``model`` in place on ``x_i + sigma_i * noise`` (used for the base model's warm-up); ``seed`` fixes
     the data order and the noise; ``amp`` as in :func:`train_members`.
 
+    :param verbose: A progress bar over the epochs (``Warm-up``).
     :return: ``model``, in train mode.
     """
     check_accelerators(x.device, amp, False)
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     streams = MemberStreams.of_seed(seed, x, noise)
-    _fit(model, optimizer, streams, x, y, sigma, _Run(loss_fn, nb_epochs, batch_size, amp), seed)
+    _fit(
+        model,
+        optimizer,
+        streams,
+        x,
+        y,
+        sigma,
+        _Run(loss_fn, nb_epochs, batch_size, amp),
+        seed,
+        "Warm-up" if verbose else None,
+    )
     return model
 
 
@@ -230,7 +243,9 @@ def _train_vectorized(template, x, y, sigma, members, optimizer_factory, random_
     scaler = run.scaler(x.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(random_state, "init", members[0]))
-        for _ in tqdm(range(run.nb_epochs), desc=f"Ensemble ({nb} models)", disable=not verbose):
+        for _ in tqdm(
+            range(run.nb_epochs), desc=f"Chunk of {nb} members", unit="epoch", leave=False, disable=not verbose
+        ):
             perm = torch.stack([s.permutation(x.shape[0]) for s in streams])  # (Mc, N)
             for part in _batches(x.shape[0], run.batch_size):
                 idx = perm[:, part].T  # (B, Mc)

@@ -5,8 +5,10 @@ Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see `
 
     flock /tmp/certssbd-heavy.lock python benchmarks/defences.py --config benchmarks/configs/defences-cpu.json
 
-writes ``benchmarks/results/defences-cpu.{json,md,png}``. ``configs/defences-paper-gpu.json`` is the paper-size
-preset (full MNIST, M = 1000; for a GPU). Extra arguments (``--output``, ``--data-dir``, ``--quiet``) are passed on.
+writes ``./certssbd-benchmarks/defences-cpu.{json,md,png}``
+(``--output benchmarks/results --force`` replaces the committed results).
+``configs/defences-paper-gpu.json`` is the paper-size preset (full MNIST, M = 1000; for a GPU).
+Extra arguments (``--output``, ``--data-dir``, ``--quiet``) are passed on.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see `
 
     flock /tmp/certssbd-heavy.lock python benchmarks/mnist.py --config benchmarks/configs/mnist-cpu.json
 
-writes ``benchmarks/results/mnist-cpu.{json,md,png}``. Any extra argument of ``certssbd benchmark mnist`` (``--output``,
-``--data-dir``, ``--quiet``) is passed on.
+writes ``./certssbd-benchmarks/mnist-cpu.{json,md,png}``
+(``--output benchmarks/results --force`` replaces the committed results).
+Any extra argument of ``certssbd benchmark mnist`` (``--output``, ``--data-dir``, ``--quiet``) is passed on.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ NcepuQiaoTing/Cert-SSB's history)::
         --checkpoints ~/.cache/art-certssbd/official/cert-ssb/model/mnist/onepixel/sigma0.12 \\
         --sigma-file ~/.cache/art-certssbd/official/cert-ssb/sigma/mnist/mnist_onepixel_sigma0.12.pth
 
-writes ``benchmarks/results/official_mnist_onepixel.{json,md}``. Extra arguments (``--output``, ``--name``,
+writes ``./certssbd-benchmarks/official_mnist_onepixel.{json,md}``
+(``--output benchmarks/results --force`` replaces the committed results). Extra arguments (``--output``, ``--name``,
 ``--nb-models``, ``--data-dir``, ``--quiet``) are passed on.
 """
 

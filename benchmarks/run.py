@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from art_certssbd.cli import main as cli_main
 
-            common = ["--output", str(args.output), "--benchmarks-dir", str(HERE), "--quiet"]
+            # regenerating the results is this script's purpose: replace those of the same name
+            common = ["--output", str(args.output), "--force", "--benchmarks-dir", str(HERE), "--quiet"]
             common += ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
             specific = {
                 "mnist": ["--config", str(args.mnist_config)],

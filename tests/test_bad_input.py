@@ -404,9 +404,13 @@ def test_load_a_directory_without_manifest(tmp_path):
     _load_fails(tmp_path, CheckpointError, rf"'{tmp_path}' holds no manifest.json: it is not an art-certssbd")
 
 
-def test_load_a_training_checkpoint(data, tmp_path):
+def test_load_an_unfinished_training_checkpoint(data, tmp_path):
+    """A finished fit's checkpoint_dir loads (tests/test_checkpoint.py); an unfinished one is refused as such."""
     make().fit(data[0][:60], data[1][:60], nb_epochs=1, checkpoint_dir=tmp_path / "ck")
-    _load_fails(tmp_path / "ck", CheckpointError, r"holds a training checkpoint .*, not a saved ensemble")
+    manifest = json.loads((tmp_path / "ck" / MANIFEST).read_text())
+    del manifest["entries"]["member_00000"]
+    (tmp_path / "ck" / MANIFEST).write_text(json.dumps(manifest))
+    _load_fails(tmp_path / "ck", ValueError, r"unfinished fit's checkpoint .*: resume it with fit\(")
 
 
 def test_load_a_file_of_another_kind(tmp_path):

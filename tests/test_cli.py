@@ -48,6 +48,19 @@ def test_wrong_arguments_exit_2_naming_the_option(args, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args", [["fit", "--nb-models", "0"], ["certify", "--alpha", "2"], ["report", "--radii", "x"], ["fit", "--xyz"]]
+)
+def test_a_flag_error_is_one_line_then_a_short_usage(args, capsys):
+    """Not argparse's 10-18 line option dump before the line that matters."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 2
+    assert lines[0].startswith("certssbd") and ": error: " in lines[0]
+    assert lines[1].startswith("usage: certssbd") and lines[1].endswith("--help)")
+
+
 def test_module_entry_point_reports_wrong_input_in_a_subprocess():
     proc = subprocess.run(
         [sys.executable, "-m", "art_certssbd", "demo", "--epochs", "zero"], capture_output=True, text=True, timeout=120

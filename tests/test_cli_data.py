@@ -80,12 +80,22 @@ def test_folder_source_with_and_without_splits(tmp_path, digits):
     spec = parse_data_spec(f"folder:{tmp_path / 'split'}")
     assert has_splits(spec)
     train = load_split(spec, "train", image_size=(8, 8))
-    assert train.x.shape == (45, 3, 8, 8) and train.class_names == ["one", "two", "zero"]  # sorted folder names
+    assert train.x.shape == (45, 1, 8, 8) and train.class_names == ["one", "two", "zero"]  # grey PNGs; sorted names
+    assert load_split(spec, "train", image_size=(8, 8), channels=3).x.shape == (45, 3, 8, 8)
     assert len(load_split(spec, "test", image_size=(8, 8)).y) == 15
     write_folder(tmp_path / "flat", x_te, y_te, names)
     flat = parse_data_spec(f"folder:{tmp_path / 'flat'}")
     assert not has_splits(flat)
-    assert load_split(flat, "test", image_size=(16, 16)).x.shape == (15, 3, 16, 16)
+    assert load_split(flat, "test", image_size=(16, 16)).x.shape == (15, 1, 16, 16)
+
+
+def test_other_sources_keep_their_channels_and_refuse_another_count():
+    spec = parse_data_spec("digits")
+    assert load_split(spec, "test", channels=1).x.shape[1] == 1
+    with pytest.raises(ValueError, match=r"channels=3 asked for, but digits images have 1 channel\(s\)"):
+        load_split(spec, "test", channels=3)
+    with pytest.raises(ValueError, match="channels must be 1 .*got 2"):
+        load_split(spec, "test", channels=2)
 
 
 def test_npz_layouts(tmp_path, digits):
@@ -126,8 +136,19 @@ def test_npz_refuses_missing_and_non_archives(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_npz(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz archive"):
+    with pytest.raises(ValueError, match=r"is not an .npz archive \(the zip file np.savez writes\): it starts") as info:
         load_npz(tmp_path / "text.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="but a single .npy array: save x and y with np.savez") as npy:
+        load_npz(tmp_path / "one.npy")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "one.npy").read_bytes()[:0] + b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="or a damaged one") as cut:
+        load_npz(tmp_path / "cut.npz")
+    np.savez(tmp_path / "objects.npz", x=np.zeros((2, 8, 8), np.uint8), y=np.array([0, "a"], dtype=object))
+    with pytest.raises(ValueError, match="holds object arrays") as objects:
+        load_npz(tmp_path / "objects.npz")
+    for err in (info, npy, cut, objects):  # never numpy's advice to load unsafely
+        assert "allow_pickle" not in str(err.value) and "pickle.load" not in str(err.value)
     np.savez(tmp_path / "objects.npz", x=np.array([object()] * 2), y=np.zeros(2, int))
     with pytest.raises(ValueError, match="objects.npz"):
         load_npz(tmp_path / "objects.npz")

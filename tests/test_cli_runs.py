@@ -142,6 +142,43 @@ def test_every_data_source_fits_and_certifies(tmp_path, source):
     assert "triggered" not in summary["splits"]  # no trigger named
 
 
+def test_a_grey_image_folder_fits_one_channel_and_the_automatic_model_says_why(tmp_path, caplog):
+    from PIL import Image
+
+    x_tr, y_tr, x_te, y_te = digits_uint8(classes=(0, 1), train=40, test=12)
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        write_folder(tmp_path / "d" / split, x, y, {0: "zero", 1: "one"})
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "d" / "test" / "one" / "colour.png")
+    fast = [option for option in FAST if option != "--quiet"]
+    argv = ["fit", "--data", f"folder:{tmp_path / 'd'}", "--image-size", "8", "--method", "rab", "--nb-models", "2"]
+    with caplog.at_level("INFO", logger="art_certssbd"):
+        assert main([*argv, *fast, "--output", str(tmp_path / "grey")]) == 0
+    assert "--model auto: digits-cnn, for 1-channel 8x8 images (grey, under 12 px)" in caplog.text
+    assert "grey (1 channel): every image is single-channel" in caplog.text
+    info = json.loads((tmp_path / "grey" / "fit.json").read_text())
+    assert info["data"]["input_shape"] == [1, 8, 8] and info["options"]["model"] == "digits-cnn"
+    assert "channels" not in (tmp_path / "grey" / "config.toml").read_text()  # auto: not written, not in the name
+    # the test split holds a colour image: it is certified with the fit's one channel, not detected anew as RGB
+    assert main(["certify", str(tmp_path / "grey"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "grey" / "certify" / "summary.json").read_text())
+    assert summary["data"]["nb_inputs"] == 13
+    # channels = 3 in a config file: RGB copies, which the certify run inherits
+    config = tmp_path / "rgb.toml"
+    config.write_text("channels = 3\nmodel = 'digits-cnn'\n")
+    assert main([*argv, *FAST, "--config", str(config), "--output", str(tmp_path / "rgb")]) == 0
+    assert json.loads((tmp_path / "rgb" / "fit.json").read_text())["data"]["input_shape"] == [3, 8, 8]
+    assert "channels = 3" in (tmp_path / "rgb" / "config.toml").read_text()
+    assert main(["certify", str(tmp_path / "rgb"), "--quiet"]) == 0
+
+
+def test_the_channels_option_leaves_the_names_of_earlier_runs_unchanged():
+    from art_certssbd.runs.fit import identity
+
+    values = config.resolve("fit", build_parser().parse_args(["fit", "--data", "digits"]))
+    assert values["channels"] is None and "channels" not in identity(values)
+    assert identity({**values, "channels": 1})["channels"] == 1
+
+
 def test_sigma_early_stop_options_reach_the_estimator_and_name_the_run():
     from art_certssbd.runs.build import estimator_params
     from art_certssbd.runs.fit import identity
@@ -213,10 +250,84 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_ensemble(
     with pytest.raises(SystemExit) as info:  # not certifiable yet, and says how to finish it
         main(["certify", str(out)])
     assert info.value.code == 2 and "has not finished" in capsys.readouterr().err
+    assert json.loads((partial / "sessions.json").read_text())["fit_s"][0] > 0  # the interrupted session's time
     monkeypatch.setattr(EnsembleCheckpoint, "save_member", original)
     assert main(argv) == 0
-    assert not partial.exists() and not (out / "checkpoint").exists()
+    assert not partial.exists() and not (out / "checkpoint").exists() and not (out / "sessions.json").exists()
     _assert_same_ensemble(out, fitted / method)
+    timings = json.loads((out / "fit.json").read_text())["timings_s"]
+    assert len(timings["fit_sessions"]) == 2 and timings["fit"] == pytest.approx(sum(timings["fit_sessions"]))
+    assert "summed over the sessions" in timings["note"]
+
+
+def _interrupt_after_two_members(monkeypatch, argv, capsys):
+    original, calls = EnsembleCheckpoint.save_member, []
+
+    def save_member(self, k, state):
+        calls.append(k)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, k, state)
+
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", save_member)
+    with pytest.raises(SystemExit):
+        main(argv)
+    capsys.readouterr()
+    monkeypatch.setattr(EnsembleCheckpoint, "save_member", original)
+
+
+def test_a_resume_with_another_vectorize_is_refused_naming_both_values(npz_file, tmp_path, monkeypatch, capsys):
+    """vmap and the loop differ in rounding: an unfinished fit resumes only with the setting it was started with
+    (the run's name does not change with it)."""
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--method", "rab", "--nb-models", "3", *FAST, "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    partial = tmp_path / "fit.partial"
+    before = {p: p.read_bytes() for p in partial.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--no-vectorize"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "was started with --vectorize True (this command: False)" in err
+    assert {p: p.read_bytes() for p in partial.rglob("*") if p.is_file()} == before
+
+
+def test_a_fit_started_before_the_new_options_resumes_under_its_name(fitted, npz_file, tmp_path, monkeypatch, capsys):
+    """An unfinished fit written by the previous version: its config.toml lacks channels, executor, ray_address and
+    vectorize, its checkpoint lacks the training-path record. It resumes (with a warning about the record) to the
+    uninterrupted ensemble, and the run's name (its identity) is the one the old version gave it."""
+    from art_certssbd.checkpoint import MANIFEST
+    from art_certssbd.runs.fit import identity, stored_fit_options
+
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST]
+    argv += ["--method", "rab", "--nb-models", "3", "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    partial = tmp_path / "fit.partial"
+    text = (partial / "config.toml").read_text()
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(("executor", "vectorize", "channels")))
+    (partial / "config.toml").write_text(old + "\n")
+    manifest = json.loads((partial / "checkpoint" / MANIFEST).read_text())
+    del manifest["training_path"]
+    (partial / "checkpoint" / MANIFEST).write_text(json.dumps(manifest))
+    new_keys = {"executor", "ray_address", "channels"}
+    assert not new_keys & set(identity(stored_fit_options(partial)))  # named as before these options existed
+    with pytest.warns(UserWarning, match="does not record how its members were trained"):
+        assert main(argv) == 0
+    _assert_same_ensemble(out, fitted / "rab")
+
+
+def test_a_damaged_member_is_trained_again_on_resume(fitted, npz_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "fit"
+    argv = ["fit", "--data", f"npz:{npz_file}", "--classes", "0,1,2", *POISON, *FAST]
+    argv += ["--method", "rab", "--nb-models", "3", "--output", str(out)]
+    _interrupt_after_two_members(monkeypatch, argv, capsys)
+    member = tmp_path / "fit.partial" / "checkpoint" / "member_00000.pt"
+    member.write_bytes(member.read_bytes()[:-1] + bytes([member.read_bytes()[-1] ^ 1]))
+    damaged = member.read_bytes()
+    with pytest.warns(UserWarning, match="fails its SHA-256 check.*: member_00000 is set aside and trained again"):
+        assert main(argv) == 0
+    _assert_same_ensemble(out, fitted / "rab")
+    assert (out / "damaged" / "member_00000.pt.damaged").read_bytes() == damaged  # kept for a look
 
 
 def test_a_resume_with_other_options_is_refused_and_keeps_the_progress(npz_file, tmp_path, capsys):
@@ -312,9 +423,15 @@ def _fails(argv, needle, capsys, *absent):
         (["--data", "{npz}", "--draws-per-model", "2"], "draws_per_model=2 needs bound='hoeffding'"),
         (["--data", "{npz}", "--sigma-bounds", "0.5,0.1"], "--sigma-bounds: expected 0 < LOW <= HIGH"),
         (["--data", "{npz}", "--sigma-tol", "-1"], "--sigma-tol: expected a finite number >= 0, got '-1'"),
+        (["--data", "{npz}", "--ray-address", "auto"], "--ray-address 'auto' needs --executor ray"),
+        (["--data", "{npz}", "--executor", "dask"], "--executor: invalid choice: 'dask'"),
+        (["--data", "{npz}", "--channels", "2"], "--channels: expected 1 (grey) or 3 (RGB), got '2'"),
+        (["--data", "{npz}", "--channels", "3"], "channels=3 asked for, but npz images have 1 channel(s)"),
         (["--data", "{npz}", "--sigma-patience", "0"], "--sigma-patience: expected a positive integer, got '0'"),
         (["--data", "{npz}", "--poison", "one-pixel", "--rate", "0.9"], "--rate 0.9 --target 0: rate=0.9 asks for"),
         (["--data", "{npz}", "--config", "{tmp}/missing.toml"], "--config '{tmp}/missing.toml': no such file"),
+        (["--data", "{npz}", "--config", "{tmp}"], "--config '{tmp}': is a directory, not a TOML file"),
+        (["--data", "{npz}", "--config", "{tmp}/mnist"], "is a directory, not a TOML file"),
     ],
 )
 def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, needle, npz_file, tmp_path, capsys):
@@ -335,7 +452,11 @@ def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, need
         ("nb_models = 0", "nb_models = 0: expected a positive integer, got '0'"),
         ("bound = 'wilson'", "bound = 'wilson': expected one of clopper-pearson, hoeffding"),
         ("vectorize = 'yes'", "vectorize = 'yes': expected true or false"),
-        ("classes = true", "classes = True: expected a list"),
+        ("classes = true", "classes = True: expected a list, got a boolean"),
+        ("nb_models = true", "nb_models = True: expected a positive integer, got a boolean"),
+        ("alpha = {a = 1}", "expected a number in (0, 1), got a table"),
+        ("bound = false", "bound = False: expected one of clopper-pearson, hoeffding, got a boolean"),
+        ("channels = 2", "channels = 2: expected 1 (grey) or 3 (RGB), got '2'"),
         ("nb_models = ", "not valid TOML"),
         ("[training]\nx = 1", "unknown key 'training'"),
     ],
@@ -346,6 +467,10 @@ def test_wrong_config_file_exits_2_naming_the_file_and_key(text, needle, npz_fil
     out = tmp_path / "out"
     _fails(["fit", "--config", str(config), *FAST, "--output", str(out)], needle, capsys, out)
     assert str(config) in capsys.readouterr().err or True
+
+
+def test_a_config_pointing_at_a_fit_directory_names_its_config_file(fitted, capsys):
+    _fails(["fit", "--config", str(fitted / "rab")], f"did you mean '{fitted / 'rab' / 'config.toml'}'?", capsys)
 
 
 def test_wrong_output_exits_2(npz_file, tmp_path, capsys):
@@ -398,6 +523,38 @@ def test_wrong_report_input_exits_2(fitted, tmp_path, capsys):
         capsys,
         out,
     )
+    _fails(
+        ["report", str(fitted / "rab"), str(fitted / "ssbd"), "--labels", "A,A", "--output", str(out)],
+        "--labels 'A,A': labels must be distinct ('A' names two runs)",
+        capsys,
+        out,
+    )
+
+
+def test_sigma_bounds_below_the_scale_warn(npz_file, tmp_path, caplog):
+    argv = ["fit", "--data", f"npz:{npz_file}", *FAST, *SSBD, "--scale", "0.2", "--nb-models", "2"]
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main([*argv, "--sigma-bounds", "0.1,0.8", "--output", str(tmp_path / "a")]) == 0
+    assert "--sigma-bounds 0.1,0.8 starts below --scale 0.2: samples may get less noise than sigma0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main([*argv, "--sigma-bounds", "0.2,0.8", "--output", str(tmp_path / "b")]) == 0
+    assert "starts below" not in caplog.text
+
+
+def test_a_report_mixing_data_sets_warns(fitted, tmp_path, caplog):
+    other = tmp_path / "other"
+    shutil.copytree(fitted / "rab" / "certify", other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["data"]["source"], summary["data"]["class_names"] = "npz:/elsewhere.npz", ["a", "b", "c"]
+    (other / "summary.json").write_text(json.dumps(summary))
+    with caplog.at_level("WARNING", logger="art_certssbd"):
+        assert main(["report", str(fitted / "ssbd"), str(other), "--output", str(tmp_path / "rep"), "--quiet"]) == 0
+    assert "certified other data than cert-ssbd (source, classes: npz:/elsewhere.npz / ('a', 'b', 'c')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="art_certssbd"):  # the same data: no warning
+        assert main(["report", str(fitted / "ssbd"), str(fitted / "rab"), "--output", str(tmp_path / "r2")]) == 0
+    assert "other data" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -292,6 +292,51 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path)
 
 
+def test_a_grey_image_folder_loads_as_one_channel(tmp_path, caplog):
+    """Fashion-MNIST-like PNGs (mode L, 1 and a grey palette) load as (N, 1, H, W), not as RGB copies."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, size=(4, 6, 6), dtype=np.uint8)
+    for name in ("shirt", "trouser"):
+        (tmp_path / name).mkdir()
+    Image.fromarray(levels[0], mode="L").save(tmp_path / "shirt" / "0.png")
+    Image.fromarray(levels[1], mode="L").save(tmp_path / "shirt" / "1.png")
+    Image.fromarray(levels[2] > 127).save(tmp_path / "trouser" / "0.png")  # mode "1"
+    palette = Image.fromarray(levels[3], mode="L").convert("P")  # a palette of greys
+    assert palette.mode == "P"
+    palette.save(tmp_path / "trouser" / "1.png")
+    with caplog.at_level("INFO", logger="art_certssbd.datasets.folder"):
+        x, y, names = load_image_folder(tmp_path, size=(6, 6))
+    assert x.shape == (4, 1, 6, 6) and names == ["shirt", "trouser"]
+    np.testing.assert_array_equal(x[0, 0], levels[0] / np.float32(255))  # the grey levels themselves
+    np.testing.assert_array_equal(x[2, 0], np.where(levels[2] > 127, 1.0, 0.0))
+    np.testing.assert_array_equal(x[3, 0], levels[3] / np.float32(255))
+    assert "grey (1 channel): every image is single-channel" in caplog.text
+    # asked for: three channels, each the grey level
+    rgb, _, _ = load_image_folder(tmp_path, size=(6, 6), channels=3)
+    assert rgb.shape == (4, 3, 6, 6) and all(np.array_equal(rgb[:, c], x[:, 0]) for c in range(3))
+
+
+def test_a_mixed_image_folder_loads_as_rgb_and_says_which_file_is_colour(tmp_path, caplog):
+    make_image_folder(tmp_path)  # colour images and one grey 3.png
+    with caplog.at_level("INFO", logger="art_certssbd.datasets.folder"):
+        x, _, _ = load_image_folder(tmp_path, size=(4, 4))
+    assert x.shape[1] == 3
+    assert "RGB (3 channels): not every image is single-channel (the first colour one:" in caplog.text
+    assert "a_yield" in caplog.text.split("the first colour one:")[1].splitlines()[0]
+    grey, _, _ = load_image_folder(tmp_path, size=(4, 4), channels=1)  # colour -> grey by Pillow's L conversion
+    assert grey.shape == (10, 1, 4, 4)
+    red_l = round(255 * 299 / 1000) / 255  # ITU-R 601-2 luma of pure red, as Pillow rounds it
+    np.testing.assert_allclose(grey[4:7].mean(axis=(1, 2, 3)), red_l, atol=0.01)
+
+
+@pytest.mark.parametrize("channels", [2, 0, True, "1", 3.0])
+def test_load_image_folder_refuses_other_channel_counts(tmp_path, channels):
+    make_image_folder(tmp_path)
+    with pytest.raises(ValueError, match=rf"channels must be 1 \(grey\), 3 \(RGB\) or None .*got {channels!r}"):
+        load_image_folder(tmp_path, channels=channels)
+
+
 # ----------------------------------------------------------------------------------------------------- tasks
 def test_binary_task_mapping_and_order():
     x = np.arange(10, dtype=np.float32)[:, None] * 10

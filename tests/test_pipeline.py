@@ -150,3 +150,73 @@ def test_resume_trains_only_the_missing_members(data, tmp_path, monkeypatch):
     assert torch.equal(sigma, sigma_u)
     for k in range(4):
         torch.testing.assert_close(ens.state_dict(k), ens_u.state_dict(k), rtol=1e-5, atol=1e-6)
+
+
+class BarRecorder:
+    """Stands in for tqdm: records each bar's description, total and updates (and whether it shows)."""
+
+    def __init__(self, bars):
+        self.bars = bars
+
+    def __call__(self, iterable=None, desc=None, total=None, disable=False, **kwargs):
+        bar = {"desc": desc, "total": total if total is not None else len(iterable), "shown": not disable, "n": 0}
+        self.bars.append(bar)
+
+        class Bar:
+            def __iter__(self):
+                for item in iterable:
+                    yield item
+                    bar["n"] += 1
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                bar["n"] += n
+
+        return Bar()
+
+
+@pytest.mark.parametrize("members_per_chunk, vectorize", [(1, False), (1, True), (2, True)])
+def test_one_overall_progress_bar_for_the_members_and_one_for_the_warmup(
+    data, monkeypatch, members_per_chunk, vectorize
+):
+    from art_certssbd import training
+
+    bars = []
+    monkeypatch.setattr(pipeline, "tqdm", BarRecorder(bars))
+    monkeypatch.setattr(training, "tqdm", BarRecorder(bars))
+    _train(data, nb_models=4, verbose=True, members_per_chunk=members_per_chunk, vectorize=vectorize)
+    shown = [(bar["desc"], bar["total"], bar["n"]) for bar in bars if bar["shown"]]
+    assert ("Warm-up", 1, 1) in shown  # the warm-up shows progress
+    assert ("Members", 4, 4) in shown  # one bar over every member ...
+    assert not [desc for desc, *_ in shown if desc and desc.startswith("Ensemble")]  # ... not 'Ensemble 1/1' each
+    chunks = [bar for bar in shown if bar[0].startswith("Chunk")]
+    assert len(chunks) == (2 if members_per_chunk == 2 else 0)  # a chunk trained together: its epochs pass by
+
+
+def test_no_sigma_optimisation_is_announced_for_rab_or_on_resume(tmp_path, caplog):
+    from helpers import digits_estimator
+
+    from art_certssbd import RABEstimator
+
+    x_train, y_train, _, _ = load_digits(random_state=0)
+    x, y = x_train[:60], y_train[:60]
+    with caplog.at_level("INFO", logger="art_certssbd"):
+        digits_estimator(RABEstimator, nb_models=2, scale=SCALE, random_state=0).fit(x, y, nb_epochs=1)
+    assert "Optimising the sigma" not in caplog.text and "Training 2 of 2 members" in caplog.text
+    ssbd = dict(nb_models=2, scale=SCALE, random_state=0, sigma_steps=1, sigma_samples=2, warmup_epochs=1)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="art_certssbd"):
+        digits_estimator(**ssbd).fit(x, y, nb_epochs=1, checkpoint_dir=tmp_path / "ck")
+    assert "Optimising the sigma of 60 samples (1 SGA steps each)" in caplog.text
+    store = EnsembleCheckpoint(tmp_path / "ck")
+    manifest = store.manifest
+    store._commit({k: v for k, v in manifest["entries"].items() if k != "member_00001"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="art_certssbd"):
+        digits_estimator(**ssbd).fit(x, y, nb_epochs=1, checkpoint_dir=tmp_path / "ck")
+    assert "Training 1 of 2 members" in caplog.text and "Optimising the sigma" not in caplog.text

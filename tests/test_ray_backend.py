@@ -195,6 +195,38 @@ def test_streamed_votes_under_a_small_budget_equal_the_in_memory_votes(local_ray
             np.testing.assert_array_equal(getattr(again, field), getattr(result, field), err_msg=field)
 
 
+def test_the_cli_on_ray_at_the_default_threads_equals_the_local_cli_bitwise(local_ray, tmp_path):
+    """``certssbd fit/certify --executor ray``: tasks use the driver's torch thread count (here 2, as a CLI run on this
+    machine), so the Ray fit and certificates are bitwise the local ones (with one thread per task they were not)."""
+    import json
+
+    from art_certssbd.checkpoint import EnsembleCheckpoint
+    from art_certssbd.cli import main
+
+    common = ["--data", "digits", "--classes", "0,1", "--limit", "120", "--nb-models", "2", "--epochs", "1"]
+    common += ["--sigma-steps", "1", "--sigma-samples", "2", "--warmup-epochs", "1", "--device", "cpu", "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+            assert main(["fit", *common, *extra, "--output", str(tmp_path / name)]) == 0
+            assert main(["certify", str(tmp_path / name), "--limit", "20", "--quiet", *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    stores = [EnsembleCheckpoint.open(tmp_path / name / "ensemble") for name in ("local", "ray")]
+    for k in range(2):
+        a, b = (store.load_member(k) for store in stores)
+        assert all(torch.equal(a[key], b[key]) for key in a), k
+    assert torch.equal(stores[0].load("train_sigma"), stores[1].load("train_sigma"))
+    local, on_ray = (np.load(tmp_path / name / "certify" / "results.npz") for name in ("local", "ray"))
+    for key in ("clean_pred", "clean_radius", "clean_sigma", "votes"):
+        if key in local.files:
+            np.testing.assert_array_equal(local[key], on_ray[key], err_msg=key)
+    config = (tmp_path / "ray" / "config.toml").read_text()
+    assert 'executor = "ray"' in config
+    assert json.loads((tmp_path / "ray" / "fit.json").read_text())["options"]["executor"] == "ray"
+
+
 def test_without_ray_the_error_names_the_extra(monkeypatch, digits):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     with pytest.raises(ImportError, match=r"pip install 'art-certssbd\[ray\]'"):

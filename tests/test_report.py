@@ -167,6 +167,7 @@ def test_plots_write_pngs_with_the_documented_styles(tmp_path, monkeypatch):
 
     def spy(plt, fig, ax, path, title):
         seen[path.name] = [(line.get_label(), line.get_linestyle(), line.get_color()) for line in ax.get_lines()]
+        seen[path.name + " markers"] = [(line.get_marker(), line.get_markerfacecolor()) for line in ax.get_lines()]
         return finish(plt, fig, ax, path, title)
 
     monkeypatch.setattr(report, "_finish", spy)
@@ -177,6 +178,9 @@ def test_plots_write_pngs_with_the_documented_styles(tmp_path, monkeypatch):
     assert (l0, l1, l2) == tuple(curves)
     assert (s0, s1, s2) == ("-", "--", "-")  # dashed only for the triggered curve
     assert c0 == c1 != c2  # the two RAB curves share a colour
+    # ... so clean and triggered differ by more than fine dashes: marker shape and fill (legend and grey print)
+    (m0, f0), (m1, f1), _ = seen["acc.png markers"]
+    assert (m0, m1) == ("o", "s") and f1 == "white" and f0 != "white"
 
     path = plot_curves([("x", [0, 1], [1.0, 0.0], ":")], tmp_path / "curves.png")
     assert path.read_bytes().startswith(PNG_MAGIC)

@@ -21,3 +21,12 @@ def to_float01(images: np.ndarray) -> np.ndarray:
     out = np.asarray(images, dtype=np.float32)
     out /= 255.0
     return np.ascontiguousarray(out)
+
+
+def check_channels(channels: object) -> int | None:
+    """``1`` (grey), ``3`` (RGB) or ``None`` (detect from the images); ``ValueError`` naming anything else."""
+    if channels is None:
+        return None
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey), 3 (RGB) or None (detect from the images), got {channels!r}")
+    return int(channels)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from art_certssbd.datasets._common import existing_dir
+from art_certssbd.datasets._common import check_channels, existing_dir
 
 logger = logging.getLogger(__name__)
 
@@ -82,43 +82,89 @@ def list_image_folder(
     return paths, np.asarray(labels, dtype=np.int64), class_names
 
 
+#: Pillow modes of single-channel images (grey levels, with or without transparency).
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def is_grey(image) -> bool:
+    """Whether a Pillow image holds one channel: a grey mode, or a palette whose colours are all grey."""
+    if image.mode in GREY_MODES:
+        return True
+    if image.mode in ("P", "PA"):
+        palette = image.getpalette() or []
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    return False
+
+
 def load_image_folder(
     root: str | os.PathLike,
     size: tuple[int, int] = (32, 32),
     classes: Sequence[str] | None = None,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    channels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Load every image of a class-per-folder tree as RGB, resized with bilinear interpolation.
+    """Load every image of a class-per-folder tree, resized with bilinear interpolation, as grey or RGB.
 
     Labels follow the sorted sub-folder names (``00000`` ... ``00042`` for GTSRB's ``Final_Training/Images``), or
     the order of ``classes``. Files with other suffixes (GTSRB's per-class CSV files, for example) and hidden
     files are skipped; sub-folders of a class folder are searched too.
 
+    With ``channels=None`` the images decide: when every one is single-channel (Pillow modes ``L``, ``1``, ``I``,
+    ``F``, ``LA``, or a palette of greys; Fashion-MNIST or MNIST saved as PNG) they load as one channel, otherwise
+    (any colour image among them) as RGB, the grey images with their level copied to the three channels. The
+    choice, and the file that forced RGB, are logged.
+
     :param root: Directory whose sub-folders are the classes.
     :param size: Output ``(height, width)``.
     :param classes: Class folder names to keep, in label order. Default: all, sorted.
     :param extensions: File suffixes (case-insensitive) read as images.
-    :return: ``(x, y, class_names)``: float32 ``(N, 3, H, W)`` in [0, 1], int64 ``(N,)``, list of names.
-    :raises ValueError: For a bad ``size``/``extensions``, an unknown class (the message lists the available ones),
-        an empty class folder, or an image Pillow cannot read (naming the file).
+    :param channels: ``1`` (colour images converted to grey with Pillow's ``L`` conversion), ``3`` (RGB), or
+           ``None`` (detect, as above).
+    :return: ``(x, y, class_names)``: float32 ``(N, C, H, W)`` in [0, 1] with ``C`` 1 or 3, int64 ``(N,)``, names.
+    :raises ValueError: For a bad ``size``/``extensions``/``channels``, an unknown class (the message lists the
+        available ones), an empty class folder, or an image Pillow cannot read (naming the file).
     """
     height, width = _check_size(size)
+    channels = check_channels(channels)
     paths, labels, class_names = list_image_folder(root, classes, extensions)
     try:
         from PIL import Image
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("load_image_folder needs Pillow: pip install pillow") from err
-    x = np.empty((len(paths), 3, height, width), dtype=np.float32)
-    for i, path in enumerate(paths):
+    images: list[np.ndarray] = []
+    first_colour: Path | None = None
+    for path in paths:
         try:
             with Image.open(path) as image:
-                rgb = image.convert("RGB")
-                if rgb.size != (width, height):
-                    rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(rgb, dtype=np.uint8)
+                grey = is_grey(image) if channels is None else channels == 1
+                if not grey and first_colour is None:
+                    first_colour = path
+                converted = image.convert("L" if grey else "RGB")
+                if converted.size != (width, height):
+                    converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(converted, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as err:
             raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
-        x[i] = pixels.transpose(2, 0, 1)
+        images.append(pixels)
+    nb_channels = channels if channels is not None else (1 if first_colour is None else 3)
+    x = np.empty((len(paths), nb_channels, height, width), dtype=np.float32)
+    for i, pixels in enumerate(images):  # a grey image among colour ones: its level in every channel, as Pillow does
+        x[i] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     x /= 255.0
-    logger.info("Loaded %d images of %d classes from %s at %dx%d", len(x), len(class_names), root, height, width)
+    if channels is not None:
+        reason = f"channels={channels} asked for"
+    elif first_colour is None:
+        reason = "every image is single-channel"
+    else:
+        reason = f"not every image is single-channel (the first colour one: {str(first_colour)!r})"
+    logger.info(
+        "Loaded %d images of %d classes from %s at %dx%d, %s: %s",
+        len(x),
+        len(class_names),
+        root,
+        height,
+        width,
+        "grey (1 channel)" if nb_channels == 1 else "RGB (3 channels)",
+        reason,
+    )
     return x, labels, class_names

@@ -30,13 +30,27 @@ def npz_splits(path: str | os.PathLike) -> tuple[str, ...]:
     return ("train", "test") if {"x_train", "y_train", "x_test", "y_test"} <= keys else ()
 
 
+_NOT_ARCHIVE = "is not an .npz archive (the zip file np.savez writes)"
+
+
 def _open(path: Path):
+    """The archive, after checking that the file is one (numpy's own message would advise ``allow_pickle``, an
+    unsafe load, for any other file)."""
     if not path.is_file():
         raise FileNotFoundError(f"npz file {str(path)!r} does not exist")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} cannot be read ({err})") from err
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{str(path)!r} {_NOT_ARCHIVE} but a single .npy array: save x and y with np.savez")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ValueError(f"{str(path)!r} {_NOT_ARCHIVE}: it starts with {head!r}")
+    try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{str(path)!r} is not a readable .npz archive ({err})") from err
+        raise ValueError(f"{str(path)!r} {_NOT_ARCHIVE}, or a damaged one ({type(err).__name__})") from err
 
 
 def _images(x: np.ndarray, where: str) -> np.ndarray:
@@ -95,8 +109,11 @@ def load_npz(path: str | os.PathLike, split: str | None = None) -> tuple[np.ndar
         try:
             x, y = archive[x_key], archive[y_key]
             names = archive["class_names"] if "class_names" in keys else None
-        except ValueError as err:  # object arrays need pickle, refused
-            raise ValueError(f"{str(path)!r}: {err}") from err
+        except ValueError as err:  # object arrays need pickle, refused (numpy's message advises allow_pickle)
+            raise ValueError(
+                f"{str(path)!r} holds object arrays (Python objects, which only an unsafe pickle load reads): save "
+                "numeric arrays, and class names as an array of strings"
+            ) from err
     x = _images(x, f"{str(path)!r} array {x_key!r}")
     y = _labels(y, f"{str(path)!r} array {y_key!r}")
     if len(x) != len(y):

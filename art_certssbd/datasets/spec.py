@@ -86,19 +86,42 @@ def has_splits(spec: DataSpec) -> bool:
     return True
 
 
-def load_split(spec: DataSpec, split: str, image_size: tuple[int, int] = (32, 32)) -> Dataset:
+def load_split(
+    spec: DataSpec, split: str, image_size: tuple[int, int] = (32, 32), channels: int | None = None
+) -> Dataset:
     """Load ``split`` (``"train"`` or ``"test"``) of a source.
 
     :param spec: The source.
     :param split: ``"train"`` or ``"test"``.
     :param image_size: ``(height, width)`` images of a ``folder`` source are resized to.
+    :param channels: Channels of a ``folder`` source's images: ``1``, ``3`` or ``None`` (grey when every image is
+           single-channel, else RGB; see :func:`~art_certssbd.datasets.load_image_folder`). Other sources keep
+           their own and refuse a different number.
     :raises FileNotFoundError: Missing files or directories (the message names them).
     :raises ValueError: Unreadable or malformed files.
     """
-    from art_certssbd.datasets import cifar, digits, folder, idx, npz
-    from art_certssbd.datasets._common import check_split
+    from art_certssbd.datasets import folder
+    from art_certssbd.datasets._common import check_channels, check_split
 
     check_split(split)
+    if spec.kind == "folder":
+        root = spec.path / split if has_splits(spec) else spec.path
+        x, y, names = folder.load_image_folder(root, size=image_size, channels=channels)
+        return Dataset(x, y, names)
+    channels = check_channels(channels)
+    data = _load_fixed(spec, split)
+    if channels is not None and data.x.shape[1] != channels:
+        raise ValueError(
+            f"channels={channels} asked for, but {spec.kind} images have {data.x.shape[1]} channel(s); only folder "
+            "sources are converted"
+        )
+    return data
+
+
+def _load_fixed(spec: DataSpec, split: str) -> Dataset:
+    """A source whose images have a fixed number of channels (every kind but ``folder``)."""
+    from art_certssbd.datasets import cifar, digits, idx, npz
+
     if spec.kind == "digits":
         x_train, y_train, x_test, y_test = digits.load_digits(random_state=0)
         x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
@@ -111,10 +134,6 @@ def load_split(spec: DataSpec, split: str, image_size: tuple[int, int] = (32, 32
         x, y = cifar.load_cifar10(spec.path, split)
         meta = cifar._batch_dir(spec.path) / "batches.meta"
         names = cifar.cifar10_class_names(spec.path) if meta.is_file() else list(cifar.CIFAR10_CLASSES)
-        return Dataset(x, y, names)
-    if spec.kind == "folder":
-        root = spec.path / split if has_splits(spec) else spec.path
-        x, y, names = folder.load_image_folder(root, size=image_size)
         return Dataset(x, y, names)
     x, y, names = npz.load_npz(spec.path, split)
     return Dataset(x, y, names)

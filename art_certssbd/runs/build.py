@@ -34,7 +34,7 @@ def load_data(spec: DataSpec, split: str, values: dict[str, Any]) -> tuple[Datas
     :return: ``(dataset, positions)``: positions of the samples kept in the source's split.
     """
     try:
-        data = load_split(spec, split, values.get("image_size") or (32, 32))
+        data = load_split(spec, split, values.get("image_size") or (32, 32), values.get("channels"))
     except FileNotFoundError as err:
         raise UsageError(f"--data {str(spec)!r}: {err}{_MNIST_HINT if spec.kind == 'mnist' else ''}") from None
     except (ValueError, OSError, ImportError) as err:
@@ -59,12 +59,15 @@ def make_trigger(name: str, delta: float):
     return None if name == "none" else TRIGGERS[name](delta=delta)
 
 
-def auto_model(input_shape: tuple[int, ...]) -> str:
-    """The reference network for ``--model auto``: by channels and size."""
+def auto_model(input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """The reference network for ``--model auto``, by channels and size, and the reason in words."""
     channels, height, width = input_shape
+    shape = f"{channels}-channel {height}x{width} images"
+    if channels == 1 and min(height, width) >= 12:
+        return "mnist-cnn", f"{shape} (grey, 12 px or more)"
     if channels == 1:
-        return "mnist-cnn" if min(height, width) >= 12 else "digits-cnn"
-    return "rab-cifar-resnet"
+        return "digits-cnn", f"{shape} (grey, under 12 px)"
+    return "rab-cifar-resnet", f"{shape} (colour)"
 
 
 def _import_class(name: str):
@@ -161,6 +164,21 @@ def estimator_params(values: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def executor(values: dict[str, Any]):
+    """``"local"``, or a :class:`~art_certssbd.ray_backend.RayExecutor` joining ``--ray-address``."""
+    if values.get("executor") in (None, "local"):  # None: a config written before the option existed
+        if values.get("ray_address"):
+            raise UsageError(f"--ray-address {values['ray_address']!r} needs --executor ray")
+        return "local"
+    from art_certssbd.ray_backend import RayExecutor, import_ray
+
+    try:
+        import_ray()
+    except ImportError as err:
+        raise UsageError(f"--executor ray: {err}") from None
+    return RayExecutor(address=values.get("ray_address"))
+
+
 def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: Dataset, trigger: str):
     """The estimator around ``net``: Adam or SGD at ``--lr``, inputs clipped to [0, 1] (not with blending, whose
     trigger leaves [0, 1])."""
@@ -170,6 +188,7 @@ def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: D
         if values["optimizer"] == "adam"
         else torch.optim.SGD(net.parameters(), lr=values["lr"], momentum=0.9)
     )
+    run_on = executor(values)
     try:
         return cls(
             net,
@@ -179,6 +198,7 @@ def build_estimator(values: dict[str, Any], params: dict[str, Any], net, data: D
             optimizer=optimizer,
             clip_values=None if trigger == "blending" else (0.0, 1.0),
             device_type=values["device"],
+            executor=run_on,
             random_state=values["seed"],
             verbose=not values["quiet"],
             **params,

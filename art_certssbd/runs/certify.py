@@ -90,13 +90,16 @@ def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Pa
     settings = dict(fit_values)
     settings.update({key: values[key] for key in INHERITED if values.get(key) is not None})
     settings.update(device=values["device"], quiet=values["quiet"], limit=values["limit"])
+    settings.update(executor=values["executor"], ray_address=values["ray_address"])  # this command's, not the fit's
     spec = settings["data"].resolved()
     split = values["split"]
     if values.get("data") is None and split == "test" and not has_splits(spec):
         raise UsageError(f"--data: the fit's source {str(spec)!r} has no test split; name the test data with --data")
+    fitted_shape = tuple(info["data"]["input_shape"])
+    if spec.kind == "folder" and settings.get("channels") is None:  # the fit's images' channels, not a new guess
+        settings["channels"] = fitted_shape[0]
     data, positions = load_data(spec, split, settings)
     data = _check_classes(data, info["data"]["class_names"], values.get("classes") is not None, spec)
-    fitted_shape = tuple(info["data"]["input_shape"])
     if tuple(data.x.shape[1:]) != fitted_shape:
         raise UsageError(
             f"--data {str(spec)!r}: images of shape {tuple(data.x.shape[1:])}, but the ensemble in {str(run)!r} was "

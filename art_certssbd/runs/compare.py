@@ -48,11 +48,36 @@ def _labels(summaries: list[dict], dirs: list[Path], given: list[str] | None) ->
     if given is not None:
         if len(given) != len(dirs):
             raise UsageError(f"--labels {','.join(given)!r}: {len(given)} labels for {len(dirs)} runs")
+        twice = sorted({label for label in given if given.count(label) > 1})
+        if twice:
+            raise UsageError(f"--labels {','.join(given)!r}: labels must be distinct ({twice[0]!r} names two runs)")
         return list(given)
     methods = [s["method"] for s in summaries]
     names = [d.parent.name if d.name == "certify" else d.name for d in dirs]
     labels = [m if methods.count(m) == 1 else f"{m} [{n}]" for m, n in zip(methods, names)]
     return labels if len(set(labels)) == len(labels) else [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+
+
+def _warn_if_data_differ(summaries: list[dict], labels: list[str]) -> None:
+    """Warn when the runs certified different data (source, split or classes): their curves do not compare."""
+
+    def data(summary: dict) -> tuple:
+        d = summary.get("data", {})
+        return d.get("source"), d.get("split"), tuple(d.get("class_names") or ())
+
+    first = data(summaries[0])
+    for label, summary in zip(labels[1:], summaries[1:]):
+        other = data(summary)
+        if other != first:
+            what = [name for name, a, b in zip(("source", "split", "classes"), first, other) if a != b]
+            logger.warning(
+                "%s certified other data than %s (%s: %s against %s): its figures do not compare with the others'",
+                label,
+                labels[0],
+                ", ".join(what),
+                " / ".join(str(v) for v, n in zip(other, ("source", "split", "classes")) if n in what),
+                " / ".join(str(v) for v, n in zip(first, ("source", "split", "classes")) if n in what),
+            )
 
 
 def run_report(values: dict[str, Any], command: str = "certssbd report") -> tuple[Path, str]:
@@ -63,6 +88,7 @@ def run_report(values: dict[str, Any], command: str = "certssbd report") -> tupl
     dirs = [find_certify_dir(Path(p)) for p in runs]
     summaries = [json.loads((d / "summary.json").read_text(encoding="utf-8")) for d in dirs]
     labels = _labels(summaries, dirs, values.get("labels"))
+    _warn_if_data_differ(summaries, labels)
     radii = values.get("radii") or sorted({float(r) for s in summaries for r in s["radii"]})
     key = hashlib.sha256("\n".join(map(str, dirs)).encode()).hexdigest()[:10]
     output = Path(values.get("output") or runs_dir() / "reports" / f"report-{key}").expanduser().absolute()

@@ -32,6 +32,10 @@ def read_config(file: Path, command: str) -> dict[str, Any]:
         except ModuleNotFoundError:
             raise UsageError("--config needs Python 3.11 or the tomli package (pip install tomli)") from None
     file = Path(file).expanduser()
+    if file.is_dir():
+        inside = file / "config.toml"
+        hint = f" (did you mean {str(inside)!r}?)" if inside.is_file() else ""
+        raise UsageError(f"--config {str(file)!r}: is a directory, not a TOML file{hint}")
     if not file.is_file():
         raise UsageError(f"--config {str(file)!r}: no such file")
     try:
@@ -82,7 +86,8 @@ def _convert(file: Path, option: Option, value: Any) -> Any:
     if option.key == "model_args" and isinstance(value, dict):
         return dict(value)
     if isinstance(value, bool) or isinstance(value, dict):
-        raise UsageError(f"{where}: expected {'a list' if option.key in ('classes', 'radii') else 'a value'}")
+        got = "a boolean" if isinstance(value, bool) else "a table"
+        raise UsageError(f"{where}: expected {_expected(option)}, got {got}")
     text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
     try:
         parsed = option.parse(text)
@@ -93,6 +98,15 @@ def _convert(file: Path, option: Option, value: Any) -> Any:
     if isinstance(parsed, DataSpec):
         return parsed.resolved(file.parent)
     return _relative(file, parsed) if option.key in PATH_KEYS else parsed
+
+
+def _expected(option: Option) -> str:
+    """What a value of ``option`` is, in words (for a TOML value of the wrong type)."""
+    if option.key in ("classes", "radii", "runs"):
+        return "a list"
+    if option.choices is not None:
+        return "one of " + ", ".join(option.choices)
+    return getattr(option.parse, "what", "a string")
 
 
 def _relative(file: Path, value: Path) -> Path:

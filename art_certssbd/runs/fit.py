@@ -40,13 +40,27 @@ from art_certssbd.runs.build import (
 )
 from art_certssbd.runs.config import read_config, toml_text
 from art_certssbd.runs.options import UsageError, options_of
-from art_certssbd.runs.outputs import check_writable_parent, exclusive, runs_dir
+from art_certssbd.runs.outputs import (
+    SESSIONS,
+    check_writable_parent,
+    earlier_sessions,
+    exclusive,
+    keep_damaged,
+    runs_dir,
+    write_sessions,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Options that change how fast a fit runs or where it goes, not what it learns.
-NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk")
+NOT_IDENTITY = ("output", "device", "quiet", "vectorize", "members_per_chunk", "executor", "ray_address")
 _EARLY_STOP = ("sigma_tol", "sigma_patience")
+#: Options left out of the identity when unset (``None``), so that runs written before they existed keep their names.
+_NEW_OPTIONS = ("channels",)
+#: Options outside the identity that still change the members' values (``vmap`` against the loop differs in
+#: rounding): an unfinished fit resumes only with the value it was started with. ``members_per_chunk`` does not
+#: (tests/test_pipeline.py, tests/test_resume.py), nor ``device`` here (the checkpoint records the device type).
+RESUME_CHECKED = ("vectorize",)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +72,10 @@ def identity(values: dict[str, Any]) -> dict[str, Any]:
     """The options that determine the fitted ensemble (without the SGA's early stop when it is off, so that runs
     written before it existed keep their names)."""
     off = values.get("sigma_tol") is None
-    return _plain({k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP)})
+    unset = {key for key in _NEW_OPTIONS if values.get(key) is None}
+    return _plain(
+        {k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP) and k not in unset}
+    )
 
 
 def stored_fit_options(directory: Path) -> dict[str, Any]:
@@ -67,8 +84,14 @@ def stored_fit_options(directory: Path) -> dict[str, Any]:
     return {option.key: stored.get(option.key) for option in options_of("fit")}
 
 
-def _first_difference(stored: dict, wanted: dict) -> str | None:
+def _first_difference(stored: dict, wanted: dict, resume: bool = False) -> str | None:
+    """The first option, with both values, that differs between a stored fit and this command; with ``resume``, the
+    options that change the members' values without naming the run (:data:`RESUME_CHECKED`) count too."""
+    # (a config.toml without the key: not checked here; the checkpoint's training-path record still is)
+    extra = {k: (stored.get(k), wanted.get(k)) for k in RESUME_CHECKED if stored.get(k) is not None} if resume else {}
     stored, wanted = identity(stored), identity(wanted)
+    for key, (old, new) in extra.items():
+        stored[key], wanted[key] = old, new
     for key in sorted(set(stored) | set(wanted)):
         if stored.get(key) != wanted.get(key):
             return f"--{key.replace('_', '-')} {stored.get(key)!r} (this command: {wanted.get(key)!r})"
@@ -86,7 +109,10 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         raise UsageError(f"--target {values['target']}: expected a label in 0..{data.nb_classes - 1} {data.names()}")
     if len(np.unique(data.y)) < 2:
         raise UsageError(f"--data {str(spec)!r}: the training set holds only one class ({data.names()[data.y[0]]})")
-    model_name = auto_model(input_shape) if values["model"] == "auto" else values["model"]
+    model_name = values["model"]
+    if model_name == "auto":
+        model_name, reason = auto_model(input_shape)
+        logger.info("--model auto: %s, for %s (name another with --model)", model_name, reason)
     net = build_model(model_name, data.nb_classes, input_shape, values["model_args"], values["seed"])
     params = estimator_params(values)
     # every estimator option explicit (the estimator's defaults filled in; None for Cert-SSBD's options with RAB)
@@ -101,7 +127,9 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
     staging = output.with_name(output.name + ".partial")
     if staging.exists():
         difference = (
-            _first_difference(stored_fit_options(staging), resolved) if (staging / "config.toml").is_file() else None
+            _first_difference(stored_fit_options(staging), resolved, resume=True)
+            if (staging / "config.toml").is_file()
+            else None
         )
         if difference is not None:
             raise UsageError(
@@ -124,6 +152,7 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
         params["memory_budget"] = chunk * max(1, x.nbytes)
     est = build_estimator(values, params, net, data, values["poison"])
     _warn_if_nothing_can_be_certified(params, data.nb_classes)
+    _warn_if_sigma_may_fall_below_scale(params)
 
     created = not staging.exists()
     staging.mkdir(parents=True, exist_ok=True)
@@ -139,10 +168,17 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             input_shape,
             staging / "checkpoint",
         )
+        earlier = earlier_sessions(staging)
         try:
-            est.fit(
-                x, y, batch_size=values["batch_size"], nb_epochs=values["epochs"], checkpoint_dir=staging / "checkpoint"
-            )
+            try:
+                est.fit(
+                    x, y, batch_size=values["batch_size"], nb_epochs=values["epochs"],
+                    checkpoint_dir=staging / "checkpoint",
+                )  # fmt: skip
+            except BaseException as err:  # Ctrl-C, a kill (SIGTERM) or a crash: count this session's time
+                if not isinstance(err, ValueError):
+                    write_sessions(staging, [*earlier, time.perf_counter() - tic])
+                raise
         except CheckpointError as err:
             raise UsageError(
                 f"--output {str(output)!r}: the unfinished fit in {str(staging)!r} does not match this command ({err})"
@@ -151,13 +187,15 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
             if created:
                 shutil.rmtree(staging, ignore_errors=True)
             raise UsageError(f"fit: {err}") from None
-        fit_s = time.perf_counter() - tic
+        sessions = [*earlier, time.perf_counter() - tic]
         est.save_ensemble(staging / "ensemble")
-        _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, fit_s)
+        _write_summary(staging / "fit.json", resolved, command, spec, data, is_poison, est, sessions)
+        (staging / SESSIONS).unlink(missing_ok=True)
         (staging / ".lock").unlink(missing_ok=True)
         staging.rename(output)
+    keep_damaged(output)
     shutil.rmtree(output / "checkpoint", ignore_errors=True)
-    logger.info("Fitted in %.1f s: %s", fit_s, output)
+    logger.info("Fitted in %.1f s (%d session(s)): %s", sum(sessions), len(sessions), output)
     return output
 
 
@@ -198,6 +236,20 @@ def _warn_if_nothing_can_be_certified(params: dict, nb_classes: int) -> None:
         )
 
 
+def _warn_if_sigma_may_fall_below_scale(params: dict) -> None:
+    """``--sigma-bounds`` below ``--scale``: the SGA may give samples less noise than sigma0 (the default keeps
+    sigma0 the minimum), which shrinks the conservative radius and the noise the backdoor is smoothed with."""
+    bounds = params.get("sigma_bounds")
+    if bounds is not None and params.get("sigma_steps", 0) > 0 and bounds[0] < params["scale"]:
+        logger.warning(
+            "--sigma-bounds %g,%g starts below --scale %g: samples may get less noise than sigma0 (by default sigma0 "
+            "is the minimum), which shrinks the conservative radius and weakens the smoothing of a trigger",
+            bounds[0],
+            bounds[1],
+            params["scale"],
+        )
+
+
 def _write_config(path: Path, resolved: dict, command: str) -> None:
     from art_certssbd.report import write_text
 
@@ -211,7 +263,7 @@ def _write_config(path: Path, resolved: dict, command: str) -> None:
     write_text(path, text)
 
 
-def _write_summary(path, resolved, command, spec, data, is_poison, est, fit_s) -> None:
+def _write_summary(path, resolved, command, spec, data, is_poison, est, sessions) -> None:
     from art_certssbd.experiment import environment
     from art_certssbd.report import write_json
 
@@ -235,7 +287,12 @@ def _write_summary(path, resolved, command, spec, data, is_poison, est, fit_s) -
             },
             "random_state": int(est.random_state_),
             "train_sigma": {"min": float(sigma.min()), "mean": float(sigma.mean()), "max": float(sigma.max())},
-            "timings_s": {"fit": fit_s},
+            "timings_s": {
+                "fit": sum(sessions),
+                "fit_sessions": sessions,
+                "note": "fit: the training time summed over the sessions of a resumed fit (one per interruption; a "
+                "session ended by SIGKILL is not counted)",
+            },
             "environment": environment(),
         },
     )

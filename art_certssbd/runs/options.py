@@ -14,6 +14,7 @@ from typing import Any
 
 from art_certssbd.datasets.spec import DATA_KINDS
 from art_certssbd.runs.parsers import (
+    channels,
     classes,
     data_spec,
     float_pair,
@@ -88,6 +89,13 @@ OPTIONS: tuple[Option, ...] = (
         "--limit", positive_int, "only the first N samples (after --classes), e.g. for a quick try", FC, metavar="N"
     ),
     Option("--image-size", image_size, "folder sources: images are resized to this size", FC, (32, 32), metavar="H,W"),
+    Option(
+        "--channels",
+        channels,
+        "folder sources: 1 (grey) or 3 (RGB); default: grey when every image is single-channel, else RGB",
+        FC,
+        metavar="1|3",
+    ),
     Option("--split", str, "split of --data to certify", C, "test", ("test", "train")),
     # poisoning
     Option(
@@ -160,6 +168,22 @@ OPTIONS: tuple[Option, ...] = (
         F,
         metavar="N",
     ),
+    Option(
+        "--executor",
+        str,
+        "where members train, sigmas are optimised and members vote: here, or as Ray tasks (the same results; "
+        "a task uses as many torch threads as this process)",
+        FC,
+        "local",
+        ("local", "ray"),
+    ),
+    Option(
+        "--ray-address",
+        str,
+        "with --executor ray: the Ray cluster to join (auto, ray://host:10001); default: start a local Ray",
+        FC,
+        metavar="ADDRESS",
+    ),
     # certify and report
     Option(
         "--radii",
@@ -204,7 +228,19 @@ def options_of(command: str) -> list[Option]:
 
 
 # certify options whose default is the value the fit was run with
-INHERITED = ("data", "classes", "image_size", "poison", "target", "delta", "alpha", "bound", "batch_size", "vectorize")
+INHERITED = (
+    "data",
+    "classes",
+    "image_size",
+    "channels",
+    "poison",
+    "target",
+    "delta",
+    "alpha",
+    "bound",
+    "batch_size",
+    "vectorize",
+)
 
 
 def default(option: Option, command: str) -> Any:

@@ -4,11 +4,15 @@
 * :func:`staged_directory`: build a directory beside its target and rename it into place when complete; on an
   error the staging directory is removed, so no partial output is left behind.
 * :func:`exclusive`: a lock file, so that two processes never write one fit's checkpoint at the same time.
+* :func:`earlier_sessions` / :func:`write_sessions`: the training time of each interrupted session of a fit.
+* :func:`keep_damaged`: member files a resume set aside, kept in the finished fit's ``damaged/``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +22,11 @@ from pathlib import Path
 from art_certssbd._io import fsync_dir
 from art_certssbd.runs.options import UsageError
 
+logger = logging.getLogger(__name__)
+
 RUNS_ENV = "ART_CERTSSBD_RUNS"
+#: In ``DIR.partial/``: the training time of each interrupted session (a SIGKILL's session is not counted).
+SESSIONS = "sessions.json"
 
 
 def runs_dir() -> Path:
@@ -94,3 +102,30 @@ def exclusive(directory: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def earlier_sessions(staging: Path) -> list[float]:
+    """The training times of the earlier, interrupted sessions of an unfinished fit (none when there were none)."""
+    try:
+        return [float(v) for v in json.loads((staging / SESSIONS).read_text(encoding="utf-8"))["fit_s"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def write_sessions(staging: Path, sessions: list[float]) -> None:
+    from art_certssbd.report import write_json
+
+    if staging.is_dir():
+        write_json(staging / SESSIONS, {"fit_s": sessions})
+
+
+def keep_damaged(output: Path) -> None:
+    """Move member files a resume set aside (``*.damaged``) to ``DIR/damaged/`` before the checkpoint goes."""
+    damaged = sorted((output / "checkpoint").glob("*.damaged*"))
+    if damaged:
+        (output / "damaged").mkdir(exist_ok=True)
+        for path in damaged:
+            path.rename(output / "damaged" / path.name)
+        logger.warning(
+            "kept %d damaged checkpoint file(s), set aside and retrained, in %s", len(damaged), output / "damaged"
+        )

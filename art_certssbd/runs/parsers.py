@@ -25,6 +25,7 @@ def number(kind: type, accept: Callable[[float], bool], what: str) -> Callable[[
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
+    parse.what = what  # type: ignore[attr-defined]  (a config file's wrong-type message says what was expected)
     return parse
 
 
@@ -87,6 +88,16 @@ def image_size(text: str) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
+def channels(text: str) -> int:
+    """``"1"`` (grey) or ``"3"`` (RGB)."""
+    if text.strip() not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"expected {channels.what}, got {text!r}")
+    return int(text)
+
+
+channels.what = "1 (grey) or 3 (RGB)"  # type: ignore[attr-defined]
+
+
 def key_values(text: str) -> dict[str, Any]:
     """``"norm=none,in_channels=3"`` -> ``{"norm": "none", "in_channels": 3}`` (ints, floats, true/false parsed)."""
     out: dict[str, Any] = {}
@@ -120,3 +131,11 @@ def path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got ''")
     return Path(text).expanduser()
+
+
+# what each parser expects, in words (a config file's wrong-type message)
+float_pair.what = "a pair LOW,HIGH like [0.12, 0.48]"  # type: ignore[attr-defined]
+image_size.what = "a size like 32 or [32, 32]"  # type: ignore[attr-defined]
+key_values.what = "a table of constructor arguments like {norm = 'none'}"  # type: ignore[attr-defined]
+data_spec.what = "a string KIND:PATH"  # type: ignore[attr-defined]
+path.what = "a path"  # type: ignore[attr-defined]

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from art_certssbd.report import write_json, write_text
+
+SUFFIXES = (".json", ".md", ".png")
+
+
+def check_overwrite(out: Path, name: str, force: bool) -> None:
+    """Refuse to overwrite the results ``out/name.{json,md,png}`` of an earlier run unless ``force`` (``--force``):
+    a config that keeps its ``name`` would otherwise replace them silently (committed results, for example)."""
+    existing = [str(out / f"{name}{suffix}") for suffix in SUFFIXES if (out / f"{name}{suffix}").exists()]
+    if existing and not force:
+        raise ValueError(
+            f"--output {str(out)!r} already holds results named {name!r} ({', '.join(existing)}): pass --force to "
+            "overwrite them, or choose another --output (or another name)"
+        )
 
 
 def run(args: argparse.Namespace, command: str) -> dict:
@@ -17,6 +31,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     if args.benchmark == "official":
         from certssbd_bench.official import render_official, run_official_benchmark
 
+        check_overwrite(out, args.name, args.force)
         results = run_official_benchmark(
             args.checkpoints.expanduser(),
             args.sigma_file.expanduser(),
@@ -38,6 +53,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     from certssbd_bench.render import plot_mnist, render_mnist
 
     config = load_benchmark_config(args.config)  # all validation before any compute
+    check_overwrite(out, config.name, args.force)
 
     def save(partial: dict) -> None:
         partial["command"] = command

@@ -382,9 +382,11 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
 def run_defences_cli(args, command: str) -> dict:
     """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
     from art_certssbd.report import write_json, write_text
+    from certssbd_bench.command import check_overwrite
     from certssbd_bench.defences_report import plot_defences, render_defences
 
     cfg = load_defences_config(args.config)  # all validation before any compute
+    check_overwrite(Path(args.output), cfg["name"], args.force)
     if not args.quiet:
         logging.getLogger("art_certssbd").setLevel(logging.INFO)
     out = Path(args.output)
