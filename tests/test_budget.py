@@ -18,6 +18,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
@@ -312,3 +313,68 @@ def test_attach_budgets_and_the_result_methods():
     np.testing.assert_array_equal(out.k_max(0.5), [2, NO_BUDGET, NO_BUDGET, 14])  # (k + 1) * 0.25 < R^2
     with pytest.raises(ValueError, match=r"k=21 is larger"):
         attach_budgets(result, np.full(20, 1.0), [(21, 0.5)])
+
+
+# ------------------------------------------------------------------------------------ through the estimators
+@pytest.fixture(scope="module")
+def fitted():
+    """A small RAB and Cert-SSBD ensemble on 96 digits (fitted once, on one torch thread)."""
+    from helpers import digits_estimator
+
+    from art_certssbd import CertSSBDEstimator, RABEstimator
+    from art_certssbd.datasets import load_digits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x_train, y_train, x_test, y_test = load_digits(random_state=0)
+        out = {}
+        for cls in (RABEstimator, CertSSBDEstimator):
+            est = digits_estimator(cls, nb_models=16, scale=0.25, alpha=0.1, random_state=0, sigma_steps=3,
+                                   sigma_samples=2, sigma_lr=0.05, warmup_epochs=1)  # fmt: skip
+            est.fit(x_train[:96], y_train[:96], nb_epochs=2, batch_size=32)
+            out[cls.__name__] = est
+    finally:
+        torch.set_num_threads(threads)
+    return out, x_test[:30], y_test[:30]
+
+
+@pytest.mark.parametrize("name", ["RABEstimator", "CertSSBDEstimator"])
+def test_certify_decides_the_budgets_from_the_fitted_training_sigmas(fitted, name):
+    estimators, x, y = fitted
+    est = estimators[name]
+    budgets = [(0, 0.1), (1, 0.1), (5, 0.05, 0.0), Budget(96, 0.01)]
+    result = est.certify(x, return_details=True, budgets=budgets, update_memory=False)
+    np.testing.assert_array_equal(result.train_sigma, est.train_sigma_.astype(float))
+    assert result.budget_certified.shape == (30, 4)
+    assert result.budget_certified[:, 0].any() and not result.budget_certified.all()  # the decisions have content
+    if name == "RABEstimator":  # every training sigma is scale = sigma_x: delta < R / sqrt(k + 1) (delta_x = delta)
+        np.testing.assert_allclose(est.train_sigma_, 0.25)
+        np.testing.assert_allclose(result.sigma, 0.25)
+        for j, (k, delta, dx) in enumerate([(0, 0.1, 0.1), (1, 0.1, 0.1), (5, 0.05, 0.0), (96, 0.01, 0.01)]):
+            expected = k * delta**2 + dx**2 < result.radius**2
+            np.testing.assert_array_equal(result.budget_certified[:, j], expected)
+    else:  # the fitted sample-specific sigmas, the k smallest of them
+        assert np.ptp(est.train_sigma_) > 0
+        s_k = np.cumsum(np.sort(1 / est.train_sigma_.astype(float) ** 2)[::-1])
+        q = result.radius / result.sigma
+        expected = 0.05**2 * s_k[4] < q**2
+        np.testing.assert_array_equal(
+            result.budget_certified[:, 2], expected | (5 * 0.05**2 < result.radius_conservative**2)
+        )
+    assert result.budget_certified[:, 0].sum() >= result.budget_certified[:, 1].sum()
+    acc = result.certified_accuracy_at_budget(y, 1, 0.1)
+    assert acc == np.mean(result.budget_certified[:, 1] & (result.pred == y))
+
+
+def test_certify_refuses_bad_budgets_before_any_work(fitted):
+    estimators, x, _ = fitted
+    est = estimators["CertSSBDEstimator"]
+    stored = len(est.memory_)
+    with pytest.raises(ValueError, match=r"k=97 is larger than the training set \(96 samples\)"):
+        est.certify(x, return_details=True, budgets=[(97, 0.1)])
+    with pytest.raises(ValueError, match=r"bad budget \(1, -0\.1\)"):
+        est.certify(x, return_details=True, budgets=[(1, -0.1)])
+    with pytest.raises(ValueError, match=r"budgets needs return_details=True"):
+        est.certify(x, budgets=[(1, 0.1)])
+    assert len(est.memory_) == stored  # the refused calls stored nothing
