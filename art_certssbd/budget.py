@@ -36,7 +36,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NO_BUDGET", "Budget", "BudgetCertificate", "attach_budgets", "check_budgets"]
+__all__ = [
+    "NO_BUDGET",
+    "Budget",
+    "BudgetCertificate",
+    "attach_budgets",
+    "certified_accuracy_by_k",
+    "check_budgets",
+    "k_grid",
+    "parse_budgets",
+]
 
 #: :meth:`BudgetCertificate.k_max` where no budget is certified, not even ``k = 0`` (abstain, or a test trigger
 #: already beyond the radius).
@@ -93,8 +102,13 @@ class Budget:
 
     @property
     def label(self) -> str:
-        """``k=253,delta=1,delta_x=1``: the CLI's syntax, also used as a column name."""
+        """``k=253,delta=1,delta_x=1``: the CLI's syntax, short (for tables and column names)."""
         return f"k={self.k},delta={self.delta:g},delta_x={self.test_norm:g}"
+
+    @property
+    def spec(self) -> str:
+        """The CLI's syntax with every digit (:func:`parse_budgets` reads it back to an equal budget)."""
+        return f"k={self.k},delta={self.delta!r},delta_x={self.test_norm!r}"
 
     def to_dict(self) -> dict:
         return {"k": self.k, "delta": self.delta, "delta_x": self.test_norm}
@@ -204,6 +218,61 @@ class BudgetCertificate:
                 value = np.clip(np.ceil(rest / delta**2) - 1, NO_BUDGET, self.nb_train)
             out = np.maximum(out, np.asarray(value, dtype=np.int64))
         return out
+
+
+_BUDGET_SYNTAX = "k=INT,delta=NORM[,delta_x=NORM]"
+
+
+def parse_budgets(text: str) -> tuple[Budget, ...]:
+    """``"k=253,delta=1.0"`` (``delta_x=`` optional, default ``delta``; several budgets separated by ``;``) ->
+    budgets.
+
+    :raises ValueError: A malformed budget, quoting the bad token.
+    """
+    out = []
+    for item in str(text).split(";"):
+        fields: dict[str, str] = {}
+        for token in item.split(","):
+            key, sep, value = token.strip().partition("=")
+            if not sep or key not in ("k", "delta", "delta_x") or key in fields or not value.strip():
+                raise ValueError(f"bad token {token.strip()!r} in {item.strip()!r}: expected {_BUDGET_SYNTAX}")
+            fields[key] = value.strip()
+        missing = [key for key in ("k", "delta") if key not in fields]
+        if missing:
+            raise ValueError(f"{item.strip()!r} has no {missing[0]}=: expected {_BUDGET_SYNTAX}")
+        try:
+            k = int(fields["k"])
+        except ValueError:
+            raise ValueError(f"bad token 'k={fields['k']}' in {item.strip()!r}: k must be an integer >= 0") from None
+        values = {}
+        for key in ("delta", "delta_x"):
+            if key in fields:
+                try:
+                    values[key] = float(fields[key])
+                except ValueError:
+                    values[key] = fields[key]  # refused below, by name
+        try:
+            out.append(Budget(k, **values))
+        except ValueError as err:
+            raise ValueError(f"{item.strip()!r}: {err}") from None
+    return tuple(out)
+
+
+def k_grid(nb_train: int) -> np.ndarray:
+    """The numbers of poisoned samples of a certified-accuracy curve: 0, 1, 2, 5, 10, 20, 50, ... up to
+    ``nb_train`` (included)."""
+    steps = [0] + [m * 10**e for e in range(12) for m in (1, 2, 5)]
+    return np.array(sorted({k for k in steps if k < nb_train} | {nb_train}), dtype=np.int64)
+
+
+def certified_accuracy_by_k(result, y, delta: float, ks, delta_x: float | None = None) -> np.ndarray:
+    """Certified accuracy of a :class:`~art_certssbd.result.CertificationResult` (holding the training sigmas) at
+    each ``k`` of ``ks``, with triggers of norm ``delta`` (test trigger ``delta_x``, default ``delta``): one
+    :meth:`BudgetCertificate.k_max` per input, certified at ``k`` iff ``k <= k_max``."""
+    k_max = result.k_max(delta, delta_x)
+    correct = (np.asarray(result.pred) == np.asarray(y).reshape(-1)) & (np.asarray(result.pred) != -1)
+    ks = np.asarray(ks, dtype=np.int64).reshape(-1)
+    return np.array([np.mean(correct & (k_max >= k)) for k in ks], dtype=float)
 
 
 def check_budgets(budgets, nb_train: int | None = None) -> tuple[Budget, ...]:

@@ -126,10 +126,11 @@ def plot_curves(
     title: str = "",
     xlabel: str = "L2 radius",
     ylabel: str = "certified accuracy",
+    xscale: str = "linear",
 ) -> Path | None:
     """Plot ``(label, radii, values, style)`` curves (``style`` a matplotlib line style such as ``"-"`` or ``"--"``;
-    curves that share the text before `` (`` in their label share a colour) to a PNG, atomically. Needs matplotlib;
-    without it, logs a warning and returns ``None``."""
+    curves that share the text before `` (`` in their label share a colour) to a PNG, atomically; ``xscale`` as
+    matplotlib's (``"symlog"`` for counts from 0). Needs matplotlib; without it, logs a warning and returns ``None``."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -140,6 +141,7 @@ def plot_curves(
         group = label.split(" (")[0]
         colour = colours.setdefault(group, cycle[len(colours) % len(cycle)])
         ax.plot(radii, values, marker="o", markersize=3, label=label, linestyle=style, color=colour)
+    ax.set_xscale(xscale)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)

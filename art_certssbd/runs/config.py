@@ -79,6 +79,12 @@ def _convert(file: Path, option: Option, value: Any) -> Any:
     if option.key == "runs":
         items = value if isinstance(value, list) else [value]
         return [_relative(file, path(str(item))) for item in items]
+    if option.repeat:  # a list of texts (or one), each parsed alone, concatenated
+        items = value if isinstance(value, list) else [value]
+        try:
+            return tuple(parsed for item in items for parsed in option.parse(str(item)))
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"{where}: {err}") from None
     if option.key == "model_args" and isinstance(value, dict):
         return dict(value)
     if isinstance(value, bool) or isinstance(value, dict):
