@@ -378,3 +378,25 @@ def test_certify_refuses_bad_budgets_before_any_work(fitted):
     with pytest.raises(ValueError, match=r"budgets needs return_details=True"):
         est.certify(x, budgets=[(1, 0.1)])
     assert len(est.memory_) == stored  # the refused calls stored nothing
+
+
+def test_parse_budgets_reads_the_cli_syntax_and_its_own_spec():
+    from art_certssbd.budget import k_grid, parse_budgets
+
+    assert parse_budgets("k=253,delta=1.0") == (Budget(253, 1.0),)
+    assert parse_budgets("k=1, delta=0.5, delta_x=0;k=0,delta=2") == (Budget(1, 0.5, 0.0), Budget(0, 2.0))
+    odd = Budget(7, 0.1 + 0.2, 1 / 3)
+    assert parse_budgets(odd.spec) == (Budget(7, 0.1 + 0.2, 1 / 3),)  # every digit survives
+    for text, match in [
+        ("k=1,dlta=1", r"bad token 'dlta=1' in 'k=1,dlta=1'"),
+        ("k=1,delta=1,delta=2", r"bad token 'delta=2'"),
+        ("k=1,delta=1;", r"bad token ''"),
+        ("delta=1", r"'delta=1' has no k="),
+        ("k=1.5,delta=1", r"bad token 'k=1.5'"),
+        ("k=1,delta=abc", r"delta must be a finite number >= 0, got 'abc'"),
+        ("k=1,delta=inf", r"delta must be a finite number >= 0, got inf"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            parse_budgets(text)
+    np.testing.assert_array_equal(k_grid(253), [0, 1, 2, 5, 10, 20, 50, 100, 200, 253])
+    np.testing.assert_array_equal(k_grid(1), [0, 1])
