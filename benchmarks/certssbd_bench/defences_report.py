@@ -32,6 +32,28 @@ def _summary(runs: list[dict]) -> list[str]:
     return lines
 
 
+def _budget_table(run: dict) -> list[str]:
+    """Certified accuracy in the attacker's units (k poisoned samples, trigger norm delta), for the methods that
+    recorded it; empty for results written before it was recorded."""
+    names = [name for name, m in run["methods"].items() if "budget_certified_accuracy" in m]
+    if not names or "budgets" not in run:
+        return []
+    lines = [
+        "",
+        f"In the attacker's units (the attack itself: k = {run['nb_poisoned']}, largest trigger norm "
+        f"{run['trigger_l2_max_poisoned']:.3f}). RAB and Cert-SSBD: certified against k training samples with "
+        "feature triggers of L2 norm <= delta and the same norm on the test input, labels as observed. DPA: "
+        "certified against arbitrary changes (features and labels) to k training samples, whatever delta.",
+        "",
+        "| k | delta | " + " | ".join(names) + " |",
+        "|---:|---:|" + "---:|" * len(names),
+    ]
+    for j, (k, delta) in enumerate(run["budgets"]):
+        cells = " | ".join(f"{run['methods'][n]['budget_certified_accuracy'][j]:.3f}" for n in names)
+        lines.append(f"| {k} | {delta:.3g} | {cells} |")
+    return lines
+
+
 def render_defences(results: dict) -> str:
     """The Markdown report: one table per setting and trigger."""
     cfg = results["config"]
@@ -67,6 +89,7 @@ def render_defences(results: dict) -> str:
                 f"| {name} | {m['clean_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {cert} | "
                 f"{_fmt(m.get('dpa_certified_accuracy'))} | {caught} | {m['wall_time_s']:.0f} |"
             )
+        lines += _budget_table(run)
         notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
         lines += [f"\nNote: {note}." for note in sorted(notes)]
     lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
