@@ -95,11 +95,11 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     # the attacker's units: the default budgets, with the attack's own k and largest trigger norm filled in
     own = run["trigger_l2_max_poisoned"]
     assert 0 < own <= cfg["delta"] + 1e-5
-    assert run["budgets"] == [[1, 1.0], [10, 0.25], [1, own], [10, own], [12, own]]
+    assert run["budgets"] == [[1, 1.0], [10, 0.25], [1, 0.1], [10, 0.02], [1, own], [10, own], [12, own]]
     for name in ("rab", "cert-ssbd", "dpa"):
         acc = run["methods"][name]["budget_certified_accuracy"]
-        assert len(acc) == 5 and all(0 <= a <= 1 for a in acc), name
-        assert acc[2] >= acc[3] >= acc[4], name  # more poisoned samples at the same norm: never more certified
+        assert len(acc) == 7 and all(0 <= a <= 1 for a in acc), name
+        assert acc[4] >= acc[5] >= acc[6], name  # more poisoned samples at the same norm: never more certified
     assert run["methods"]["cert-ssbd"]["train_sigma"]["min"] >= cfg["scale"] - 1e-6
     text = render_defences(results)
     assert "In the attacker's units" in text and "| 12 |" in text

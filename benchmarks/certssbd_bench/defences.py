@@ -75,7 +75,7 @@ DEFAULTS = {
     "rs_sample_size": 100,
     "radii": [0.0, 0.25, 0.5, 0.75, 1.0],
     "dpa_counts": [0, 1, 2, 3],
-    "budgets": [[1, 1.0], [10, 0.25], [1, "trigger"], [10, "trigger"], ["poisoned", "trigger"]],
+    "budgets": [[1, 1.0], [10, 0.25], [1, 0.1], [10, 0.02], [1, "trigger"], [10, "trigger"], ["poisoned", "trigger"]],
     "random_state": 0,
     "device_type": "cpu",
 }
