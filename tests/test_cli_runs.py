@@ -157,6 +157,15 @@ def test_report_puts_the_runs_side_by_side(fitted):
     table = (fitted / "report" / "report.md").read_text()
     assert "| cert-ssbd clean |" in table and "| rab triggered |" in table
     assert (fitted / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # in the attacker's units: the same curve as each certify run's summary, recomputed from its per-input results
+    assert (fitted / "report" / "report_budget.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["budget"]["delta"] == 1.0 and "Certified accuracy against k poisoned" in table
+    for label, name in (("cert-ssbd", "ssbd"), ("rab", "rab")):
+        summary = json.loads((fitted / name / "certify" / "summary.json").read_text())
+        assert report["budget"]["k"] == summary["budget_k"]
+        for split in ("clean", "triggered"):
+            curve = report["budget"]["certified_accuracy"][f"{label} {split}"]
+            assert curve == pytest.approx(summary["splits"][split]["certified_accuracy_by_k"])
     # recomputed from the per-input results at the radii asked for
     assert (
         main(["report", str(fitted / "rab"), "--radii", "0,0.1", "--labels", "RAB", "--output", str(fitted / "r2")])
