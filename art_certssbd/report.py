@@ -142,6 +142,8 @@ def plot_curves(
         colour = colours.setdefault(group, cycle[len(colours) % len(cycle)])
         ax.plot(radii, values, marker="o", markersize=3, label=label, linestyle=style, color=colour)
     ax.set_xscale(xscale)
+    if xscale == "symlog":  # counts: no negative side
+        ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)

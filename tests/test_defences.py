@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from certssbd_bench import defences
-from certssbd_bench.defences_report import plot_defences, render_defences
+from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences
 
 
 def _write(tmp_path, payload) -> str:
@@ -101,8 +101,14 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
         assert len(acc) == 7 and all(0 <= a <= 1 for a in acc), name
         assert acc[4] >= acc[5] >= acc[6], name  # more poisoned samples at the same norm: never more certified
     assert run["methods"]["cert-ssbd"]["train_sigma"]["min"] >= cfg["scale"] - 1e-6
+    assert run["budget_k"] == [0, 1, 2, 5, 10, 20, 50, 100, 120]
+    for name in ("rab", "cert-ssbd", "dpa"):  # the curves at the trigger's norm, consistent with the table
+        curve = run["methods"][name]["certified_accuracy_by_k"]
+        assert len(curve) == 9 and curve == sorted(curve, reverse=True), name
+        assert curve[1] == run["methods"][name]["budget_certified_accuracy"][4], name  # k = 1 at the trigger norm
     text = render_defences(results)
     assert "In the attacker's units" in text and "| 12 |" in text
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
     pytest.importorskip("matplotlib")
     assert plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_budget(results, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

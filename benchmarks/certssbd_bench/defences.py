@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from art_certssbd.attacks import attack_success_rate, blending, four_pixel, one_pixel, poison_dataset
+from art_certssbd.budget import certified_accuracy_by_k, k_grid
 from art_certssbd.dpa import dpa_certified_accuracy, dpa_votes
 from art_certssbd.stats import clopper_pearson_lower
 
@@ -293,6 +294,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         "trigger_l2": float(np.mean(np.linalg.norm((trigger(x[:200]) - x[:200]).reshape(len(x[:200]), -1), axis=1))),
         "trigger_l2_max_poisoned": own_delta,
         "budgets": budgets,
+        "budget_k": k_grid(len(x_p)).tolist(),  # the k axis of the curves at the trigger's norm
         "methods": {},
     }
 
@@ -363,6 +365,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
             dpa_certified_accuracy=dpa_certified_accuracy(votes, yt, cfg["dpa_counts"]),
             # k replaced samples: 2 k insertions/deletions, whatever the trigger's norm
             budget_certified_accuracy=dpa_certified_accuracy(votes, yt, [2 * k for k, _ in budgets]),
+            certified_accuracy_by_k=dpa_certified_accuracy(votes, yt, [2 * k for k in out["budget_k"]]),
         )
 
     if "randomized-smoothing" in methods:
@@ -390,6 +393,7 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         extra["budget_certified_accuracy"] = [
             clean.certified_accuracy_at_budget(yt, min(k, len(x_p)), d) for k, d in budgets
         ]
+        extra["certified_accuracy_by_k"] = certified_accuracy_by_k(clean, yt, own_delta, out["budget_k"]).tolist()
         extra["train_sigma"] = {f: float(getattr(np, f)(est.train_sigma_)) for f in ("min", "mean", "max")}
         if name == "cert-ssbd":
             extra["certified_accuracy_conservative"] = clean.certified_accuracy(yt, cfg["radii"], True).tolist()
@@ -415,7 +419,7 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
 def run_defences_cli(args, command: str) -> dict:
     """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
     from art_certssbd.report import write_json, write_text
-    from certssbd_bench.defences_report import plot_defences, render_defences
+    from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences
 
     cfg = load_defences_config(args.config)  # all validation before any compute
     if not args.quiet:
@@ -431,6 +435,8 @@ def run_defences_cli(args, command: str) -> dict:
     text = render_defences(results)
     write_text(out / f"{cfg['name']}.md", text + "\n")
     plot = plot_defences(results, out / f"{cfg['name']}.png")
+    budget_plot = plot_budget(results, out / f"{cfg['name']}-budget.png")
     print(text)
-    print("wrote " + ", ".join(str(p) for p in [out / f"{cfg['name']}.json", out / f"{cfg['name']}.md", plot] if p))
+    written = [out / f"{cfg['name']}.json", out / f"{cfg['name']}.md", plot, budget_plot]
+    print("wrote " + ", ".join(str(p) for p in written if p))
     return results

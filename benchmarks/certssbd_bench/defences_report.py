@@ -129,3 +129,45 @@ def plot_defences(results: dict, path: str | os.PathLike) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_budget(results: dict, path: str | os.PathLike) -> Path | None:
+    """Certified accuracy against the number k of poisoned training samples, one panel per setting and trigger: RAB
+    and Cert-SSBD at the attack's largest trigger norm (feature triggers), DPA's count certificate (any change to k
+    samples) on the same axis. ``None`` (nothing written) without matplotlib or when no run recorded the curves."""
+    runs = [run for run in results["runs"] if "budget_k" in run]
+    if not runs:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
+        return None
+    ncols = min(4, len(runs))
+    nrows = -(-len(runs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    for ax, run in zip(axes.flat, runs):
+        for name, m in run["methods"].items():
+            if "certified_accuracy_by_k" in m:
+                label = (
+                    f"{name} (any change)" if name == "dpa" else f"{name} (delta {run['trigger_l2_max_poisoned']:.2g})"
+                )
+                ax.plot(run["budget_k"], m["certified_accuracy_by_k"], marker="o", markersize=3, label=label)
+        ax.axvline(run["nb_poisoned"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("symlog")
+        ax.set_xlim(left=0)
+        ax.set_xlabel("k poisoned training samples", fontsize=8)
+        ax.set_title(f"{run['task']}\n{run['trigger']}", fontsize=8)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("certified accuracy")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
