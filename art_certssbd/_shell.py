@@ -50,6 +50,7 @@ from art_certssbd._validation import (
     check_probability,
 )
 from art_certssbd.accelerators import check_accelerators
+from art_certssbd.budget import attach_budgets, check_budgets
 from art_certssbd.certification import certify_votes
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble, vote
@@ -570,6 +571,7 @@ class _SmoothedEnsembleEstimator(
         return_details: bool = False,
         update_memory: bool = True,
         verbose: bool | None = None,
+        budgets=None,
     ):
         """Certify each input: the smoothed prediction and the L2 radius within which no backdoor can change it.
 
@@ -584,6 +586,14 @@ class _SmoothedEnsembleEstimator(
         (radius / sigma_x)^2``. With ``noise="fresh"`` both radii are divided by ``sqrt(nb_epochs)`` (each member saw
         every training sample ``nb_epochs`` times). Details: ``docs/guarantees.md``.
 
+        In the attacker's units (:mod:`art_certssbd.budget`): the prediction is certified against ``k`` poisoned
+        training samples with triggers of L2 norm at most ``delta`` each and a test trigger of norm at most
+        ``delta_x`` iff ``delta^2 S_k + delta_x^2 / sigma_x^2 < (radius / sigma_x)^2``, ``S_k`` the sum of the ``k``
+        largest ``1 / sigma_j^2`` over the training sigmas ``train_sigma_`` (all ``scale`` for RAB: ``delta <
+        radius / sqrt(k + 1)``), or when the stacked budget ``k delta^2 + delta_x^2`` is below
+        ``radius_conservative^2``. The detailed result answers it for any budget (``certified_at_budget``,
+        ``certified_accuracy_at_budget``, ``k_max``, ``delta_max``) and holds the decisions for ``budgets``.
+
         :param x: Inputs, shape ``(N, *input_shape)``.
         :param n: Number of votes (default: all ``nb_models * draws_per_model``).
         :param batch_size: Inputs per pass.
@@ -591,16 +601,27 @@ class _SmoothedEnsembleEstimator(
         :param update_memory: Store the certified regions in the memory (``use_memory=True`` only); ``False`` only
                trims against it.
         :param verbose: Progress bars (default: the estimator's ``verbose``).
-        :return: ``(pred, radius)`` with ``pred = -1`` and ``radius = 0`` on abstain, or a :class:`CertificationResult`.
+        :param budgets: Attacker budgets to decide per input (``return_details`` only): each a
+               :class:`~art_certssbd.budget.Budget`, ``(k, delta)``, ``(k, delta, delta_x)`` or a dict with those keys
+               (``delta_x`` defaults to ``delta``); the decisions are ``result.budget_certified``, ``(N, B)``. A ``k``
+               above the training set's size is refused before any work.
+        :return: ``(pred, radius)`` with ``pred = -1`` and ``radius = 0`` on abstain, or a :class:`CertificationResult`
+                 (holding the training sigmas, for the budget certificate).
         """
         verbose = self.verbose if verbose is None else verbose
+        self._check_fitted()
+        budgets = check_budgets(budgets, len(self.train_sigma_))  # before any work: a refused call changes nothing
+        if budgets and not return_details:
+            raise ValueError("budgets needs return_details=True (the decisions are result.budget_certified)")
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
         self._warn_if_never_certifies(n, "certify: ")
         # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
         result = certify_votes(counts, sigma_x, n=n, **self.certificate_options())
         # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
         result = apply_memory(self.memory_, x, result, update=update_memory)
-        return result if return_details else (result.pred, result.radius)
+        if return_details:  # the budget certificate: the training sigmas and the decisions for budgets
+            return attach_budgets(result, self.train_sigma_, budgets)
+        return result.pred, result.radius
 
     def certify_adaptive(
         self,

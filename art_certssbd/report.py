@@ -136,10 +136,11 @@ def plot_curves(
     title: str = "",
     xlabel: str = "L2 radius",
     ylabel: str = "certified accuracy",
+    xscale: str = "linear",
 ) -> Path | None:
     """Plot ``(label, radii, values, style)`` curves (``style`` a matplotlib line style such as ``"-"`` or ``"--"``;
-    curves that share the text before `` (`` in their label share a colour) to a PNG, atomically. Needs matplotlib;
-    without it, logs a warning and returns ``None``."""
+    curves that share the text before `` (`` in their label share a colour) to a PNG, atomically; ``xscale`` as
+    matplotlib's (``"symlog"`` for counts from 0). Needs matplotlib; without it, logs a warning and returns ``None``."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -150,6 +151,9 @@ def plot_curves(
         group = label.split(" (")[0]
         colour = colours.setdefault(group, cycle[len(colours) % len(cycle)])
         ax.plot(radii, values, label=label, color=colour, **CURVE_STYLES.get(style, {"linestyle": style}))
+    ax.set_xscale(xscale)
+    if xscale == "symlog":  # counts: no negative side
+        ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)

@@ -22,6 +22,7 @@ from art_certssbd.runs import config, runs_dir
 FAST = ["--epochs", "1", "--batch-size", "32", "--alpha", "0.3", "--device", "cpu", "--quiet"]
 SSBD = ["--nb-models", "3", "--sigma-steps", "1", "--sigma-samples", "2", "--warmup-epochs", "1"]
 POISON = ["--poison", "one-pixel", "--rate", "0.05", "--target", "0"]
+BUDGETS = ["--budget", "k=1,delta=0.05", "--budget", "k=3,delta=0.01,delta_x=0;k=0,delta=0.02"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def fitted(tmp_path_factory, npz_file):
         main(["fit", *data, *POISON, *FAST, "--method", "rab", "--nb-models", "3", "--output", str(root / "rab")]) == 0
     )
     for name in ("ssbd", "rab"):
-        assert main(["certify", str(root / name), "--quiet", "--radii", "0,0.05,0.1"]) == 0
+        assert main(["certify", str(root / name), "--quiet", "--radii", "0,0.05,0.1", *BUDGETS]) == 0
     assert main(["report", str(root / "ssbd"), str(root / "rab" / "certify"), "--output", str(root / "report")]) == 0
     return root
 
@@ -80,7 +81,7 @@ def test_certify_writes_per_input_results_summary_and_plots(fitted, capsys):
     out = fitted / "ssbd" / "certify"
     names = {p.name for p in out.iterdir()}
     assert names == {"config.toml", "results.csv", "results.npz", "summary.json", "summary.md",
-                     "certified_accuracy.png", "sigma_histogram.png"}  # fmt: skip
+                     "certified_accuracy.png", "sigma_histogram.png", "budget_accuracy.png"}  # fmt: skip
     assert "sigma_histogram.png" not in {p.name for p in (fitted / "rab" / "certify").iterdir()}
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 2 * 30 and {r["split"] for r in rows} == {"clean", "triggered"}
@@ -98,12 +99,73 @@ def test_certify_writes_per_input_results_summary_and_plots(fitted, capsys):
     assert tomllib.loads((out / "config.toml").read_text())["certify"]["run"] == str(fitted / "ssbd")
 
 
+def test_certify_writes_the_budget_decisions(fitted):
+    from art_certssbd.budget import BudgetCertificate, k_grid
+
+    for name in ("ssbd", "rab"):
+        out = fitted / name / "certify"
+        arrays = np.load(out / "results.npz")
+        np.testing.assert_array_equal(arrays["budgets"], [[1, 0.05, 0.05], [3, 0.01, 0.0], [0, 0.02, 0.02]])
+        rows = list(csv.DictReader((out / "results.csv").open()))
+        summary = json.loads((out / "summary.json").read_text())
+        assert len(arrays["train_sigma"]) == 90 and summary["budget_delta"] == 1.0  # the trigger norm of the fit
+        assert summary["budget_k"] == k_grid(90).tolist() == [0, 1, 2, 5, 10, 20, 50, 90]
+        for split in ("clean", "triggered"):
+            decided = arrays[f"{split}_budget_certified"]
+            # recomputed from the stored radii and training sigmas
+            cert = BudgetCertificate(
+                arrays["train_sigma"],
+                arrays[f"{split}_sigma"],
+                arrays[f"{split}_radius"],
+                arrays[f"{split}_radius_conservative"],
+                arrays[f"{split}_pred"] != arrays[f"{split}_pred_before_memory"],
+            )
+            for j, (k, delta, delta_x) in enumerate(arrays["budgets"]):
+                np.testing.assert_array_equal(decided[:, j], cert.certified(int(k), delta, delta_x))
+            column = [int(r["certified[k=1,delta=0.05,delta_x=0.05]"]) for r in rows if r["split"] == split]
+            np.testing.assert_array_equal(column, decided[:, 0])
+            correct = (arrays[f"{split}_pred"] == arrays["label"]) & (arrays[f"{split}_pred"] != -1)
+            stats = summary["splits"][split]
+            assert stats["budgets"][0]["certified_accuracy"] == pytest.approx(np.mean(correct & decided[:, 0]))
+            assert len(stats["certified_accuracy_by_k"]) == len(summary["budget_k"])
+        assert "In the attacker's units" in (out / "summary.md").read_text()
+        assert (out / "budget_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+        config_text = tomllib.loads((out / "config.toml").read_text())["certify"]
+        assert config_text["budget"] == ["k=1,delta=0.05,delta_x=0.05", "k=3,delta=0.01,delta_x=0.0",
+                                         "k=0,delta=0.02,delta_x=0.02"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "budget, needle",
+    [
+        ("k=1,dlta=0.5", "bad token 'dlta=0.5' in 'k=1,dlta=0.5'"),
+        ("k=1", "'k=1' has no delta="),
+        ("k=x,delta=1", "bad token 'k=x'"),
+        ("k=1,delta=-1", "delta must be a finite number >= 0"),
+        ("k=1,delta=1,k=2", "bad token 'k=2'"),
+        ("k=100000,delta=1", "--budget k=100000,delta=1,delta_x=1: k=100000 is larger than the training set"),
+    ],
+)
+def test_a_bad_budget_exits_2_naming_the_token(fitted, budget, needle, tmp_path, capsys):
+    out = tmp_path / "certify-out"
+    _fails(["certify", str(fitted / "rab"), "--quiet", "--budget", budget, "--output", str(out)], needle, capsys, out)
+
+
 def test_report_puts_the_runs_side_by_side(fitted):
     report = json.loads((fitted / "report" / "report.json").read_text())
     assert [run["label"] for run in report["runs"]] == ["cert-ssbd", "rab"]
     table = (fitted / "report" / "report.md").read_text()
     assert "| cert-ssbd clean |" in table and "| rab triggered |" in table
     assert (fitted / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # in the attacker's units: the same curve as each certify run's summary, recomputed from its per-input results
+    assert (fitted / "report" / "report_budget.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["budget"]["delta"] == 1.0 and "Certified accuracy against k poisoned" in table
+    for label, name in (("cert-ssbd", "ssbd"), ("rab", "rab")):
+        summary = json.loads((fitted / name / "certify" / "summary.json").read_text())
+        assert report["budget"]["k"] == summary["budget_k"]
+        for split in ("clean", "triggered"):
+            curve = report["budget"]["certified_accuracy"][f"{label} {split}"]
+            assert curve == pytest.approx(summary["splits"][split]["certified_accuracy_by_k"])
     # recomputed from the per-input results at the radii asked for
     assert (
         main(["report", str(fitted / "rab"), "--radii", "0,0.1", "--labels", "RAB", "--output", str(fitted / "r2")])

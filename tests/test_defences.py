@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from certssbd_bench import defences
-from certssbd_bench.defences_report import plot_defences, render_defences
+from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences
 
 
 def _write(tmp_path, payload) -> str:
@@ -30,6 +30,9 @@ def test_config_merges_over_the_defaults(tmp_path):
         ({"methods": []}, "methods must be"),
         ({"settings": [{"task": "cifar"}]}, "a setting must be"),
         ({"settings": [{"task": "mnist-10", "triggers": ["seven-pixel"]}]}, "a setting must be"),
+        ({"budgets": [[1, -0.5]]}, r"a budget must be \[k, delta\].*got \[1, -0.5\]"),
+        ({"budgets": [["all", 1.0]]}, "a budget must be"),
+        ({"budgets": [[1.5, 1.0]]}, "a budget must be"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, payload, message):
@@ -89,7 +92,23 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     for name in ("randomized-smoothing", "rab", "cert-ssbd"):
         assert len(run["methods"][name]["certified_accuracy"]) == len(cfg["radii"])
     assert "certified_accuracy_conservative" in run["methods"]["cert-ssbd"]
+    # the attacker's units: the default budgets, with the attack's own k and largest trigger norm filled in
+    own = run["trigger_l2_max_poisoned"]
+    assert 0 < own <= cfg["delta"] + 1e-5
+    assert run["budgets"] == [[1, 1.0], [10, 0.25], [1, 0.1], [10, 0.02], [1, own], [10, own], [12, own]]
+    for name in ("rab", "cert-ssbd", "dpa"):
+        acc = run["methods"][name]["budget_certified_accuracy"]
+        assert len(acc) == 7 and all(0 <= a <= 1 for a in acc), name
+        assert acc[4] >= acc[5] >= acc[6], name  # more poisoned samples at the same norm: never more certified
+    assert run["methods"]["cert-ssbd"]["train_sigma"]["min"] >= cfg["scale"] - 1e-6
+    assert run["budget_k"] == [0, 1, 2, 5, 10, 20, 50, 100, 120]
+    for name in ("rab", "cert-ssbd", "dpa"):  # the curves at the trigger's norm, consistent with the table
+        curve = run["methods"][name]["certified_accuracy_by_k"]
+        assert len(curve) == 9 and curve == sorted(curve, reverse=True), name
+        assert curve[1] == run["methods"][name]["budget_certified_accuracy"][4], name  # k = 1 at the trigger norm
     text = render_defences(results)
+    assert "In the attacker's units" in text and "| 12 |" in text
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
     pytest.importorskip("matplotlib")
     assert plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_budget(results, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

@@ -380,7 +380,7 @@ MATRIX = {
     "bound": BOUNDS,
     "draws_per_model": (1, 3),
     "use_memory": (False, True),
-    "radius": ("paper", "conservative"),  # predict has no radius: its rows are "label"
+    "radius": ("paper", "conservative", "budget"),  # predict has no radius: its rows are "label"
     "noise": ("fixed", "fresh"),
 }
 #: Parameters of the estimators, certify, certify_adaptive and predict that are not a matrix axis, and why.
@@ -436,19 +436,25 @@ MATRIX_PARAMS = {
     "use_memory": "use_memory",
     "noise": "noise",
     "conservative": "radius",
+    "budgets": "radius",  # the budget certificate (k = 1 sample, ratio BUDGET_RATIO): the radius kind "budget"
     "radius": "path",  # certify_adaptive's radius: the radius just above the true one
 }
 SX, ST, A_TRAIN, FRESH_EPOCHS, ALPHA_M, MEMBERS_M, FEATURES = 0.5, 0.4, 2.0, 3, 0.1, 40, 3
 PROBES = (0.5, 0.75, 0.95, -0.9)  # smoothed probability of class 1 (-p: of class 0); 0.5 is an exact tie
 ADAPTIVE_PROBE = 0.7  # certify_adaptive's probe (40 members can certify p_r = 0.7 at the looks' levels)
 W_BLOCK = np.array([0.6, 0.0, 0.8])  # |w| = 1
+# The budget kind: k = 1 poisoned sample (the probes' own training point has the smallest sigma, ST) with a trigger of
+# norm delta, and a test trigger of norm BUDGET_RATIO * delta. They move the margin by (A_TRAIN + ratio) * delta, so
+# the true delta_max is |m| / (A_TRAIN + ratio); with this ratio the budget's direction is the ellipsoid's steepest
+# one for the probes' member (ratio = sigma_x^2 / (a sigma_t^2)), and with E = 1 the certificate is exact there.
+BUDGET_RATIO = SX**2 / (A_TRAIN * ST**2)
 
 
 def matrix_rows() -> list[dict]:
     rows = []
     for path, bound, draws, memory, kind, noise in itertools.product(*MATRIX.values()):
-        if path == "predict" and kind == "conservative":
-            continue
+        if (path == "predict" and kind != "paper") or (path == "certify_adaptive" and kind == "budget"):
+            continue  # predict has no radius; certify_adaptive decides one radius, not a budget
         rows.append(
             dict(
                 path=path,
@@ -495,6 +501,8 @@ def probe_margin(p: float, noise: str) -> float:
 
 
 def true_radius(m, kind: str):
+    if kind == "budget":  # the largest delta of the budget (1, delta, BUDGET_RATIO * delta) that keeps the prediction
+        return np.abs(m) / (A_TRAIN + BUDGET_RATIO)
     if kind == "paper":
         return SX * np.abs(m) / np.sqrt(SX**2 + A_TRAIN**2 * ST**2)
     return np.abs(m) / np.sqrt(1 + A_TRAIN**2)
@@ -556,6 +564,8 @@ def run_matrix_row(row: dict, blocks: int, calls: int, seed: int = 0, members: i
         if path == "certify":
             result = est.certify(x, return_details=True)
             radius = result.radius if kind == "paper" else result.radius_conservative
+            if kind == "budget":  # the certified delta of one poisoned sample (the budget certificate's delta_max)
+                radius = result.delta_max(1, ratio=BUDGET_RATIO)
             pred = result.pred.reshape(blocks, -1)
             bad = (pred != labels) | (radius.reshape(blocks, -1) > true_radius(margins, kind))
             bad &= pred != ABSTAIN
@@ -640,7 +650,8 @@ def test_the_matrix_covers_every_certificate_option():
     assert set(MATRIX["use_memory"]) == {False, True} and min(MATRIX["draws_per_model"]) == 1
     assert max(MATRIX["draws_per_model"]) > 1
     radii = {f.name for f in dataclasses.fields(CertificationResult) if f.name.startswith("radius")}
-    assert radii == {"radius", "radius_conservative"} and set(MATRIX["radius"]) == {"paper", "conservative"}
+    assert radii == {"radius", "radius_conservative"}
+    assert set(MATRIX["radius"]) == {"paper", "conservative", "budget"}
 
 
 @pytest.mark.parametrize("row", [r for r in matrix_rows() if r["path"] == "predict"], ids=row_id)

@@ -5,8 +5,10 @@ The output directory (default ``DIR/certify``) is written whole, once everything
     config.toml               the resolved options (``certssbd certify --config THIS_FILE`` repeats the run)
     results.csv               one row per input and split: prediction, both radii, sigma, p_A lower bound, ...
     results.npz               the same as arrays (``clean_pred``, ``triggered_radius``, ..., ``label``, ``votes``)
-    summary.json, summary.md  accuracy, attack success rate, certified accuracy against radius (both radii)
+    summary.json, summary.md  accuracy, attack success rate, certified accuracy against radius (both radii), and in
+                              the attacker's units: at each --budget, and against k at the trigger's norm --delta
     certified_accuracy.png    certified accuracy against radius
+    budget_accuracy.png       certified accuracy against k poisoned samples at the trigger's norm (art_certssbd.budget)
     sigma_histogram.png       Cert-SSBD only: the training and test sigmas
 
 Options not given are the fit's (data source, classes, trigger, alpha, bound, ...); the test split of the fit's
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from art_certssbd._version import __version__
+from art_certssbd.budget import certified_accuracy_by_k, k_grid
 from art_certssbd.checkpoint import CheckpointError
 from art_certssbd.datasets.spec import Dataset, has_splits
 from art_certssbd.result import CertificationResult
@@ -122,13 +125,25 @@ def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Pa
     if output.is_dir() and any(output.iterdir()) and not _is_certify_output(output):
         raise UsageError(f"--output {str(output)!r}: exists and is not a certssbd certify directory; choose another")
     radii = tuple(values["radii"] or default_radii(params["scale"]))
+    budgets = tuple(values.get("budget") or ())
+    nb_train = len(est.train_sigma_)
+    for budget in budgets:
+        if budget.k > nb_train:
+            raise UsageError(
+                f"--budget {budget.label}: k={budget.k} is larger than the training set of {str(run)!r} "
+                f"({nb_train} samples)"
+            )
     resolved = {**values, **{key: settings[key] for key in INHERITED}, "run": run, "output": output, "radii": radii}
-    resolved["data"] = spec
+    resolved["data"], resolved["budget"] = spec, [budget.spec for budget in budgets] or None
 
     verbose = not values["quiet"]
     tic = time.perf_counter()
     logger.info("Certifying %d %s inputs of %s with %s", len(data.y), split, spec, run)
-    results = {"clean": est.certify(data.x, batch_size=settings["batch_size"], return_details=True, verbose=verbose)}
+    results = {
+        "clean": est.certify(
+            data.x, batch_size=settings["batch_size"], return_details=True, verbose=verbose, budgets=budgets
+        )
+    }
     if trigger is not None:
         logger.info("Certifying the same inputs with the %s trigger", settings["poison"])
         results["triggered"] = est.certify(
@@ -137,6 +152,7 @@ def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Pa
             return_details=True,
             update_memory=False,
             verbose=verbose,
+            budgets=budgets,
         )
     certify_s = time.perf_counter() - tic
     summary = _summary(resolved, settings, info, command, data, results, est, radii, certify_s)
@@ -153,7 +169,10 @@ def _is_certify_output(directory: Path) -> bool:
         return False
 
 
-def _split_summary(result: CertificationResult, y: np.ndarray, radii, target: int | None) -> dict[str, Any]:
+def _split_summary(
+    result: CertificationResult, y: np.ndarray, radii, target: int | None, delta: float, ks
+) -> dict[str, Any]:
+    correct = (result.pred == y) & ~result.abstained
     out = {
         "accuracy": float(np.mean(result.pred == y)),
         "abstain_rate": float(np.mean(result.abstained)),
@@ -165,6 +184,17 @@ def _split_summary(result: CertificationResult, y: np.ndarray, radii, target: in
             "max": float(result.sigma.max()),
         },
         "memory_changed": int(np.sum(result.pred != result.pred_before_memory)),
+        "budgets": [
+            {
+                "k": int(k),
+                "delta": float(d),
+                "delta_x": float(dx),
+                "certified_accuracy": float(np.mean(correct & result.budget_certified[:, j])),
+                "certified_rate": float(np.mean(result.budget_certified[:, j])),
+            }
+            for j, (k, d, dx) in enumerate(result.budgets)
+        ],
+        "certified_accuracy_by_k": certified_accuracy_by_k(result, y, delta, ks).tolist(),
     }
     if target is not None:
         others = y != target
@@ -177,8 +207,11 @@ def _summary(resolved, settings, info, command, data, results, est, radii, certi
     from art_certssbd.runs.fit import _plain
 
     target = settings["target"] if "triggered" in results else None
+    ks = k_grid(len(est.train_sigma_)).tolist()
+    delta = float(settings["delta"])
     splits = {
-        name: _split_summary(r, data.y, radii, target if name == "triggered" else None) for name, r in results.items()
+        name: _split_summary(r, data.y, radii, target if name == "triggered" else None, delta, ks)
+        for name, r in results.items()
     }
     return {
         "kind": "certify",
@@ -202,6 +235,8 @@ def _summary(resolved, settings, info, command, data, results, est, radii, certi
         "alpha": float(est.alpha),
         "bound": est.bound,
         "radii": list(radii),
+        "budget_delta": delta,
+        "budget_k": ks,
         "splits": splits,
         "train_sigma": {
             k: float(f(est.train_sigma_)) for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))
@@ -243,8 +278,35 @@ def render_summary(summary: dict[str, Any]) -> str:
     ):
         lines += ["", f"Certified accuracy ({label}): correct and certified at radius >= r", ""]
         lines.append(markdown_table({name: s[key] for name, s in summary["splits"].items()}, summary["radii"], "split"))
+    lines += _budget_lines(summary)
     lines += ["", f"certify time {summary['timings_s']['certify']:.1f} s"]
     return "\n".join(lines)
+
+
+def _budget_lines(summary: dict[str, Any]) -> list[str]:
+    """The attacker's-units part of the summary: each --budget, and certified accuracy against k at --delta."""
+    from art_certssbd.report import markdown_table
+
+    splits = summary["splits"]
+    if "budget_k" not in summary:  # written before the budget certificate
+        return []
+    lines = ["", "In the attacker's units (k poisoned training samples, triggers of L2 norm <= delta, test trigger <= "]
+    lines[-1] += "delta_x; the smoothing certificate covers feature triggers with the training labels as observed)"
+    first = next(iter(splits.values()))
+    if first["budgets"]:
+        lines += ["", "| budget | " + " | ".join(f"{name}: certified accuracy" for name in splits) + " |"]
+        lines.append("|---|" + "---:|" * len(splits))
+        for j, b in enumerate(first["budgets"]):
+            row = " | ".join(f"{s['budgets'][j]['certified_accuracy']:.4f}" for s in splits.values())
+            lines.append(f"| k={b['k']}, delta={b['delta']:g}, delta_x={b['delta_x']:g} | {row} |")
+    lines += [
+        "",
+        f"Certified accuracy against k at the trigger's norm delta = delta_x = {summary['budget_delta']:g}",
+        "",
+    ]
+    rows = {name: s["certified_accuracy_by_k"] for name, s in splits.items()}
+    lines.append(markdown_table(rows, summary["budget_k"], "split").replace(" r=", " k="))
+    return lines
 
 
 def _write(tmp: Path, resolved, command, data, positions, results, est, summary) -> None:
@@ -264,7 +326,14 @@ def _write(tmp: Path, resolved, command, data, positions, results, est, summary)
     columns: dict[str, list] = {"split": [], "index": [], "label": [], "correct": []}
     columns.update({field: [] for field in FIELDS})
     arrays: dict[str, np.ndarray] = {"label": data.y, "index": positions, "train_sigma": est.train_sigma_}
+    first = next(iter(results.values()))
+    arrays["budgets"] = first.budgets  # (B, 3): k, delta, delta_x
+    labels = [f"k={int(k)},delta={d:g},delta_x={dx:g}" for k, d, dx in first.budgets]
+    columns.update({f"certified[{label}]": [] for label in labels})
     for name, result in results.items():
+        for j, label in enumerate(labels):
+            columns[f"certified[{label}]"] += result.budget_certified[:, j].astype(int).tolist()
+        arrays[f"{name}_budget_certified"] = result.budget_certified
         columns["split"] += [name] * len(data.y)
         columns["index"] += positions.tolist()
         columns["label"] += data.y.tolist()
@@ -285,6 +354,14 @@ def _write(tmp: Path, resolved, command, data, positions, results, est, summary)
             curves.append((f"{name} (conservative radius)", radii, s["certified_accuracy_conservative"], ":"))
     title = f"{summary['method']}, {summary['data']['source']}, M={summary['nb_models']}, sigma0={summary['scale']:g}"
     plot_curves(curves, tmp / "certified_accuracy.png", title=title)
+    by_k = [(name, summary["budget_k"], s["certified_accuracy_by_k"], "-") for name, s in summary["splits"].items()]
+    plot_curves(
+        by_k,
+        tmp / "budget_accuracy.png",
+        title=title,
+        xlabel=f"k poisoned training samples (trigger norm delta = delta_x = {summary['budget_delta']:g})",
+        xscale="symlog",
+    )
     if summary["method"] == "cert-ssbd":
         sigmas = {"training": est.train_sigma_, "test (clean)": results["clean"].sigma}
         plot_sigma_histogram(sigmas, tmp / "sigma_histogram.png", scale=summary["scale"], title=title)

@@ -97,6 +97,7 @@ def run_report(values: dict[str, Any], command: str = "certssbd report") -> tupl
         raise UsageError(f"--output {str(output)!r}: exists and is not a certssbd report directory; choose another")
 
     runs_out, curves, rows, conservative = [], [], {}, {}
+    budget = _budget_curves(labels, dirs, summaries)
     labels_seen = None
     for label, directory, summary in zip(labels, dirs, summaries):
         with np.load(directory / "results.npz", allow_pickle=False) as arrays:
@@ -133,6 +134,8 @@ def run_report(values: dict[str, Any], command: str = "certssbd report") -> tupl
                 }
         runs_out.append(entry)
     result = {"kind": "report", "command": command, "art_certssbd": __version__, "radii": list(radii), "runs": runs_out}
+    if budget is not None:
+        result["budget"] = budget
     text = render_report(result, rows, conservative)
     from art_certssbd.report import plot_curves, write_json, write_text
 
@@ -140,7 +143,51 @@ def run_report(values: dict[str, Any], command: str = "certssbd report") -> tupl
         write_json(tmp / "report.json", result)
         write_text(tmp / "report.md", text + "\n")
         plot_curves(curves, tmp / "report.png", title="certified accuracy: " + ", ".join(labels))
+        if budget is not None:
+            k_curves = [
+                (name, *zip(*[(k, v) for k, v in zip(budget["k"], values) if v is not None]), "-")
+                for name, values in budget["certified_accuracy"].items()
+            ]
+            plot_curves(
+                k_curves,
+                tmp / "report_budget.png",
+                title="certified accuracy against k: " + ", ".join(labels),
+                xlabel=f"k poisoned training samples (trigger norm delta = delta_x = {budget['delta']:g})",
+                xscale="symlog",
+            )
     return output, text
+
+
+def _budget_curves(labels, dirs, summaries) -> dict[str, Any] | None:
+    """Certified accuracy against the number ``k`` of poisoned training samples at the first run's trigger norm,
+    recomputed for every run and split from its per-input results (:mod:`art_certssbd.budget`); ``None`` when a run
+    was certified before the training sigmas were written."""
+    from art_certssbd.budget import BudgetCertificate, k_grid
+
+    delta = float(summaries[0]["data"].get("delta") or 1.0)
+    certificates, sizes = {}, []
+    for label, directory, summary in zip(labels, dirs, summaries):
+        with np.load(directory / "results.npz", allow_pickle=False) as arrays:
+            if "train_sigma" not in arrays:
+                return None
+            sizes.append(len(arrays["train_sigma"]))
+            for split in summary["splits"]:
+                pred = arrays[f"{split}_pred"]
+                cert = BudgetCertificate(
+                    arrays["train_sigma"],
+                    arrays[f"{split}_sigma"],
+                    arrays[f"{split}_radius"],
+                    arrays[f"{split}_radius_conservative"],
+                    pred != arrays[f"{split}_pred_before_memory"],
+                )
+                correct = (pred == arrays["label"]) & (pred != -1)
+                certificates[f"{label} {split}"] = (cert.k_max(delta), correct, sizes[-1])
+    ks = sorted({int(k) for n in sizes for k in k_grid(n)})
+    accuracy = {
+        name: [float(np.mean(correct & (k_max >= k))) if k <= n else None for k in ks]
+        for name, (k_max, correct, n) in certificates.items()
+    }
+    return {"delta": delta, "k": ks, "certified_accuracy": accuracy}
 
 
 def render_report(result: dict, rows: dict, conservative: dict) -> str:
@@ -168,4 +215,17 @@ def render_report(result: dict, rows: dict, conservative: dict) -> str:
     if conservative != rows:
         lines += ["", "Certified accuracy (conservative radius, min(sigma_x, min_j sigma_j))", ""]
         lines.append(markdown_table(conservative, result["radii"], "run"))
+    budget = result.get("budget")
+    if budget is not None:
+        lines += [
+            "",
+            f"Certified accuracy against k poisoned training samples, triggers of L2 norm <= {budget['delta']:g} "
+            "(training and test input; art_certssbd.budget)",
+            "",
+            "| run | " + " | ".join(f"k={k}" for k in budget["k"]) + " |",
+            "|---|" + "---:|" * len(budget["k"]),
+        ]
+        for name, values in budget["certified_accuracy"].items():
+            cells = " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+            lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)

@@ -83,6 +83,12 @@ def _convert(file: Path, option: Option, value: Any) -> Any:
     if option.key == "runs":
         items = value if isinstance(value, list) else [value]
         return [_relative(file, path(str(item))) for item in items]
+    if option.repeat:  # a list of texts (or one), each parsed alone, concatenated
+        items = value if isinstance(value, list) else [value]
+        try:
+            return tuple(parsed for item in items for parsed in option.parse(str(item)))
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"{where}: {err}") from None
     if option.key == "model_args" and isinstance(value, dict):
         return dict(value)
     if isinstance(value, bool) or isinstance(value, dict):
@@ -143,4 +149,7 @@ def resolve(command: str, namespace: argparse.Namespace) -> dict[str, Any]:
     if config is not None:
         values.update(read_config(config, command))
     values.update(given)
+    for option in options_of(command):  # a repeated flag: one tuple of all its values
+        if option.repeat and isinstance(values.get(option.key), list):
+            values[option.key] = tuple(item for value in values[option.key] for item in value)
     return values

@@ -14,6 +14,7 @@ from typing import Any
 
 from art_certssbd.datasets.spec import DATA_KINDS
 from art_certssbd.runs.parsers import (
+    budgets,
     channels,
     classes,
     data_spec,
@@ -53,6 +54,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     negatable: bool = False  # a --x / --no-x pair
+    repeat: bool = False  # may be given several times (each value a tuple; the values are concatenated)
 
     @property
     def key(self) -> str:
@@ -195,6 +197,15 @@ OPTIONS: tuple[Option, ...] = (
         ("certify", "report"),
         metavar="R,R,...",
     ),
+    Option(
+        "--budget",
+        budgets,
+        "an attacker budget to certify against: k poisoned training samples with triggers of L2 norm <= delta and a "
+        "test trigger <= delta_x (default delta); several allowed",
+        C,
+        metavar="k=K,delta=D[,delta_x=DX]",
+        repeat=True,
+    ),
     Option("--labels", names, "names of the runs in the table and plot (default: their methods)", R, metavar="A,..."),
     # every command
     Option(
@@ -262,6 +273,8 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
         kwargs["help"] = option.help_for(command) + _default_text(option, command)
         if option.parse is None:
             kwargs["action"] = argparse.BooleanOptionalAction if option.negatable else "store_true"
+        elif option.repeat:
+            kwargs.update(type=option.parse, action="append", metavar=option.metavar)
         else:
             kwargs.update(type=option.parse, choices=option.choices, metavar=option.metavar)
         parser.add_argument(option.flag, **kwargs)

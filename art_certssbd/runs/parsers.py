@@ -48,6 +48,17 @@ def radii(text: str) -> tuple[float, ...]:
     return values
 
 
+def budgets(text: str) -> tuple:
+    """``"k=253,delta=1.0"`` (``delta_x=`` optional; several separated by ``;``) -> budgets
+    (:func:`art_certssbd.budget.parse_budgets`)."""
+    from art_certssbd.budget import parse_budgets
+
+    try:
+        return parse_budgets(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def names(text: str) -> list[str]:
     """``"cat,dog"`` -> ``["cat", "dog"]`` (a comma-separated list of non-empty items)."""
     items = [item.strip() for item in text.split(",")]

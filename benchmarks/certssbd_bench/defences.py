@@ -19,6 +19,13 @@ A configuration file is JSON: the defaults of :data:`DEFAULTS`, overridden by it
 ``nb_epochs``, optional, override the global values for that setting). Results: clean accuracy, attack success
 rate (abstentions count as failures), certified accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
 DPA's certified accuracy at ``dpa_counts`` insertions/deletions, and the wall time of each defence.
+
+In the attacker's units (``budgets``): certified accuracy of RAB, Cert-SSBD and DPA against ``k`` poisoned training
+samples with triggers of L2 norm at most ``delta`` (and the same norm on the test input). ``delta = "trigger"``
+stands for the largest trigger norm measured on the poisoned training samples, ``k = "poisoned"`` for their number
+(the benchmark's own attack). The smoothing rows use :mod:`art_certssbd.budget` (feature triggers, the training
+labels as observed); DPA's row is its count certificate (``floor(rho / 2) >= k`` replaced samples, any change of
+features and labels) and does not depend on ``delta``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 
 from art_certssbd.attacks import attack_success_rate, blending, four_pixel, one_pixel, poison_dataset
+from art_certssbd.budget import certified_accuracy_by_k, k_grid
 from art_certssbd.dpa import dpa_certified_accuracy, dpa_votes
 from art_certssbd.stats import clopper_pearson_lower
 
@@ -68,6 +76,7 @@ DEFAULTS = {
     "rs_sample_size": 100,
     "radii": [0.0, 0.25, 0.5, 0.75, 1.0],
     "dpa_counts": [0, 1, 2, 3],
+    "budgets": [[1, 1.0], [10, 0.25], [1, 0.1], [10, 0.02], [1, "trigger"], [10, "trigger"], ["poisoned", "trigger"]],
     "random_state": 0,
     "device_type": "cpu",
 }
@@ -88,6 +97,17 @@ def load_defences_config(path: str | os.PathLike) -> dict:
         bad = sorted(set(config[key]) - set(allowed))
         if bad or not config[key]:
             raise ValueError(f"config file {str(path)!r}: {key} must be a non-empty subset of {allowed}, got {bad}")
+    for budget in config["budgets"]:
+        k, delta = budget if isinstance(budget, list) and len(budget) == 2 else (None, None)
+        good_k = k == "poisoned" or (isinstance(k, int) and not isinstance(k, bool) and k >= 0)
+        good_delta = delta == "trigger" or (
+            isinstance(delta, int | float) and not isinstance(delta, bool) and delta >= 0
+        )
+        if not (good_k and good_delta):
+            raise ValueError(
+                f'config file {str(path)!r}: a budget must be [k, delta] with k an integer >= 0 or "poisoned" and '
+                f'delta a number >= 0 or "trigger", got {budget!r}'
+            )
     for setting in config["settings"]:
         bad_triggers = set(setting.get("triggers", TRIGGERS)) - set(TRIGGERS)
         if (
@@ -256,6 +276,12 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
     )
     xt_trig = trigger(xt)
     keep = yt != cfg["target"]
+    norms = np.linalg.norm((x_p - x)[is_poison].reshape(int(is_poison.sum()), -1), axis=1)
+    own_delta = float(norms.max()) if norms.size else 0.0
+    budgets = [
+        [int(is_poison.sum()) if k == "poisoned" else int(k), own_delta if d == "trigger" else float(d)]
+        for k, d in cfg["budgets"]
+    ]
     y_hot = np.eye(nb_classes, dtype=np.float32)[y_p]
     clip = None if trigger_name == "blending" else (0.0, 1.0)
     out = {
@@ -266,6 +292,9 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         "nb_poisoned": int(is_poison.sum()),
         "nb_epochs": cfg["nb_epochs"],
         "trigger_l2": float(np.mean(np.linalg.norm((trigger(x[:200]) - x[:200]).reshape(len(x[:200]), -1), axis=1))),
+        "trigger_l2_max_poisoned": own_delta,
+        "budgets": budgets,
+        "budget_k": k_grid(len(x_p)).tolist(),  # the k axis of the curves at the trigger's norm
         "methods": {},
     }
 
@@ -334,6 +363,9 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
             votes_t.argmax(1),
             tic,
             dpa_certified_accuracy=dpa_certified_accuracy(votes, yt, cfg["dpa_counts"]),
+            # k replaced samples: 2 k insertions/deletions, whatever the trigger's norm
+            budget_certified_accuracy=dpa_certified_accuracy(votes, yt, [2 * k for k, _ in budgets]),
+            certified_accuracy_by_k=dpa_certified_accuracy(votes, yt, [2 * k for k in out["budget_k"]]),
         )
 
     if "randomized-smoothing" in methods:
@@ -358,6 +390,11 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         clean = est.certify(xt, return_details=True)
         trig = est.certify(xt_trig, return_details=True, update_memory=False)
         extra = {"certified_accuracy": clean.certified_accuracy(yt, cfg["radii"]).tolist()}
+        extra["budget_certified_accuracy"] = [
+            clean.certified_accuracy_at_budget(yt, min(k, len(x_p)), d) for k, d in budgets
+        ]
+        extra["certified_accuracy_by_k"] = certified_accuracy_by_k(clean, yt, own_delta, out["budget_k"]).tolist()
+        extra["train_sigma"] = {f: float(getattr(np, f)(est.train_sigma_)) for f in ("min", "mean", "max")}
         if name == "cert-ssbd":
             extra["certified_accuracy_conservative"] = clean.certified_accuracy(yt, cfg["radii"], True).tolist()
         record(name, clean.pred, trig.pred, tic, **extra)
@@ -383,7 +420,7 @@ def run_defences_cli(args, command: str) -> dict:
     """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
     from art_certssbd.report import write_json, write_text
     from certssbd_bench.command import check_overwrite
-    from certssbd_bench.defences_report import plot_defences, render_defences
+    from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences
 
     cfg = load_defences_config(args.config)  # all validation before any compute
     check_overwrite(Path(args.output), cfg["name"], args.force)
@@ -400,6 +437,8 @@ def run_defences_cli(args, command: str) -> dict:
     text = render_defences(results)
     write_text(out / f"{cfg['name']}.md", text + "\n")
     plot = plot_defences(results, out / f"{cfg['name']}.png")
+    budget_plot = plot_budget(results, out / f"{cfg['name']}-budget.png")
     print(text)
-    print("wrote " + ", ".join(str(p) for p in [out / f"{cfg['name']}.json", out / f"{cfg['name']}.md", plot] if p))
+    written = [out / f"{cfg['name']}.json", out / f"{cfg['name']}.md", plot, budget_plot]
+    print("wrote " + ", ".join(str(p) for p in written if p))
     return results

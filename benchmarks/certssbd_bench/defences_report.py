@@ -32,6 +32,28 @@ def _summary(runs: list[dict]) -> list[str]:
     return lines
 
 
+def _budget_table(run: dict) -> list[str]:
+    """Certified accuracy in the attacker's units (k poisoned samples, trigger norm delta), for the methods that
+    recorded it; empty for results written before it was recorded."""
+    names = [name for name, m in run["methods"].items() if "budget_certified_accuracy" in m]
+    if not names or "budgets" not in run:
+        return []
+    lines = [
+        "",
+        f"In the attacker's units (the attack itself: k = {run['nb_poisoned']}, largest trigger norm "
+        f"{run['trigger_l2_max_poisoned']:.3f}). RAB and Cert-SSBD: certified against k training samples with "
+        "feature triggers of L2 norm <= delta and the same norm on the test input, labels as observed. DPA: "
+        "certified against arbitrary changes (features and labels) to k training samples, whatever delta.",
+        "",
+        "| k | delta | " + " | ".join(names) + " |",
+        "|---:|---:|" + "---:|" * len(names),
+    ]
+    for j, (k, delta) in enumerate(run["budgets"]):
+        cells = " | ".join(f"{run['methods'][n]['budget_certified_accuracy'][j]:.3f}" for n in names)
+        lines.append(f"| {k} | {delta:.3g} | {cells} |")
+    return lines
+
+
 def render_defences(results: dict) -> str:
     """The Markdown report: one table per setting and trigger."""
     cfg = results["config"]
@@ -67,6 +89,7 @@ def render_defences(results: dict) -> str:
                 f"| {name} | {m['clean_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {cert} | "
                 f"{_fmt(m.get('dpa_certified_accuracy'))} | {caught} | {m['wall_time_s']:.0f} |"
             )
+        lines += _budget_table(run)
         notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
         lines += [f"\nNote: {note}." for note in sorted(notes)]
     lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
@@ -100,6 +123,48 @@ def plot_defences(results: dict, path: str | os.PathLike) -> Path | None:
         ax.set_xticks(pos, names, rotation=70, fontsize=7)
         ax.set_title(f"{run['task']}\n{run['trigger']}", fontsize=8)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_budget(results: dict, path: str | os.PathLike) -> Path | None:
+    """Certified accuracy against the number k of poisoned training samples, one panel per setting and trigger: RAB
+    and Cert-SSBD at the attack's largest trigger norm (feature triggers), DPA's count certificate (any change to k
+    samples) on the same axis. ``None`` (nothing written) without matplotlib or when no run recorded the curves."""
+    runs = [run for run in results["runs"] if "budget_k" in run]
+    if not runs:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
+        return None
+    ncols = min(4, len(runs))
+    nrows = -(-len(runs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    for ax, run in zip(axes.flat, runs):
+        for name, m in run["methods"].items():
+            if "certified_accuracy_by_k" in m:
+                label = (
+                    f"{name} (any change)" if name == "dpa" else f"{name} (delta {run['trigger_l2_max_poisoned']:.2g})"
+                )
+                ax.plot(run["budget_k"], m["certified_accuracy_by_k"], marker="o", markersize=3, label=label)
+        ax.axvline(run["nb_poisoned"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("symlog")
+        ax.set_xlim(left=0)
+        ax.set_xlabel("k poisoned training samples", fontsize=8)
+        ax.set_title(f"{run['task']}\n{run['trigger']}", fontsize=8)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("certified accuracy")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
