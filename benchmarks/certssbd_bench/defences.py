@@ -16,7 +16,9 @@ same clean and triggered test sets:
 A configuration file is JSON: the defaults of :data:`DEFAULTS`, overridden by its keys, with ``settings`` a list of
 ``{"task": "mnist-1v0" | "mnist-10" | "digits", "max_train": N, "max_test": N, "triggers": [...], "nb_epochs": E}``
 (``digits``: scikit-learn's embedded 8x8 digits, ten classes, for a quick look without MNIST; ``triggers`` and
-``nb_epochs``, optional, override the global values for that setting). Results: clean accuracy, attack success
+``nb_epochs``, optional, override the global values for that setting); ``torch_threads`` (optional) sets torch's
+intra-op thread count, which changes the rounding of the training (the count used is always recorded in
+``environment``). Results: clean accuracy, attack success
 rate (abstentions count as failures), certified accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
 DPA's certified accuracy at ``dpa_counts`` insertions/deletions, and the wall time of each defence.
 """
@@ -70,6 +72,7 @@ DEFAULTS = {
     "dpa_counts": [0, 1, 2, 3],
     "random_state": 0,
     "device_type": "cpu",
+    "torch_threads": None,
 }
 
 
@@ -84,6 +87,9 @@ def load_defences_config(path: str | os.PathLike) -> dict:
     if unknown:
         raise ValueError(f"config file {str(path)!r}: unknown keys {unknown}; allowed: {sorted(DEFAULTS)}")
     config = {**DEFAULTS, **source}
+    threads = config["torch_threads"]
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"config file {str(path)!r}: torch_threads must be null or an integer >= 1, got {threads!r}")
     for key, allowed in (("triggers", TRIGGERS), ("methods", METHODS)):
         bad = sorted(set(config[key]) - set(allowed))
         if bad or not config[key]:
@@ -294,6 +300,8 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         if name not in methods:
             continue
         tic = time.perf_counter()
+        # ART's clustering (scikit-learn's KMeans, random_state=None) draws from numpy's global generator
+        np.random.seed(cfg["random_state"])
         if name == "activation":
             detector = ActivationDefence(undefended, x_p, y_hot)
             _, is_clean = detector.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA")
@@ -368,6 +376,8 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
     """Every setting x trigger of ``cfg``; ``on_run(partial_results)`` after each (to save progress)."""
     from art_certssbd.experiment import environment
 
+    if cfg.get("torch_threads"):  # the intra-op thread count changes the rounding, so it is part of the config
+        torch.set_num_threads(int(cfg["torch_threads"]))
     results = {"config": cfg, "runs": [], "environment": environment()}
     start = time.perf_counter()
     for setting in cfg["settings"]:

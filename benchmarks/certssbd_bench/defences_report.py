@@ -11,6 +11,28 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+def environment_lines(results: dict) -> list[str]:
+    """The machine and versions of a run, and the command that reproduces it with the same thread count (older files
+    lack some keys: they show as ``?``)."""
+    env = results.get("environment", {})
+    get = lambda key: env.get(key, "?")  # noqa: E731
+    threads = env.get("torch_threads", env.get("cpu_count", "?"))
+    lines = [
+        f"Machine: {get('cpu_model') if 'cpu_model' in env else get('processor')}, {threads} torch threads "
+        f"({get('logical_cpus')} logical CPUs; thread variables: {get('thread_env')}), CUDA: {get('cuda')}. "
+        f"Python {get('python')}, torch {get('torch')}, ART {get('art')}, numpy {get('numpy')}, scipy {get('scipy')}, "
+        f"scikit-learn {get('sklearn')}, art-certssbd {get('art_certssbd')} (commit {get('git_commit')})."
+    ]
+    if results.get("command"):
+        lines += [
+            "",
+            f"Reproduce with: `OMP_NUM_THREADS={threads} {results['command']}` at that commit, on the same kind of "
+            "CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of the "
+            "training and with it the trained networks).",
+        ]
+    return lines
+
+
 def _fmt(values) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "-"
 
@@ -69,7 +91,7 @@ def render_defences(results: dict) -> str:
             )
         notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
         lines += [f"\nNote: {note}." for note in sorted(notes)]
-    lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
+    lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s.", "", *environment_lines(results)]
     if results.get("partial"):
         lines += ["", f"**Partial:** {results['partial']}"]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ def _run_title(run: dict) -> str:
 
 def render_mnist(results: dict) -> str:
     """The Markdown report: setting, headline table, one certified-accuracy table per run, machine and times."""
-    env, data = results["environment"], results["data"]
+    data = results["data"]
     first = results["runs"][0]["config"] if results["runs"] else {}
     lines = [
         f"# {results['benchmark']}: {results['task']} ({results['model']}), RAB vs Cert-SSBD vs undefended",
@@ -94,16 +94,10 @@ def render_mnist(results: dict) -> str:
                 f"storage update changed {sigma['memory_changed']} clean predictions.",
             ]
         lines += ["", f"{run['nb_poisoned']} poisoned training images. Time: {times}; run {run['wall_time_s']:.0f} s."]
-    lines += [
-        "",
-        "## Machine",
-        "",
-        f"{env['processor']}, {env['cpu_count']} torch threads, CUDA: {env['cuda']}; Python {env['python']}, torch "
-        f"{env['torch']}, ART {env['art']}, numpy {env['numpy']}, art-certssbd {env['art_certssbd']}. "
-        f"Total wall time {results.get('wall_time_s', 0.0) / 60:.1f} min.",
-    ]
-    if results.get("command"):
-        lines += ["", f"Regenerate with: `{results['command']}`"]
+    from certssbd_bench.defences_report import environment_lines
+
+    lines += ["", "## Machine", "", f"Total wall time {results.get('wall_time_s', 0.0) / 60:.1f} min."]
+    lines += ["", *environment_lines(results)]
     return "\n".join(lines)
 
 
