@@ -142,6 +142,7 @@ def run_experiment(
         results["methods"]["undefended"] = {
             "clean_accuracy": float(np.mean(pred_clean == y_test)),
             "triggered_accuracy": float(np.mean(pred_trig == y_test)),
+            "triggered_abstain_rate": 0.0,  # a plain classifier always answers
             "attack_success_rate": attack_success_rate(pred_trig[non_target], y_test[non_target], config.target),
         }
         results["timings_s"]["undefended"] = time.perf_counter() - tic
@@ -189,6 +190,8 @@ def run_experiment(
             "clean_accuracy": float(np.mean(clean.pred == y_test)),
             "abstain_rate": float(np.mean(clean.abstained)),
             "triggered_accuracy": float(np.mean(triggered.pred == y_test)),
+            # beside the ASR, so that "ASR 0" cannot hide "abstains on the triggered inputs"
+            "triggered_abstain_rate": float(np.mean(triggered.abstained)),
             "attack_success_rate": attack_success_rate(triggered.pred[non_target], y_test[non_target], config.target),
             "certified_accuracy": certified_accuracy_rows(curves, y_test, radii),
             "certified_accuracy_conservative": certified_accuracy_rows(curves, y_test, radii, conservative=True),

@@ -83,6 +83,10 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     for name, row in run["methods"].items():
         assert 0 <= row["clean_accuracy"] <= 1 and 0 <= row["attack_success_rate"] <= 1, name
         assert row["wall_time_s"] > 0
+        assert 0 <= row["triggered_accuracy"] <= 1 and 0 <= row["abstain_rate"] <= 1, name
+        assert 0 <= row["triggered_abstain_rate"] <= 1 - row["triggered_accuracy"] + 1e-12, name
+    for name in ("undefended", "activation", "spectral", "dpa"):  # plain classifiers always answer
+        assert run["methods"][name]["triggered_abstain_rate"] == 0.0 == run["methods"][name]["abstain_rate"]
     for name in ("activation", "spectral"):
         row = run["methods"][name]
         assert 0 <= row["poisons_caught"] <= 12 and row["poisons_caught"] + row["false_alarms"] == row["removed"]
@@ -93,6 +97,8 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     assert "certified_accuracy_conservative" in run["methods"]["cert-ssbd"]
     text = render_defences(results)
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
+    rab = run["methods"]["rab"]
+    assert f"| {rab['triggered_accuracy']:.3f} / {rab['triggered_abstain_rate']:.3f} |" in text
     pytest.importorskip("matplotlib")
     assert plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 

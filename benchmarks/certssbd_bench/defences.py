@@ -280,6 +280,10 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         row = {
             "clean_accuracy": float(np.mean(pred_clean == yt)),
             "attack_success_rate": attack_success_rate(pred_trig[keep], yt[keep], cfg["target"]),
+            # beside the ASR: an abstention (-1, smoothed rows) is neither the target nor correct
+            "triggered_accuracy": float(np.mean(pred_trig == yt)),
+            "abstain_rate": float(np.mean(pred_clean < 0)),
+            "triggered_abstain_rate": float(np.mean(pred_trig < 0)),
             "wall_time_s": time.perf_counter() - tic + base,
             **extra,
         }
