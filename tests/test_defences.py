@@ -46,6 +46,20 @@ def test_art_pattern_reads_channels_first_batches():
     assert out[:, 0, -4:, -4:].sum() > 0 and out[:, 0, :20].sum() == 0  # bottom-right corner only
 
 
+def test_art_pattern_is_arts_pattern_scaled_and_not_the_four_pixel_trigger():
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    from art_certssbd.attacks import four_pixel
+
+    mnist = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(defences.art_pattern(mnist)[:, 0], add_pattern_bd(mnist[:, 0]))  # ART's default
+    digits = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    pattern = defences.art_pattern(digits)[0, 0] > 0
+    assert sorted(map(tuple, np.argwhere(pattern))) == [(5, 7), (6, 6), (7, 5), (7, 7)]  # d = 1
+    four = four_pixel(2.0)(digits)[0, 0] > 0
+    assert pattern.sum() == four.sum() == 4 and (pattern & four).sum() == 1  # one shared pixel, three distinct
+
+
 def test_partition_hash_depends_on_the_sample_only():
     h = defences._hash_partition(7)
     x = np.random.default_rng(0).random((1, 28, 28)).astype(np.float32)

@@ -108,12 +108,23 @@ def load_defences_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def art_pattern_distance(size: int) -> int:
+    """The ``distance`` of ART's pattern from the bottom-right border on ``size x size`` images: ART's default 2 on
+    MNIST's 28x28, i.e. the pattern's corner pixel at row/column 26, scaled like the package's pixel triggers
+    (row ``round(26 (size - 1) / 27)``): 1 on 8x8 digits."""
+    return max(1, size - round(26 * (size - 1) / 27))
+
+
 def art_pattern(x: np.ndarray) -> np.ndarray:
-    """ART's ``add_pattern_bd`` (a 3x3 checker pattern of value 1 near the bottom-right corner) on ``(N, 1, H, W)``
-    batches (ART's function reads ``(N, H, W)``; it *sets* the pixels, so its L2 norm depends on the image)."""
+    """ART's ``add_pattern_bd`` on ``(N, 1, H, W)`` batches (ART's function reads ``(N, H, W)``): four pixels in a
+    checker-like pattern, ``(H-d, W-d)``, ``(H-d-1, W-d-1)``, ``(H-d, W-d-2)``, ``(H-d-2, W-d)``, *set* to 1 (so its
+    L2 norm depends on the image), with ``d`` = :func:`art_pattern_distance` (2 on MNIST, ART's default; 1 on 8x8
+    digits). On MNIST it sits in the corner, away from the four-pixel trigger's (18..20, 18..20); on 8x8 digits
+    ART's default ``d = 2`` would set exactly the four-pixel trigger's pixels, while ``d = 1`` shares one of them."""
     from art.attacks.poisoning.perturbations import add_pattern_bd
 
-    return add_pattern_bd(x[:, 0], pixel_value=1.0)[:, None].astype(x.dtype)
+    distance = art_pattern_distance(x.shape[-1])
+    return add_pattern_bd(x[:, 0], distance=distance, pixel_value=1.0)[:, None].astype(x.dtype)
 
 
 def _trigger(name: str, delta: float) -> Callable[[np.ndarray], np.ndarray]:
