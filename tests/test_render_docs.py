@@ -112,3 +112,18 @@ def test_low_asr_with_low_triggered_accuracy_is_flagged():
 def test_unknown_block_is_refused():
     with pytest.raises(ValueError, match="unknown results block 'nope'"):
         rd.render_text("<!-- results:nope start -->\n<!-- results:nope end -->", _loader())
+
+
+def test_new_results_show_the_triggered_abstentions():
+    """Once the defences benchmark is rerun (its rows then carry triggered accuracy and abstentions), the docs table
+    shows them instead of the note that they are missing."""
+
+    def patch(name, data):
+        if name == "defences-cpu":
+            for run in data["runs"]:
+                for m in run["methods"].values():
+                    m.update(triggered_accuracy=0.5, triggered_abstain_rate=0.25)
+
+    old, new = rd.defences_tables(_loader()), rd.defences_tables(_loader(patch))
+    assert "predate the triggered-set abstention column" in old
+    assert "predate" not in new and "| rab | 0.50 / 0.25 |" in new
