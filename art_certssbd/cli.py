@@ -246,12 +246,18 @@ def render(results: dict) -> str:
         f"norm {cfg['delta']} is above the radii certified here: a low attack success rate of RAB/Cert-SSBD is "
         "measured, not certified.",
         "",
-        "| model | clean accuracy | accuracy on triggered inputs | attack success rate |",
-        "|---|---:|---:|---:|",
+        "Abstentions count as errors in the accuracies and as failures of the attack in its success rate, so a low "
+        "attack success rate is only a defence where the triggered inputs are also classified (accuracy on "
+        "triggered inputs) rather than abstained on.",
+        "",
+        "| model | clean accuracy | abstains (clean) | accuracy on triggered inputs | abstains (triggered) | attack "
+        "success rate |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, m in methods.items():
         lines.append(
-            f"| {name} | {m['clean_accuracy']:.3f} | {m['triggered_accuracy']:.3f} | {m['attack_success_rate']:.3f} |"
+            f"| {name} | {m['clean_accuracy']:.3f} | {m.get('abstain_rate', 0.0):.3f} | {m['triggered_accuracy']:.3f} "
+            f"| {m.get('triggered_abstain_rate', 0.0):.3f} | {m['attack_success_rate']:.3f} |"
         )
     for key, label in (("certified_accuracy", "paper radius"), ("certified_accuracy_conservative", "conservative")):
         rows = {f"{name} {split}": v for name, m in methods.items() if key in m for split, v in m[key].items()}

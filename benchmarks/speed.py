@@ -59,6 +59,7 @@ from art_certssbd import RABEstimator, stats  # noqa: E402
 from art_certssbd import _distances as distances_module  # noqa: E402
 from art_certssbd.accelerators import check_accelerators  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
+from art_certssbd.experiment import environment  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
 from art_certssbd.report import write_json, write_text  # noqa: E402
@@ -622,6 +623,7 @@ def main(argv=None) -> int:
         "preset": args.preset,
         "config": cfg,
         "machine": machine(),
+        "environment": environment(),
         "data": data["source"],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started": time.strftime("%Y-%m-%d %H:%M"),

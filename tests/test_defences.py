@@ -33,6 +33,8 @@ def test_config_merges_over_the_defaults(tmp_path):
         ({"budgets": [[1, -0.5]]}, r"a budget must be \[k, delta\].*got \[1, -0.5\]"),
         ({"budgets": [["all", 1.0]]}, "a budget must be"),
         ({"budgets": [[1.5, 1.0]]}, "a budget must be"),
+        ({"torch_threads": 0}, "torch_threads must be"),
+        ({"torch_threads": "2"}, "torch_threads must be"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, payload, message):
@@ -45,6 +47,20 @@ def test_art_pattern_reads_channels_first_batches():
     out = defences.art_pattern(x)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out[:, 0, -4:, -4:].sum() > 0 and out[:, 0, :20].sum() == 0  # bottom-right corner only
+
+
+def test_art_pattern_is_arts_pattern_scaled_and_not_the_four_pixel_trigger():
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    from art_certssbd.attacks import four_pixel
+
+    mnist = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(defences.art_pattern(mnist)[:, 0], add_pattern_bd(mnist[:, 0]))  # ART's default
+    digits = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    pattern = defences.art_pattern(digits)[0, 0] > 0
+    assert sorted(map(tuple, np.argwhere(pattern))) == [(5, 7), (6, 6), (7, 5), (7, 7)]  # d = 1
+    four = four_pixel(2.0)(digits)[0, 0] > 0
+    assert pattern.sum() == four.sum() == 4 and (pattern & four).sum() == 1  # one shared pixel, three distinct
 
 
 def test_partition_hash_depends_on_the_sample_only():
@@ -84,6 +100,10 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     for name, row in run["methods"].items():
         assert 0 <= row["clean_accuracy"] <= 1 and 0 <= row["attack_success_rate"] <= 1, name
         assert row["wall_time_s"] > 0
+        assert 0 <= row["triggered_accuracy"] <= 1 and 0 <= row["abstain_rate"] <= 1, name
+        assert 0 <= row["triggered_abstain_rate"] <= 1 - row["triggered_accuracy"] + 1e-12, name
+    for name in ("undefended", "activation", "spectral", "dpa"):  # plain classifiers always answer
+        assert run["methods"][name]["triggered_abstain_rate"] == 0.0 == run["methods"][name]["abstain_rate"]
     for name in ("activation", "spectral"):
         row = run["methods"][name]
         assert 0 <= row["poisons_caught"] <= 12 and row["poisons_caught"] + row["false_alarms"] == row["removed"]
@@ -109,6 +129,46 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     text = render_defences(results)
     assert "In the attacker's units" in text and "| 12 |" in text
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
+    rab = run["methods"]["rab"]
+    assert f"| {rab['triggered_accuracy']:.3f} / {rab['triggered_abstain_rate']:.3f} |" in text
     pytest.importorskip("matplotlib")
     assert plot_defences(results, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert plot_budget(results, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heuristic_detectors_are_seeded(monkeypatch):
+    """ART's ActivationDefence clusters with scikit-learn's KMeans(random_state=None), which draws from numpy's global
+    generator: the harness seeds it, so the same configuration gives the same flags whatever ran before."""
+    monkeypatch.setattr(defences, "load_setting", _tiny)
+    cfg = {
+        **defences.DEFAULTS,
+        "settings": [{"task": "mnist-1v0"}],
+        "triggers": ["four-pixel"],
+        "methods": ["activation"],
+        "nb_epochs": 1,
+        "poison_rate": 0.1,
+    }
+    rows = []
+    for state in (1, 2):
+        np.random.seed(state)  # whatever the global generator held before
+        (run,) = defences.run_defences_benchmark(cfg)["runs"]
+        rows.append({k: v for k, v in run["methods"]["activation"].items() if k != "wall_time_s"})
+    assert rows[0] == rows[1]
+
+
+def test_results_record_what_reproduces_them(monkeypatch):
+    monkeypatch.setattr(defences, "load_setting", _tiny)
+    monkeypatch.setattr(defences.torch, "set_num_threads", lambda n: calls.append(n))
+    calls: list[int] = []
+    cfg = {**defences.DEFAULTS, "settings": [{"task": "mnist-1v0"}], "triggers": ["one-pixel"]}
+    cfg.update(methods=["undefended"], nb_epochs=1, torch_threads=1)
+    results = defences.run_defences_benchmark(cfg)
+    assert calls == [1]
+    env = results["environment"]
+    for key in ("torch_threads", "cpu_model", "logical_cpus", "thread_env", "git_commit", "torch", "art", "sklearn"):
+        assert env[key], key
+    assert results["config"]["random_state"] == 0 and results["config"]["torch_threads"] == 1
+    results["command"] = "certssbd benchmark defences --config c.json"
+    text = render_defences(results)
+    assert f"OMP_NUM_THREADS={env['torch_threads']} certssbd benchmark defences --config c.json" in text
+    assert env["cpu_model"] in text and env["git_commit"] in text

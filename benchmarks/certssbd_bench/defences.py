@@ -16,7 +16,9 @@ same clean and triggered test sets:
 A configuration file is JSON: the defaults of :data:`DEFAULTS`, overridden by its keys, with ``settings`` a list of
 ``{"task": "mnist-1v0" | "mnist-10" | "digits", "max_train": N, "max_test": N, "triggers": [...], "nb_epochs": E}``
 (``digits``: scikit-learn's embedded 8x8 digits, ten classes, for a quick look without MNIST; ``triggers`` and
-``nb_epochs``, optional, override the global values for that setting). Results: clean accuracy, attack success
+``nb_epochs``, optional, override the global values for that setting); ``torch_threads`` (optional) sets torch's
+intra-op thread count, which changes the rounding of the training (the count used is always recorded in
+``environment``). Results: clean accuracy, attack success
 rate (abstentions count as failures), certified accuracy at ``radii`` (L2, paper and conservative radius for Cert-SSBD),
 DPA's certified accuracy at ``dpa_counts`` insertions/deletions, and the wall time of each defence.
 
@@ -79,6 +81,7 @@ DEFAULTS = {
     "budgets": [[1, 1.0], [10, 0.25], [1, 0.1], [10, 0.02], [1, "trigger"], [10, "trigger"], ["poisoned", "trigger"]],
     "random_state": 0,
     "device_type": "cpu",
+    "torch_threads": None,
 }
 
 
@@ -93,6 +96,9 @@ def load_defences_config(path: str | os.PathLike) -> dict:
     if unknown:
         raise ValueError(f"config file {str(path)!r}: unknown keys {unknown}; allowed: {sorted(DEFAULTS)}")
     config = {**DEFAULTS, **source}
+    threads = config["torch_threads"]
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"config file {str(path)!r}: torch_threads must be null or an integer >= 1, got {threads!r}")
     for key, allowed in (("triggers", TRIGGERS), ("methods", METHODS)):
         bad = sorted(set(config[key]) - set(allowed))
         if bad or not config[key]:
@@ -122,12 +128,23 @@ def load_defences_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def art_pattern_distance(size: int) -> int:
+    """The ``distance`` of ART's pattern from the bottom-right border on ``size x size`` images: ART's default 2 on
+    MNIST's 28x28, i.e. the pattern's corner pixel at row/column 26, scaled like the package's pixel triggers
+    (row ``round(26 (size - 1) / 27)``): 1 on 8x8 digits."""
+    return max(1, size - round(26 * (size - 1) / 27))
+
+
 def art_pattern(x: np.ndarray) -> np.ndarray:
-    """ART's ``add_pattern_bd`` (a 3x3 checker pattern of value 1 near the bottom-right corner) on ``(N, 1, H, W)``
-    batches (ART's function reads ``(N, H, W)``; it *sets* the pixels, so its L2 norm depends on the image)."""
+    """ART's ``add_pattern_bd`` on ``(N, 1, H, W)`` batches (ART's function reads ``(N, H, W)``): four pixels in a
+    checker-like pattern, ``(H-d, W-d)``, ``(H-d-1, W-d-1)``, ``(H-d, W-d-2)``, ``(H-d-2, W-d)``, *set* to 1 (so its
+    L2 norm depends on the image), with ``d`` = :func:`art_pattern_distance` (2 on MNIST, ART's default; 1 on 8x8
+    digits). On MNIST it sits in the corner, away from the four-pixel trigger's (18..20, 18..20); on 8x8 digits
+    ART's default ``d = 2`` would set exactly the four-pixel trigger's pixels, while ``d = 1`` shares one of them."""
     from art.attacks.poisoning.perturbations import add_pattern_bd
 
-    return add_pattern_bd(x[:, 0], pixel_value=1.0)[:, None].astype(x.dtype)
+    distance = art_pattern_distance(x.shape[-1])
+    return add_pattern_bd(x[:, 0], distance=distance, pixel_value=1.0)[:, None].astype(x.dtype)
 
 
 def _trigger(name: str, delta: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -303,6 +320,10 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         row = {
             "clean_accuracy": float(np.mean(pred_clean == yt)),
             "attack_success_rate": attack_success_rate(pred_trig[keep], yt[keep], cfg["target"]),
+            # beside the ASR: an abstention (-1, smoothed rows) is neither the target nor correct
+            "triggered_accuracy": float(np.mean(pred_trig == yt)),
+            "abstain_rate": float(np.mean(pred_clean < 0)),
+            "triggered_abstain_rate": float(np.mean(pred_trig < 0)),
             "wall_time_s": time.perf_counter() - tic + base,
             **extra,
         }
@@ -323,6 +344,8 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
         if name not in methods:
             continue
         tic = time.perf_counter()
+        # ART's clustering (scikit-learn's KMeans, random_state=None) draws from numpy's global generator
+        np.random.seed(cfg["random_state"])
         if name == "activation":
             detector = ActivationDefence(undefended, x_p, y_hot)
             _, is_clean = detector.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA")
@@ -405,6 +428,8 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
     """Every setting x trigger of ``cfg``; ``on_run(partial_results)`` after each (to save progress)."""
     from art_certssbd.experiment import environment
 
+    if cfg.get("torch_threads"):  # the intra-op thread count changes the rounding, so it is part of the config
+        torch.set_num_threads(int(cfg["torch_threads"]))
     results = {"config": cfg, "runs": [], "environment": environment()}
     start = time.perf_counter()
     for setting in cfg["settings"]:

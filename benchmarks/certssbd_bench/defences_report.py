@@ -11,6 +11,28 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+def environment_lines(results: dict) -> list[str]:
+    """The machine and versions of a run, and the command that reproduces it with the same thread count (older files
+    lack some keys: they show as ``?``)."""
+    env = results.get("environment", {})
+    get = lambda key: env.get(key, "?")  # noqa: E731
+    threads = env.get("torch_threads", env.get("cpu_count", "?"))
+    lines = [
+        f"Machine: {get('cpu_model') if 'cpu_model' in env else get('processor')}, {threads} torch threads "
+        f"({get('logical_cpus')} logical CPUs; thread variables: {get('thread_env')}), CUDA: {get('cuda')}. "
+        f"Python {get('python')}, torch {get('torch')}, ART {get('art')}, numpy {get('numpy')}, scipy {get('scipy')}, "
+        f"scikit-learn {get('sklearn')}, art-certssbd {get('art_certssbd')} (commit {get('git_commit')})."
+    ]
+    if results.get("command"):
+        lines += [
+            "",
+            f"Reproduce with: `OMP_NUM_THREADS={threads} {results['command']}` at that commit, on the same kind of "
+            "CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of the "
+            "training and with it the trained networks).",
+        ]
+    return lines
+
+
 def _fmt(values) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "-"
 
@@ -66,7 +88,9 @@ def render_defences(results: dict) -> str:
         f"{cfg['dpa_partitions']} DPA partitions ({cfg['dpa_epochs']} epochs), sigma0 = {cfg['scale']}, "
         f"alpha = {cfg['alpha']}, randomized smoothing n = {cfg['rs_sample_size']}.",
         f"Certified accuracy at L2 radius {_fmt(cfg['radii'])}; DPA: at {cfg['dpa_counts']} inserted/deleted "
-        "training samples (a replaced sample counts 2). Smoothing rows: abstentions count as wrong.",
+        "training samples (a replaced sample counts 2). Smoothing rows: abstentions count as wrong in the accuracies "
+        "and as failures of the attack in the ASR; *triggered acc / abstain* shows how much of a low ASR is "
+        'abstention (files written before issue 26: "-").',
     ]
     lines += _summary(results["runs"])
     for run in results["runs"]:
@@ -76,23 +100,28 @@ def render_defences(results: dict) -> str:
             f"## {run['task']}, {run['trigger']} (mean L2 norm {run['trigger_l2']:.2f}): {run['nb_poisoned']} of "
             f"{run['nb_train']} training samples poisoned, {run['nb_test']} test samples, {epochs} epochs",
             "",
-            "| defence | clean acc | ASR | certified acc (L2 radii) | DPA certified acc (counts) | caught / false "
-            "alarms | wall s |",
-            "|---|---:|---:|---|---|---|---:|",
+            "| defence | clean acc | ASR | triggered acc / abstain | certified acc (L2 radii) | DPA certified acc "
+            "(counts) | caught / false alarms | wall s |",
+            "|---|---:|---:|---|---|---|---|---:|",
         ]
         for name, m in run["methods"].items():
             cert = _fmt(m.get("certified_accuracy"))
             if "certified_accuracy_conservative" in m:
                 cert += f" (conservative {_fmt(m['certified_accuracy_conservative'])})"
             caught = f"{m['poisons_caught']} / {m['false_alarms']}" if "poisons_caught" in m else "-"
+            trig = (
+                f"{m['triggered_accuracy']:.3f} / {m['triggered_abstain_rate']:.3f}"
+                if "triggered_abstain_rate" in m
+                else "-"
+            )
             lines.append(
-                f"| {name} | {m['clean_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {cert} | "
+                f"| {name} | {m['clean_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {trig} | {cert} | "
                 f"{_fmt(m.get('dpa_certified_accuracy'))} | {caught} | {m['wall_time_s']:.0f} |"
             )
         lines += _budget_table(run)
         notes = {m.get("note") for m in run["methods"].values() if m.get("note")}
         lines += [f"\nNote: {note}." for note in sorted(notes)]
-    lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s on {results['environment']['processor']}"]
+    lines += ["", f"Total wall time {results.get('wall_time_s', 0.0):.0f} s.", "", *environment_lines(results)]
     if results.get("partial"):
         lines += ["", f"**Partial:** {results['partial']}"]
     return "\n".join(lines)

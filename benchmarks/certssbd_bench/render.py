@@ -27,7 +27,7 @@ def _run_title(run: dict) -> str:
 
 def render_mnist(results: dict) -> str:
     """The Markdown report: setting, headline table, one certified-accuracy table per run, machine and times."""
-    env, data = results["environment"], results["data"]
+    data = results["data"]
     first = results["runs"][0]["config"] if results["runs"] else {}
     lines = [
         f"# {results['benchmark']}: {results['task']} ({results['model']}), RAB vs Cert-SSBD vs undefended",
@@ -42,9 +42,9 @@ def render_mnist(results: dict) -> str:
         "",
         "## Summary",
         "",
-        "| trigger | sigma0 | method | clean acc. | triggered acc. | ASR | abstain | cert. acc. r=0.25 | "
-        "cert. acc. r=0.5 | cert. acc. r=1 |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| trigger | sigma0 | method | clean acc. | triggered acc. | ASR | abstain | triggered abstain | "
+        "cert. acc. r=0.25 | cert. acc. r=0.5 | cert. acc. r=1 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in results["runs"]:
         cfg, radii = run["config"], [float(r) for r in run["config"]["radii"]]
@@ -54,17 +54,21 @@ def render_mnist(results: dict) -> str:
                 curve = m.get("certified_accuracy", {}).get("clean")
                 cells.append(f"{curve[radii.index(r)]:.3f}" if curve is not None and r in radii else "-")
             abstain = f"{m['abstain_rate']:.3f}" if "abstain_rate" in m else "-"
+            trig_abstain = f"{m['triggered_abstain_rate']:.3f}" if "triggered_abstain_rate" in m else "-"
             lines.append(
                 f"| {cfg['trigger']} | {cfg['scale']:g} | {name} | {m['clean_accuracy']:.3f} | "
-                f"{m['triggered_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {abstain} | "
+                f"{m['triggered_accuracy']:.3f} | {m['attack_success_rate']:.3f} | {abstain} | {trig_abstain} | "
                 + " | ".join(cells)
                 + " |"
             )
     lines += [
         "",
         "Clean / triggered accuracy are against the true labels (abstentions count as errors); ASR = fraction of "
-        "triggered non-target test images classified as the target. Certified accuracy = fraction of test images "
-        "classified correctly with a certified radius >= r (clean test set, Clopper-Pearson, paper radius).",
+        "triggered non-target test images classified as the target (an abstention is not); *abstain* / *triggered "
+        "abstain* = fraction of the clean / triggered test set abstained on (files written before issue 26 lack the "
+        "triggered column: '-'), so that a low ASR that is only abstention shows. Certified accuracy = fraction of "
+        "test images classified correctly with a certified radius >= r (clean test set, Clopper-Pearson, paper "
+        "radius).",
     ]
     lines += _comparison(results["runs"])
     for run in results["runs"]:
@@ -94,16 +98,10 @@ def render_mnist(results: dict) -> str:
                 f"storage update changed {sigma['memory_changed']} clean predictions.",
             ]
         lines += ["", f"{run['nb_poisoned']} poisoned training images. Time: {times}; run {run['wall_time_s']:.0f} s."]
-    lines += [
-        "",
-        "## Machine",
-        "",
-        f"{env['processor']}, {env['cpu_count']} torch threads, CUDA: {env['cuda']}; Python {env['python']}, torch "
-        f"{env['torch']}, ART {env['art']}, numpy {env['numpy']}, art-certssbd {env['art_certssbd']}. "
-        f"Total wall time {results.get('wall_time_s', 0.0) / 60:.1f} min.",
-    ]
-    if results.get("command"):
-        lines += ["", f"Regenerate with: `{results['command']}`"]
+    from certssbd_bench.defences_report import environment_lines
+
+    lines += ["", "## Machine", "", f"Total wall time {results.get('wall_time_s', 0.0) / 60:.1f} min."]
+    lines += ["", *environment_lines(results)]
     return "\n".join(lines)
 
 
