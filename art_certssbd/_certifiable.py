@@ -18,7 +18,7 @@ import numpy as np
 from art_certssbd.certification import max_certifiable_radius, min_ensemble_size
 
 
-def _caller_level() -> int:
+def caller_level() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` in the caller of this function point at the first frame
     outside art-certssbd and ART (the user's line, not the estimator's internals)."""
     frame, level = sys._getframe(2), 2
@@ -70,7 +70,7 @@ class CertifiableRadiusMixin:
             "p_a_lower <= 1/2, so every input abstains (max_certifiable_radius = 0.0); use at least "
             f"nb_models={needed} at this alpha, or a larger alpha",
             UserWarning,
-            stacklevel=_caller_level(),
+            stacklevel=caller_level(),
         )
 
     def _warn_if_out_of_reach(self, sigma: np.ndarray, radius: float, nb_votes: int, alpha: float) -> None:
@@ -85,5 +85,5 @@ class CertifiableRadiusMixin:
                 f"bound={self.bound!r} certify at most a radius of {ceiling:.6g} on these inputs (unanimous votes at "
                 "the largest sigma_x), so every input abstains; use more members, a larger alpha or a smaller radius",
                 UserWarning,
-                stacklevel=_caller_level(),
+                stacklevel=caller_level(),
             )

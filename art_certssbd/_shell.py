@@ -33,7 +33,7 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import stats
 from art_certssbd._art import ArtContractMixin
-from art_certssbd._certifiable import CertifiableRadiusMixin
+from art_certssbd._certifiable import CertifiableRadiusMixin, caller_level
 from art_certssbd._persistence import PersistenceMixin
 from art_certssbd._validation import (
     NOT_FITTED,
@@ -217,6 +217,14 @@ class _SmoothedEnsembleEstimator(
             low, high = check_pair(self.sigma_bounds, "sigma_bounds")
             if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
                 raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
+            if self.sigma_steps and low < self.scale:
+                warnings.warn(
+                    f"sigma_bounds={self.sigma_bounds!r} starts below scale={self.scale!r}: the sigma optimiser may "
+                    "give samples less noise than sigma0 (by default sigma0 is the minimum), which shrinks the "
+                    "conservative radius and weakens the smoothing of a trigger",
+                    UserWarning,
+                    stacklevel=caller_level(),
+                )
         if self.random_state is not None:
             check_int(self.random_state, "random_state", minimum=0)
         if self._use_amp:

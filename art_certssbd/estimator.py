@@ -158,6 +158,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         random_state: int = 0,
         use_memory: bool = True,
         train_noise_copies: int = 1,
+        memory_budget: int = 2**30,
+        amp: str | None = None,
+        compile: bool = False,
+        executor="local",
         verbose: bool = False,
         **sigma_params,
     ) -> CertSSBDEstimator:
@@ -206,6 +210,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         :param use_memory: The storage-update memory (consulted by :meth:`certify`, ``certify_adaptive``, ``predict``).
         :param train_noise_copies: Noisy copies of each training sample one member saw (an integer >= 1; default 1,
             what RAB's released training code does; see ``train_noise_copies_`` above).
+        :param memory_budget: Bytes of activations per vote chunk, as in :class:`CertSSBDEstimator`.
+        :param amp: Mixed precision of the votes (``None``, ``"bf16"``, ``"fp16"``), as in :class:`CertSSBDEstimator`.
+        :param compile: ``torch.compile`` the vote, as in :class:`CertSSBDEstimator`.
+        :param executor: ``"local"`` or a Ray executor for the votes, as in :class:`CertSSBDEstimator`.
         :param verbose: Progress bars.
         :param sigma_params: ``sigma_steps`` (default 0), ``sigma_lr``, ``sigma_samples``, ``sigma_bounds``,
             ``sigma_update``, ``sigma_tol``, ``sigma_patience`` of :class:`CertSSBDEstimator`.
@@ -235,6 +243,10 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
             random_state=random_state,
             use_memory=use_memory,
             noise="fixed" if copies == 1 else "fresh",
+            memory_budget=memory_budget,
+            amp=amp,
+            compile=compile,
+            executor=executor,
             verbose=verbose,
             **sigma_params,
         )

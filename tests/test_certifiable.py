@@ -79,3 +79,13 @@ def test_certify_adaptive_out_of_reach_warns(fitted):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est.certify_adaptive(x, reachable)
+
+
+def test_sigma_bounds_below_scale_warn_in_python_too():
+    """Issue 24: the CLI said it; the Python API accepted it without a word."""
+    with pytest.warns(UserWarning, match=r"sigma_bounds=\(0\.1, 0\.8\) starts below scale=0\.2"):
+        digits_estimator(scale=0.2, sigma_steps=1, sigma_bounds=(0.1, 0.8), nb_models=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sigma0 the minimum, or no optimiser to use the bounds: nothing to say
+        digits_estimator(scale=0.2, sigma_steps=1, sigma_bounds=(0.2, 0.8), nb_models=20)
+        digits_estimator(scale=0.2, sigma_steps=0, sigma_bounds=(0.1, 0.8), nb_models=20)

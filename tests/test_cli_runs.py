@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 import tomllib
+import warnings
 
 import numpy as np
 import pytest
@@ -665,3 +666,39 @@ def test_a_killed_fit_process_resumes(npz_file, tmp_path):
     straight = tmp_path / "straight"
     assert main([*argv[3:-1], str(straight)]) == 0
     _assert_same_ensemble(out, straight)
+
+
+def test_the_largest_certifiable_radius_is_in_fit_certify_and_report(fitted):
+    """Issue 24: the ceiling of unanimous votes is printed in every output. 3 members at alpha 0.3 with
+    Clopper-Pearson: unanimous votes give p_a_lower = (alpha / 2) ** (1 / 3) at the selection level alpha / 2."""
+    from scipy.stats import norm
+
+    for name in ("ssbd", "rab"):
+        fit = json.loads((fitted / name / "fit.json").read_text())
+        summary = json.loads((fitted / name / "certify" / "summary.json").read_text())
+        expected = summary["scale"] * norm.ppf(0.15 ** (1 / 3))
+        assert fit["max_certifiable_radius"] == pytest.approx(expected, rel=1e-9)
+        assert summary["max_certifiable_radius"] == pytest.approx(expected, rel=1e-9)
+        assert (
+            f"Largest certifiable radius (unanimous votes at sigma0): {expected:.4g}."
+            in (fitted / name / "certify" / "summary.md").read_text()
+        )
+    report = json.loads((fitted / "report" / "report.json").read_text())
+    assert [run["max_certifiable_radius"] for run in report["runs"]] == pytest.approx([expected, expected])
+    assert "max. certifiable r" in (fitted / "report" / "report.md").read_text()
+
+
+def test_certify_warns_when_every_radius_asked_for_is_out_of_reach(fitted, tmp_path):
+    """Radii above every input's ceiling give 0 certified accuracy whatever the members learned: said, not silent."""
+    summary = json.loads((fitted / "rab" / "certify" / "summary.json").read_text())
+    ceiling = summary["max_certifiable_radius"]  # RAB: every input's sigma is sigma0
+    out = tmp_path / "far"
+    with pytest.warns(UserWarning, match=r"no input can be certified at radius .* the largest certifiable radius"):
+        assert (
+            main(["certify", str(fitted / "rab"), "--quiet", "--radii", f"0,{2 * ceiling}", "--output", str(out)]) == 0
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within reach: no warning
+        assert (
+            main(["certify", str(fitted / "rab"), "--quiet", "--radii", f"0,{ceiling / 2}", "--output", str(out)]) == 0
+        )

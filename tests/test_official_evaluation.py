@@ -236,3 +236,20 @@ def test_from_official_saves_and_reloads_the_copies(fake_official_dir, tmp_path)
 def test_from_official_refuses_a_bad_copy_count(fake_official_dir, value):
     with pytest.raises(ValueError, match=rf"train_noise_copies must be an integer >= 1, got {value!r}"):
         from_official(fake_official_dir, device_type="cpu", train_noise_copies=value)
+
+
+def test_from_official_takes_the_speed_parameters(fake_official_dir):
+    """Issue 24: the estimator's speed parameters at construction (no set_params after); the votes do not change
+    with the chunk size, and amp/compile reach the estimator's checks (bf16 forced absent: refused on this CPU)."""
+    x = np.random.default_rng(1).random((5, 1, 28, 28)).astype(np.float32)
+    plain = from_official(fake_official_dir, device_type="cpu", alpha=0.1, use_memory=False)
+    small = from_official(fake_official_dir, device_type="cpu", alpha=0.1, use_memory=False, memory_budget=2**16)
+    assert small.get_params()["memory_budget"] == 2**16 and plain.get_params()["memory_budget"] == 2**30
+    assert small.get_params()["compile"] is False and small.get_params()["executor"] == "local"
+    np.testing.assert_array_equal(
+        plain.certify(x, return_details=True).votes, small.certify(x, return_details=True).votes
+    )
+    with pytest.raises(ValueError, match="amp"):
+        from_official(fake_official_dir, device_type="cpu", amp="bf16")  # the conftest: a CPU without native bf16
+    with pytest.raises(ValueError, match="memory_budget"):
+        from_official(fake_official_dir, device_type="cpu", memory_budget=0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,34 @@ def run_certify(values: dict[str, Any], command: str = "certssbd certify") -> Pa
             budgets=budgets,
         )
     certify_s = time.perf_counter() - tic
+    _warn_if_radii_out_of_reach(est, results, radii)
     summary = _summary(resolved, settings, info, command, data, results, est, radii, certify_s)
     with staged_directory(output, replace=True) as tmp:
         _write(tmp, resolved, command, data, positions, results, est, summary)
     logger.info("Certified in %.1f s: %s", certify_s, output)
     return output
+
+
+def _radius_ceiling(est, result: CertificationResult) -> float:
+    """The largest radius any of these inputs could be certified at: unanimous votes at the largest sigma in use
+    (the paper radius is proportional to sigma, and ``max_certifiable_radius`` is the one at sigma0)."""
+    return float(est.max_certifiable_radius * result.sigma.max() / est.scale) if len(result.sigma) else 0.0
+
+
+def _warn_if_radii_out_of_reach(est, results: dict[str, CertificationResult], radii) -> None:
+    """Warn when the smallest positive radius asked for is above every input's ceiling: those columns are 0 by
+    construction, whatever the members learned (issue 24)."""
+    asked = [r for r in radii if r > 0]
+    ceiling = max(_radius_ceiling(est, result) for result in results.values())
+    if asked and min(asked) > ceiling:
+        warnings.warn(
+            f"certify: no input can be certified at radius {min(asked):g} or more: the largest certifiable radius here "
+            f"is {ceiling:.4g} (unanimous votes of {est.sample_size} at alpha={est.alpha:g}, {est.bound}, at the "
+            "largest sigma in use), so every certified accuracy at r > 0 is 0 by construction; fit more members, or "
+            "raise --alpha",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _is_certify_output(directory: Path) -> bool:
@@ -235,6 +259,8 @@ def _summary(resolved, settings, info, command, data, results, est, radii, certi
         "alpha": float(est.alpha),
         "bound": est.bound,
         "radii": list(radii),
+        # unanimous votes at sigma0 (at a Cert-SSBD input's own sigma_x it scales by sigma_x / sigma0)
+        "max_certifiable_radius": float(est.max_certifiable_radius),
         "budget_delta": delta,
         "budget_k": ks,
         "splits": splits,
@@ -261,6 +287,14 @@ def render_summary(summary: dict[str, Any]) -> str:
         "",
         f"M = {summary['nb_models']}, sigma0 = {summary['scale']:g}, alpha = {summary['alpha']:g}, {summary['bound']}; "
         f"{trigger}; classes {', '.join(data['class_names'])}.",
+        "",
+        f"Largest certifiable radius (unanimous votes at sigma0): {summary['max_certifiable_radius']:.4g}"
+        + (
+            " -- every input abstains: fit more members or raise alpha"
+            if summary["max_certifiable_radius"] == 0
+            else ""
+        )
+        + ".",
         "",
         "| split | accuracy | abstain | attack success | sigma (min / mean / max) |",
         "|---|---:|---:|---:|---|",

@@ -113,6 +113,9 @@ def run_report(values: dict[str, Any], command: str = "certssbd report") -> tupl
                 "scale": summary["scale"],
                 "alpha": summary["alpha"],
                 "bound": summary["bound"],
+                "max_certifiable_radius": summary.get(
+                    "max_certifiable_radius"
+                ),  # None: a run certified by an earlier version
                 "source": summary["data"]["source"],
                 "nb_inputs": len(y),
                 "splits": {},
@@ -200,14 +203,16 @@ def render_report(result: dict, rows: dict, conservative: dict) -> str:
     lines = [
         "# certssbd report",
         "",
-        "| run | method | M | sigma0 | alpha | inputs | clean acc. | triggered acc. | attack success | mean sigma |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | method | M | sigma0 | alpha | max. certifiable r | inputs | clean acc. | triggered acc. "
+        "| attack success | mean sigma |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in result["runs"]:
         clean, trig = run["splits"].get("clean", {}), run["splits"].get("triggered", {})
         lines.append(
             f"| {run['label']} | {run['method']} | {run['nb_models']} | {run['scale']:g} | {run['alpha']:g} | "
-            f"{run['nb_inputs']} | {fmt(clean.get('accuracy'))} | {fmt(trig.get('accuracy'))} | "
+            f"{fmt(run['max_certifiable_radius'])} | {run['nb_inputs']} | {fmt(clean.get('accuracy'))} | "
+            f"{fmt(trig.get('accuracy'))} | "
             f"{fmt(trig.get('attack_success_rate'))} | {fmt(clean.get('mean_sigma'))} |"
         )
     lines += ["", "Certified accuracy (paper radius): correct and certified at radius >= r", ""]

@@ -196,6 +196,13 @@ def run_fit(values: dict[str, Any], command: str = "certssbd fit") -> Path:
     keep_damaged(output)
     shutil.rmtree(output / "checkpoint", ignore_errors=True)
     logger.info("Fitted in %.1f s (%d session(s)): %s", sum(sessions), len(sessions), output)
+    logger.info(
+        "Largest certifiable radius (unanimous votes of %d members at sigma0 = %g, alpha = %g): %.4g",
+        est.nb_models,
+        est.scale,
+        est.alpha,
+        est.max_certifiable_radius,
+    )
     return output
 
 
@@ -287,6 +294,8 @@ def _write_summary(path, resolved, command, spec, data, is_poison, est, sessions
             },
             "random_state": int(est.random_state_),
             "train_sigma": {"min": float(sigma.min()), "mean": float(sigma.mean()), "max": float(sigma.max())},
+            # unanimous votes at sigma0: 0 means that every input will abstain (too few members for alpha)
+            "max_certifiable_radius": float(est.max_certifiable_radius),
             "timings_s": {
                 "fit": sum(sessions),
                 "fit_sessions": sessions,
