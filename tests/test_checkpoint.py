@@ -39,6 +39,17 @@ def make(**kwargs):
     return digits_estimator(**{**SMALL, **kwargs})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_for_the_module():
+    """The whole module on one torch thread, the shared fixture ``trained`` included: the checkpoint records the
+    thread count (CPU kernels round by it) and the resume tests compare with it, whatever the machine's default
+    (tox leaves OMP_NUM_THREADS unset: 2 threads on the CI machines)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits():
     x_train, y_train, x_test, _ = load_digits(random_state=0)
