@@ -364,5 +364,5 @@ def apply_memory_adaptive(
                 memory.update(*args, sigma[i : i + 1], radius_conservative=low[i : i + 1])
             pred[i], radius_bound[i] = c_out[0], tested
         else:
-            pred[i], radius_bound[i], certified[i] = stats.ABSTAIN, 0.0, False
+            pred[i], radius_bound[i] = stats.ABSTAIN, 0.0  # (certified is the caller's array: not written)
     return dataclasses.replace(result, certified=pred != stats.ABSTAIN, pred=pred, radius_bound=radius_bound)

@@ -1,5 +1,7 @@
 """The sequential test (art_certssbd.sequential): the schedule, the error guarantee in simulation (independent votes,
-and members whose draws vote alike), agreement with the fixed-n certificate, refused options. Numpy only: fast."""
+and members whose draws vote alike), agreement with the fixed-n certificate, refused options, the anytime bound's
+looks against the confidence sequence itself, and the storage-update memory on the answers (apply_memory_adaptive)
+against the geometry worked out by hand. Numpy (and a small CPU memory) only: fast."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import pytest
 from scipy.stats import binom, norm
 from simulation import bernoulli_draw, member_draw
 
-from art_certssbd import certification, stats
+from art_certssbd import certification, confseq, stats
+from art_certssbd.memory import CertificationMemory
 from art_certssbd.sequential import (
     AdaptiveResult,
+    apply_memory_adaptive,
     look_schedule,
     run_sequential,
     spending_levels,
@@ -241,3 +245,293 @@ def test_single_look_is_the_fixed_certificate(bound):
     np.testing.assert_allclose(res.p_a_lower, fixed.p_a_lower)
     assert res.total_votes == 300 * 1000
     assert isinstance(res, AdaptiveResult) and len(res) == 300
+
+
+# ------------------------------------------------------------------ the anytime bound over several looks (issue 22)
+def _periodic_draw(patterns, nb_classes):
+    """Votes with known counts: vote ``j`` of input ``i`` goes to class ``patterns[i][j % len(patterns[i])]``."""
+
+    def draw(idx, start, stop):
+        out = np.zeros((len(idx), nb_classes), dtype=np.int64)
+        for row, i in enumerate(idx):
+            pattern = patterns[i]
+            for j in range(start, stop):
+                out[row, pattern[j % len(pattern)]] += 1
+        return out
+
+    return draw
+
+
+ANYTIME_LOOKS = [10, 40, 160, 640]
+# input 0 votes class 2 every time; input 1 class 0 three times in four (else 1); input 2 classes 0 and 1 in turn
+ANYTIME_PATTERNS = [[2], [0, 0, 0, 1], [0, 1]]
+
+
+def _top_votes(pattern, n):
+    return max(sum(1 for j in range(n) if pattern[j % len(pattern)] == c) for c in set(pattern))
+
+
+@pytest.mark.parametrize(
+    "radius, futility_alpha, decided",
+    [
+        # r = 2: input 0 reaches r only with all 640 votes (radius 2.35 there, 1.83 at 160), so a look that stopped
+        # it early as "impossible" from a look before the last would lose it; inputs 1 and 2 cannot reach r
+        (2.0, 0.01, [3, 1, 0]),
+        # r = 1: input 0 is certified at the second look (1.19 >= 1 > 0.33); input 2 stops on futility at look 1
+        (1.0, 0.01, [1, 3, 1]),
+        # ... and without futility only once even all remaining votes could not reach r (look 2)
+        (1.0, None, [1, 3, 2]),
+    ],
+)
+def test_anytime_looks_against_the_confidence_sequence(radius, futility_alpha, decided):
+    """bound="anytime" with three classes: every look tests at the whole level alpha / 3 (no spending), an input is
+    certified at the first look where confseq.lower of its top class reaches r, and it stops early when even all
+    remaining votes to the top class could not reach r at the *last* look, or (futility) when confseq.upper is below
+    Phi(r / sigma). The expected decisions come from confseq directly, look by look."""
+    alpha, sigma, looks = 0.06, 1.0, ANYTIME_LOOKS
+    level = alpha / 3  # alpha / max(2, C) for each class's sequence (the union over the three classes is alpha)
+    res = run_sequential(
+        _periodic_draw(ANYTIME_PATTERNS, 3),
+        3,
+        sigma,
+        radius,
+        alpha,
+        looks,
+        bound="anytime",
+        futility_alpha=futility_alpha,
+    )
+    np.testing.assert_array_equal(res.levels, np.full(len(looks), level))
+    for i, pattern in enumerate(ANYTIME_PATTERNS):
+        # the rule of the module docstring, from the confidence sequence itself
+        for t, n in enumerate(looks):
+            k = _top_votes(pattern, n)
+            lower = float(confseq.lower(k, n, level))
+            if lower > 0.5 and sigma * norm.ppf(lower) >= radius:
+                certified = True
+                break
+            best = float(confseq.lower(k + looks[-1] - n, looks[-1], level))
+            futile = futility_alpha is not None and confseq.upper(k, n, futility_alpha) < norm.cdf(radius / sigma)
+            if t == len(looks) - 1 or best <= 0.5 or sigma * norm.ppf(best) < radius or futile:
+                certified = False
+                break
+        assert res.decided_at[i] == t == decided[i], i
+        assert res.votes_used[i] == n
+        assert res.certified[i] == certified
+        assert res.p_a_lower[i] == pytest.approx(lower, abs=1e-12)
+        assert res.counts[i].sum() == n and res.counts[i].max() == k
+        if certified:
+            assert res.pred[i] == pattern[0]
+            assert res.radius_bound[i] == pytest.approx(sigma * norm.ppf(lower), abs=1e-9)
+        else:
+            assert res.pred[i] == stats.ABSTAIN and res.radius_bound[i] == 0.0
+
+
+def test_anytime_with_two_classes_tests_every_look_at_half_alpha():
+    res = run_sequential(_unanimous, 2, 0.5, 0.1, 0.05, [10, 20, 40], bound="anytime", futility_alpha=None)
+    np.testing.assert_array_equal(res.levels, [0.025, 0.025, 0.025])
+    t = res.decided_at[0]
+    assert t == int(np.argmax(0.5 * norm.ppf(confseq.lower(np.array([10, 20, 40]), [10, 20, 40], 0.025)) >= 0.1))
+
+
+def test_the_anytime_lower_bound_never_falls_as_votes_for_the_class_are_added():
+    """What makes looking only at the last look (instead of every later look) the same stop for the anytime bound:
+    ``confseq.lower(k + m, n + m)`` is non-decreasing in ``m`` (every added vote is for the class), so the best of the
+    later looks is the last one. Checked on a grid of small counts, where the sequence moves most."""
+    m = np.arange(0, 120)
+    for level in (0.05 / 2, 0.05 / 3, 1e-3):
+        for n in range(1, 41):
+            k = np.arange(0, n + 1)[:, None]
+            lower = confseq.lower(k + m, n + m, level)
+            assert np.all(np.diff(lower, axis=1) >= 0), (level, n)
+
+
+def test_impossible_counts_every_later_look_under_clopper_pearson():
+    """Under a split bound a later look that is not the last can be the one that certifies: here the spending gives
+    the last look almost nothing (level 1.25e-14), so with 21 votes it cannot certify even if unanimous, while the
+    second look (level 0.0125, 20 votes) can. The input must not be stopped as hopeless at the first look. With all
+    votes for class 1 the Clopper-Pearson bound is the closed form level^(1/n)."""
+    alpha, sigma, radius, looks, weights = 0.05, 1.0, 0.5, [10, 20, 21], [1.0, 1.0, 1e-12]
+    levels = alpha / 2 * np.array(weights) / sum(weights)
+    lower = levels ** (1.0 / np.array(looks))  # [0.645, 0.803, 0.218]
+    assert sigma * norm.ppf(lower[0]) < radius <= sigma * norm.ppf(lower[1]) and lower[2] < 0.5
+    res = run_sequential(_unanimous, 1, sigma, radius, alpha, looks, spending=weights, futility_alpha=None)
+    np.testing.assert_allclose(res.levels, levels, rtol=1e-12)
+    assert res.certified[0] and res.pred[0] == 1 and res.decided_at[0] == 1 and res.votes_used[0] == 20
+    assert res.p_a_lower[0] == pytest.approx(lower[1], rel=1e-9)
+    assert res.radius_bound[0] == pytest.approx(sigma * norm.ppf(lower[1]), rel=1e-9)
+
+
+def _never(idx, start, stop):
+    raise AssertionError("no votes may be drawn for an empty batch")
+
+
+@pytest.mark.parametrize(
+    "bound, nb_classes, level",
+    [("anytime", 3, 0.06 / 3), ("anytime", None, 0.06 / 2), ("clopper-pearson", 3, 0.06 / 2 / 2)],
+)
+def test_an_empty_batch_draws_nothing_and_reports_the_levels_of_its_classes(bound, nb_classes, level):
+    extra = {} if nb_classes is None else {"nb_classes": nb_classes}
+    res = run_sequential(_never, 0, 1.0, 0.1, 0.06, [10, 20], bound=bound, **extra)
+    assert res.counts.shape == (0, nb_classes or 2) and res.counts.dtype == np.int64
+    np.testing.assert_allclose(res.levels, [level, level], rtol=1e-12)
+    assert len(res) == 0 and res.total_votes == 0 and res.pred.dtype == np.int64
+    with pytest.raises(ValueError, match="nb_classes must be an integer >= 1, got 0"):
+        run_sequential(_never, 0, 1.0, 0.1, 0.06, [10, 20], bound=bound, nb_classes=0)
+
+
+# --------------------------------------------------- the storage-update memory on the answers (apply_memory_adaptive)
+def _answers(points, radius, *, sigma=1.0, conservative_sigma=None, copies=1, abstain=()):
+    """Answers of run_sequential "certified at ``radius``" for ``points`` = [(x, pred, paper radius R)], as the
+    sequential test reports them: ``p_a_lower = Phi(R / s)`` with ``s = sigma / sqrt(E)``, ``radius_bound`` the radius
+    of the kind tested (the paper's R, or with ``conservative_sigma`` that sigma's); rows in ``abstain`` abstain."""
+    n = len(points)
+    x = np.array([p[0] for p in points], dtype=float).reshape(n, 1, 2)  # image-shaped rows: flattened to 2 features
+    pred = np.array([p[1] for p in points], dtype=np.int64)
+    paper = np.array([p[2] for p in points], dtype=float)
+    p_a_lower = norm.cdf(paper / (sigma / np.sqrt(copies)))
+    bound = paper if conservative_sigma is None else conservative_sigma / np.sqrt(copies) * norm.ppf(p_a_lower)
+    mask = np.isin(np.arange(n), abstain)
+    pred[mask], bound = stats.ABSTAIN, np.where(mask, 0.0, bound)
+    result = AdaptiveResult(
+        certified=pred != stats.ABSTAIN,
+        pred=pred,
+        radius_bound=bound,
+        p_a_lower=p_a_lower,
+        votes_used=np.full(n, 100),
+        decided_at=np.arange(n),
+        counts=np.tile([10, 90], (n, 1)),
+        looks=np.array([50, 100]),
+        levels=np.array([0.01, 0.01]),
+        radius=float(radius),
+    )
+    return x, result
+
+
+def _memory_with_unit_ball(conservative=1.0):
+    """A memory holding one region: centre (0, 0), label 0, radius 1 (conservative radius as given), sigma 1."""
+    memory = CertificationMemory()
+    memory.update(np.zeros((1, 2)), [0], [1.0], 1.0, radius_conservative=[conservative])
+    return memory
+
+
+def _same_other_fields(out, result):
+    for name in ("p_a_lower", "votes_used", "decided_at", "counts", "looks", "levels"):
+        np.testing.assert_array_equal(getattr(out, name), getattr(result, name))
+    assert out.radius == result.radius
+
+
+def test_apply_memory_adaptive_keeps_trims_relabels_and_stores_by_the_geometry():
+    """One stored unit ball of class 0 at the origin; r = 0.3. Worked out by hand (g = distance - 1):
+    (5, 0) class 1, R 1.5: g = 4 >= R, kept.  (0.5, 0) class 1, R 1.5: inside the ball, relabelled to 0 with radius
+    1 - 0.5 = 0.5 >= r.  (1.6, 0) class 1, R 1.5: g = 0.6 < R, trimmed to 0.6 >= r (the relabelled ball at (0.5, 0) of
+    radius 0.5 gives the same gap 1.1 - 0.5).  (1.1, 0) class 1, R 1.5: trimmed to 0.1 < r: an abstention, not stored.
+    (9, 9): an abstention, passed through. The kept answers are stored in order, with their own sigmas."""
+    memory = _memory_with_unit_ball()
+    points = [((5, 0), 1, 1.5), ((0.5, 0), 1, 1.5), ((1.6, 0), 1, 1.5), ((1.1, 0), 1, 1.5), ((9, 9), 1, 1.5)]
+    x, result = _answers(points, 0.3, abstain=[4])
+    sigma = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    before = (result.certified.copy(), result.pred.copy(), result.radius_bound.copy())
+    out = apply_memory_adaptive(memory, x, result, sigma)
+    np.testing.assert_array_equal(out.pred, [1, 0, 1, -1, -1])
+    np.testing.assert_array_equal(out.certified, [True, True, True, False, False])
+    np.testing.assert_allclose(out.radius_bound, [1.5, 0.5, 0.6, 0.0, 0.0], atol=1e-9)
+    _same_other_fields(out, result)
+    # the input answers are not modified (the abstention at (1.1, 0) used to be written into result.certified)
+    np.testing.assert_array_equal(result.certified, before[0])
+    np.testing.assert_array_equal(result.pred, before[1])
+    np.testing.assert_array_equal(result.radius_bound, before[2])
+    assert len(memory) == 4
+    np.testing.assert_allclose(memory.centers, [[0, 0], [5, 0], [0.5, 0], [1.6, 0]])
+    np.testing.assert_array_equal(memory.labels, [0, 1, 0, 1])
+    np.testing.assert_allclose(memory.radii, [1.0, 1.5, 0.5, 0.6], atol=1e-9)
+    # relabelled into the unit ball (conservative radius 1) at distance 0.5: 1 - 0.5 = 0.5; the others as the paper's
+    np.testing.assert_allclose(memory.radii_conservative, [1.0, 1.5, 0.5, 0.6], atol=1e-9)
+    np.testing.assert_array_equal(memory.sigmas, [1.0, 1.0, 1.0, 1.0])
+    assert memory.check_invariant()
+
+
+def test_apply_memory_adaptive_without_update_trims_against_the_stored_regions_only():
+    memory = _memory_with_unit_ball()
+    points = [((5, 0), 1, 1.5), ((0.5, 0), 1, 1.5), ((1.6, 0), 1, 1.5), ((1.1, 0), 1, 1.5)]
+    x, result = _answers(points, 0.3)
+    out = apply_memory_adaptive(memory, x, result, 1.0, update=False)
+    np.testing.assert_array_equal(out.pred, [1, 0, 1, -1])
+    np.testing.assert_allclose(out.radius_bound, [1.5, 0.5, 0.6, 0.0], atol=1e-9)
+    assert len(memory) == 1  # nothing stored
+
+
+def test_apply_memory_adaptive_stays_certified_when_the_trimmed_radius_is_exactly_r():
+    # (3, 0) at distance exactly 3 from the unit ball's centre: trimmed to exactly 3 - 1 = 2 = r (>= r: certified)
+    for radius, certified in ((2.0, True), (np.nextafter(2.0, 3.0), False)):
+        memory = _memory_with_unit_ball()
+        x, result = _answers([((3, 0), 1, 2.5)], radius)
+        out = apply_memory_adaptive(memory, x, result, 1.0)
+        assert out.certified[0] == certified and out.radius_bound[0] == (2.0 if certified else 0.0)
+        assert out.pred[0] == (1 if certified else -1) and len(memory) == (2 if certified else 1)
+
+
+@pytest.mark.parametrize("update", [True, False])
+def test_apply_memory_adaptive_trims_each_answer_against_the_earlier_ones_of_its_batch(update):
+    """(10, 0) class 1 and (13, 0) class 0, both R = 2, r = 0.9, an empty memory. Stored in order, the second meets
+    the first's ball: gap 3 - 2 = 1, trimmed to 1 >= r. In the other order the first is trimmed instead. Without
+    update nothing is stored, so neither is trimmed."""
+    for order in ([0, 1], [1, 0]):
+        memory = CertificationMemory()
+        points = [((10, 0), 1, 2.0), ((13, 0), 0, 2.0)]
+        x, result = _answers([points[i] for i in order], 0.9)
+        out = apply_memory_adaptive(memory, x, result, 1.0, update=update)
+        np.testing.assert_array_equal(out.pred, [points[i][1] for i in order])
+        np.testing.assert_allclose(out.radius_bound, [2.0, 1.0] if update else [2.0, 2.0], atol=1e-9)
+        assert len(memory) == (2 if update else 0)
+
+
+def test_apply_memory_adaptive_conservative_kind_tests_the_conservative_radius():
+    """Stored: the unit ball of class 0 with conservative radius 0.5. sigma_x = 1, min_j sigma_j = 0.5: an answer of
+    paper radius R has the conservative radius R / 2. (0.2, 0) class 1, R = 1.6 (conservative 0.8): inside the ball,
+    relabelled to 0 with paper radius 1 - 0.2 = 0.8 and conservative radius 0.5 - 0.2 = 0.3. (3, 0) class 1, R = 2.5
+    (conservative 1.25): gap 2, paper radius trimmed to 2, conservative radius 1.25 kept (< 2)."""
+    points = [((0.2, 0), 1, 1.6), ((3, 0), 1, 2.5)]
+    common = dict(train_sigma_min=0.5)
+    # testing the conservative radius at r = 0.25: 0.3 and 1.25 reach it
+    memory = _memory_with_unit_ball(0.5)
+    x, result = _answers(points, 0.25, conservative_sigma=0.5)
+    out = apply_memory_adaptive(memory, x, result, 1.0, conservative=True, **common)
+    np.testing.assert_array_equal(out.pred, [0, 1])
+    np.testing.assert_allclose(out.radius_bound, [0.3, 1.25], atol=1e-9)
+    np.testing.assert_allclose(memory.radii, [1.0, 0.8, 2.0], atol=1e-9)
+    np.testing.assert_allclose(memory.radii_conservative, [0.5, 0.3, 1.25], atol=1e-9)
+    # at r = 0.35 the relabelled answer's conservative radius 0.3 falls short: an abstention, not stored
+    memory = _memory_with_unit_ball(0.5)
+    x, result = _answers(points, 0.35, conservative_sigma=0.5)
+    out = apply_memory_adaptive(memory, x, result, 1.0, conservative=True, **common)
+    np.testing.assert_array_equal(out.pred, [-1, 1])
+    np.testing.assert_allclose(out.radius_bound, [0.0, 1.25], atol=1e-9)
+    np.testing.assert_allclose(memory.radii, [1.0, 2.0], atol=1e-9)
+    # testing the paper radius at r = 0.35: 0.8 reaches it; the stored conservative radii are still the conservative
+    memory = _memory_with_unit_ball(0.5)
+    x, result = _answers(points, 0.35)
+    out = apply_memory_adaptive(memory, x, result, 1.0, conservative=False, **common)
+    np.testing.assert_array_equal(out.pred, [0, 1])
+    np.testing.assert_allclose(out.radius_bound, [0.8, 2.0], atol=1e-9)
+    np.testing.assert_allclose(memory.radii_conservative, [0.5, 0.3, 1.25], atol=1e-9)
+
+
+def test_apply_memory_adaptive_divides_the_radii_by_the_root_of_the_noise_copies():
+    """E = 4 noise copies, sigma_x = 2 per input, min_j sigma_j = 1: the paper radius is 2 / 2 * Phi^-1(p) = R and the
+    conservative one 1 / 2 * Phi^-1(p) = R / 2; both are stored, with sigma 2."""
+    memory = CertificationMemory()
+    x, result = _answers([((0, 0), 1, 1.0), ((30, 0), 0, 3.0)], 0.5, sigma=2.0, copies=4)
+    out = apply_memory_adaptive(memory, x, result, np.array([2.0, 2.0]), train_sigma_min=1.0, noise_copies=4)
+    np.testing.assert_allclose(out.radius_bound, [1.0, 3.0], atol=1e-9)
+    np.testing.assert_allclose(memory.radii, [1.0, 3.0], atol=1e-9)
+    np.testing.assert_allclose(memory.radii_conservative, [0.5, 1.5], atol=1e-9)
+    np.testing.assert_array_equal(memory.sigmas, [2.0, 2.0])
+
+
+def test_apply_memory_adaptive_without_memory_or_answers_returns_them_as_they_are():
+    x, result = _answers([((0.5, 0), 1, 1.5)], 0.3)
+    assert apply_memory_adaptive(None, x, result, 1.0) is result
+    memory = _memory_with_unit_ball()
+    empty = run_sequential(_never, 0, 1.0, 0.3, 0.05, [10])
+    assert apply_memory_adaptive(memory, np.zeros((0, 2)), empty, 1.0) is empty
+    assert len(memory) == 1
