@@ -267,6 +267,50 @@ def test_min_ensemble_size_of_the_guide():
     assert [min_ensemble_size(a) for a in (0.1, 0.05, 0.01, 0.001)] == [5, 6, 8, 11]
 
 
+def test_max_certifiable_radius_defaults_and_shapes():
+    # default sigma 1: the radius is Phi^-1 of the Clopper-Pearson unanimous bound itself
+    for n, alpha in [(8, 0.01), (30, 0.05)]:
+        assert max_certifiable_radius(n, alpha=alpha) == pytest.approx(norm.ppf((alpha / 2) ** (1 / n)), rel=1e-9)
+    # a scalar sigma gives a Python float; an array sigma gives sigma's shape, each entry sigma * Phi^-1(p_lower)
+    assert type(max_certifiable_radius(8, 1.0, alpha=0.01)) is float
+    # one class: the unanimous row is that class's, with the same Clopper-Pearson ceiling
+    assert max_certifiable_radius(8, alpha=0.01, nb_classes=1) == pytest.approx(norm.ppf(0.005 ** (1 / 8)), rel=1e-9)
+    sigma = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    got = max_certifiable_radius(20, sigma, alpha=0.05)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, sigma * norm.ppf(0.025 ** (1 / 20)), rtol=1e-9)
+
+
+def test_min_ensemble_size_of_the_smallest_sizes_and_the_limit():
+    # alpha = 0.6: (0.3) ** (1 / 2) = 0.548 > 1/2, so 2 members certify (floor(log2(2 / 0.6)) + 1 = 2), 1 does not
+    assert min_ensemble_size(0.6) == math.floor(math.log2(2 / 0.6)) + 1 == 2
+    assert min_ensemble_size(0.6, limit=2) == 2
+    with pytest.raises(ValueError, match=r"no ensemble of up to limit=1 members certifies"):
+        min_ensemble_size(0.6, limit=1)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.01, 0.001])
+def test_min_ensemble_size_hoeffding_with_draws_in_closed_form(alpha):
+    # D > 1: level alpha / C, Hoeffding over the M members: 1 - sqrt(ln(C / alpha) / (2 M)) > 1/2, M > 2 ln(C / alpha)
+    for nb_classes in (2, 10):
+        expected = math.floor(2 * math.log(nb_classes / alpha)) + 1
+        assert min_ensemble_size(alpha, bound="hoeffding", draws_per_model=4, nb_classes=nb_classes) == expected
+
+
+def test_min_ensemble_size_anytime_defaults_to_two_classes():
+    # anytime: the smallest n whose unanimous confidence-sequence bound at level alpha / C exceeds 1/2
+    def smallest(alpha, nb_classes):
+        n = 1
+        while confseq.lower(n, n, alpha / max(2, nb_classes)) <= 0.5:
+            n += 1
+        return n
+
+    alphas = [0.1, 0.05, 0.01, 0.001]
+    for alpha in alphas:
+        assert min_ensemble_size(alpha, bound="anytime") == smallest(alpha, 2)
+    assert any(smallest(a, 2) != smallest(a, 3) for a in alphas)  # the default number of classes matters here
+
+
 @pytest.mark.parametrize(
     "call, pattern",
     [
@@ -277,6 +321,8 @@ def test_min_ensemble_size_of_the_guide():
         (lambda: max_certifiable_radius(6, alpha=0.1, draws_per_model=4, bound="hoeffding"),
          r"n must be a multiple of draws_per_model=4"),
         (lambda: min_ensemble_size(1e-300, limit=4), r"no ensemble of up to limit=4 members certifies"),
+        (lambda: max_certifiable_radius(8, alpha=0.1, nb_classes=0), r"nb_classes must be an integer >= 1, got 0"),
+        (lambda: min_ensemble_size(0.1, limit=0), r"limit must be an integer >= 1, got 0"),
     ],
 )  # fmt: skip
 def test_max_certifiable_radius_refuses_bad_arguments(call, pattern):
