@@ -139,11 +139,7 @@ def plot_defences(results: dict, path: str | os.PathLike) -> Path | None:
         logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
         return None
     runs = results["runs"]
-    ncols = min(4, len(runs))
-    nrows = -(-len(runs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(runs) :]:
-        ax.set_visible(False)
+    fig, axes = _grid(plt, len(runs), 3.2, 3.4)
     for ax, run in zip(axes.flat, runs):
         names = list(run["methods"])
         pos = np.arange(len(names))
@@ -175,11 +171,7 @@ def plot_budget(results: dict, path: str | os.PathLike) -> Path | None:
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'art-certssbd[plots]'): no plot written to %s", path)
         return None
-    ncols = min(4, len(runs))
-    nrows = -(-len(runs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(runs) :]:
-        ax.set_visible(False)
+    fig, axes = _grid(plt, len(runs), 3.4, 3.2)
     for ax, run in zip(axes.flat, runs):
         for name, m in run["methods"].items():
             if "certified_accuracy_by_k" in m:
@@ -200,3 +192,13 @@ def plot_budget(results: dict, path: str | os.PathLike) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _grid(plt, nb_panels: int, width: float, height: float):
+    """Up to four panels a row sharing the y axis (``width`` x ``height`` inches each), the spare ones hidden."""
+    ncols = min(4, nb_panels)
+    nrows = -(-nb_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[nb_panels:]:
+        ax.set_visible(False)
+    return fig, axes
