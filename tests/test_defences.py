@@ -136,23 +136,27 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
     assert plot_budget(results, tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_heuristic_detectors_are_seeded(monkeypatch):
-    """ART's ActivationDefence clusters with scikit-learn's KMeans(random_state=None), which draws from numpy's global
-    generator: the harness seeds it, so the same configuration gives the same flags whatever ran before."""
+@pytest.mark.parametrize("method", ["activation", "undefended", "dpa"])
+def test_art_trained_rows_are_seeded(monkeypatch, method):
+    """ART's ActivationDefence clusters with scikit-learn's KMeans(random_state=None), and ART's PyTorchClassifier.fit
+    (the undefended network, every DPA partition) shuffles its mini-batches, both from numpy's global generator: the
+    harness seeds it, so the same configuration gives the same rows whatever the generator held before."""
     monkeypatch.setattr(defences, "load_setting", _tiny)
     cfg = {
         **defences.DEFAULTS,
         "settings": [{"task": "mnist-1v0"}],
         "triggers": ["four-pixel"],
-        "methods": ["activation"],
+        "methods": [method],
         "nb_epochs": 1,
+        "dpa_epochs": 1,
+        "dpa_partitions": 3,
         "poison_rate": 0.1,
     }
     rows = []
     for state in (1, 2):
         np.random.seed(state)  # whatever the global generator held before
         (run,) = defences.run_defences_benchmark(cfg)["runs"]
-        rows.append({k: v for k, v in run["methods"]["activation"].items() if k != "wall_time_s"})
+        rows.append({k: v for k, v in run["methods"][method].items() if k != "wall_time_s"})
     assert rows[0] == rows[1]
 
 

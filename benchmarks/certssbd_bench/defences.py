@@ -203,6 +203,10 @@ def _classifier(nb_classes: int, cfg: dict, seed: int, shape: tuple[int, ...]):
 
 
 def _fit(clf, x, y, cfg: dict, epochs: int | None = None) -> None:
+    """Train an ART classifier (the undefended network, each DPA partition's, the detectors' network) reproducibly:
+    torch's generator for its initialisation and dropout, and numpy's global generator, from which ART's
+    ``PyTorchClassifier.fit`` draws the shuffling of its mini-batches (unseeded, DPA's votes changed between runs)."""
+    np.random.seed(cfg["random_state"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["random_state"])
         clf.fit(x, y, batch_size=cfg["batch_size"], nb_epochs=epochs or cfg["nb_epochs"], verbose=False)
