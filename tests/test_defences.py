@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from certssbd_bench import defences
 from certssbd_bench.defences_report import budget_rows, plot_budget, plot_defences, render_defences
@@ -143,7 +144,8 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
 def test_art_trained_rows_are_seeded(monkeypatch, method):
     """ART's ActivationDefence clusters with scikit-learn's KMeans(random_state=None), and ART's PyTorchClassifier.fit
     (the undefended network, every DPA partition) shuffles its mini-batches, both from numpy's global generator: the
-    harness seeds it, so the same configuration gives the same rows whatever the generator held before."""
+    harness seeds it, and ART re-initialises each DPA partition's copy of the network from torch's global generator,
+    which the harness seeds too: the same configuration gives the same rows whatever the generators held before."""
     monkeypatch.setattr(defences, "load_setting", _tiny)
     cfg = {
         **defences.DEFAULTS,
@@ -157,7 +159,8 @@ def test_art_trained_rows_are_seeded(monkeypatch, method):
     }
     rows = []
     for state in (1, 2):
-        np.random.seed(state)  # whatever the global generator held before
+        np.random.seed(state)  # whatever the global generators held before
+        torch.manual_seed(state)
         (run,) = defences.run_defences_benchmark(cfg)["runs"]
         rows.append({k: v for k, v in run["methods"][method].items() if k != "wall_time_s"})
     assert rows[0] == rows[1]

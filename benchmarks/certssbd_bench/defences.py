@@ -375,13 +375,15 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
 
         tic = time.perf_counter()
         k = cfg["dpa_partitions"]
-        dpa = DeepPartitionEnsemble(
-            _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:]),
-            hash_function=_hash_partition(k),
-            ensemble_size=k,
-            channels_first=True,
-            clip_values=(0.0, 1.0),
-        )
+        with torch.random.fork_rng(devices=[]):  # ART re-initialises each partition's copy from torch's generator
+            torch.manual_seed(cfg["random_state"])
+            dpa = DeepPartitionEnsemble(
+                _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:]),
+                hash_function=_hash_partition(k),
+                ensemble_size=k,
+                channels_first=True,
+                clip_values=(0.0, 1.0),
+            )
         _fit(dpa, x_p, y_hot, cfg, epochs=cfg["dpa_epochs"])
         votes, votes_t = dpa_votes(dpa.predict(xt, raw=True)), dpa_votes(dpa.predict(xt_trig, raw=True))
         record(
