@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in command.KINDS:
         return command.main(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
     parser.add_argument("--speed-preset", default="cpu", help="preset of speed.py (cpu, paper-gpu, smoke)")
     parser.add_argument("--mnist-config", type=Path, default=HERE / "configs" / "mnist-cpu.json")
