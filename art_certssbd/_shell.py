@@ -341,7 +341,7 @@ class _SmoothedEnsembleEstimator(
             self.base_model,
             x_t,
             y_t,
-            seed=seed,
+            random_state=seed,
             sigma_fn=lambda model, inputs, sigma_seed: self._sigma(model, inputs, sigma_seed, verbose),
             nb_models=self.nb_models,
             scale=self.scale,
@@ -405,7 +405,7 @@ class _SmoothedEnsembleEstimator(
             sigma_min=low,
             sigma_max=high,
             update=self.sigma_update,
-            seed=seed,
+            random_state=seed,
             amp=self.amp,
         )
         if self.sigma_tol is not None:  # per-sample early stop; None keeps the full run, bitwise as before

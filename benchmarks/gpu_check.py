@@ -109,9 +109,9 @@ def check_agreement(device: torch.device, sizes: dict, data: dict) -> dict:
 
     model = random_ensemble(1)[0]
     with mock.patch.object(sigma_module, "sigma_noise", cpu_sigma_noise):
-        s_cpu = sigma_module.optimize_sigma(model, x, SIGMA0, steps=5, n_samples=8, lr=5e-3, seed=1)
+        s_cpu = sigma_module.optimize_sigma(model, x, SIGMA0, steps=5, n_samples=8, lr=5e-3, random_state=1)
         s_dev = sigma_module.optimize_sigma(model.to(device), x.to(device), SIGMA0, steps=5, n_samples=8, lr=5e-3,
-                                            seed=1).cpu()  # fmt: skip
+                                            random_state=1).cpu()  # fmt: skip
     rel = float(((s_dev - s_cpu).abs() / s_cpu).max())
     return {
         "nb_models": m,

@@ -99,13 +99,12 @@ def test_demo_with_its_defaults_shows_the_attack_and_both_defences_holding(tmp_p
     assert methods["rab"]["attack_success_rate"] <= 0.2 and methods["cert-ssbd"]["attack_success_rate"] <= 0.2
 
 
-def test_benchmark_outside_a_clone_says_where_the_harness_lives(tmp_path, capsys):
-    """The harnesses are not installed with the package: from elsewhere the CLI names the folder it needs."""
-    config = tmp_path / "c.json"
-    config.write_text("{}")
+@pytest.mark.parametrize("argv", [["benchmark"], ["benchmark", "mnist", "--config", "c.json"], ["benchmark", "--help"]])
+def test_benchmark_points_to_the_benchmarks_own_entry_point(argv, capsys):
+    """The harnesses are not installed with the package: ``certssbd benchmark`` says, in one line, how to run them."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", "defences", "--config", str(config), "--benchmarks-dir", str(tmp_path / "nowhere")])
+        main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--benchmarks-dir" in err and "nowhere" in err and "clone" in err
-    assert not (tmp_path / "nowhere").exists()
+    assert err.count("\n") == 1 and err.startswith("certssbd benchmark: error:")
+    assert "python benchmarks/run.py {mnist,defences,official}" in err

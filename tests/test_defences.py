@@ -178,9 +178,12 @@ def test_results_record_what_reproduces_them(monkeypatch):
     for key in ("torch_threads", "cpu_model", "logical_cpus", "thread_env", "git_commit", "torch", "art", "sklearn"):
         assert env[key], key
     assert results["config"]["random_state"] == 0 and results["config"]["torch_threads"] == 1
-    results["command"] = "certssbd benchmark defences --config c.json"
+    results["command"] = "python benchmarks/run.py defences --config c.json"
     text = render_defences(results)
-    assert f"OMP_NUM_THREADS={env['torch_threads']} certssbd benchmark defences --config c.json" in text
+    assert f"OMP_NUM_THREADS={env['torch_threads']} python benchmarks/run.py defences --config c.json" in text
+    results["command"] = "certssbd benchmark defences --config c.json"  # recorded before run.py ran the benchmarks
+    text = render_defences(results)
+    assert f"OMP_NUM_THREADS={env['torch_threads']} python benchmarks/run.py defences --config c.json" in text
     assert env["cpu_model"] in text and env["git_commit"] in text
 
 

@@ -229,7 +229,8 @@ POSITIONAL = {
     "run": Option("--run", path, "the fit directory to certify", C),
     "runs": Option("--runs", path, "certify (or fit) directories to compare", R),
 }
-_ALL = {**_BY_KEY, **POSITIONAL}
+#: Every option of every command by config key, the positional arguments included (what a config file may name).
+ALL_OPTIONS = {**_BY_KEY, **POSITIONAL}
 PATH_KEYS = ("output", "run", "runs")
 
 

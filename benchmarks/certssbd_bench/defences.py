@@ -1,4 +1,4 @@
-"""Cert-SSBD beside ART's own defences, on the same poisoned data (``certssbd benchmark defences``).
+"""Cert-SSBD beside ART's own defences, on the same poisoned data (``python benchmarks/run.py defences``).
 
 For every setting (a task) and trigger: poison the training set once, then run each defence on it and measure on the
 same clean and triggered test sets:
@@ -448,7 +448,8 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
 
 
 def run_defences_cli(args, command: str) -> dict:
-    """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
+    """``python benchmarks/run.py defences``: validate, run (saving the JSON after every run), write Markdown and
+    PNG."""
     from art_certssbd.report import write_json, write_text
     from certssbd_bench.command import check_overwrite
     from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from certssbd_bench.command import reproduce
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,9 +28,9 @@ def environment_lines(results: dict) -> list[str]:
     if results.get("command"):
         lines += [
             "",
-            f"Reproduce with: `OMP_NUM_THREADS={threads} {results['command']}` at that commit, on the same kind of "
-            "CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of the "
-            "training and with it the trained networks).",
+            f"Reproduce with: `OMP_NUM_THREADS={threads} {reproduce(results['command'])}` at that commit, on the same "
+            "kind of CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of "
+            "the training and with it the trained networks).",
         ]
     return lines
 
