@@ -9,12 +9,11 @@ import pytest
 from scipy.stats import binom, binomtest, norm
 
 from art_certssbd import stats
+from art_certssbd.counts import certify_counts, certify_scores
 from art_certssbd.stats import (
     ABSTAIN,
     BOUNDS,
     certified_accuracy,
-    certify_counts,
-    certify_scores,
     clopper_pearson_lower,
     clopper_pearson_upper,
     hoeffding_lower,
