@@ -68,6 +68,10 @@ __all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats
 ]
 
 
+#: ``bound='hoeffding'``: the bounds of the table valid over per-member vote fractions (``draws_per_model > 1``).
+_DRAWS_BOUNDS = " or ".join(f"bound={name!r}" for name, b in stats.BOUND_TABLE.items() if b.allows_draws_per_model)
+
+
 def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, train_sigma_min=None):
     """Validate the certificate's options; return them normalised ``(bound, draws_per_model, noise_copies,
     train_sigma_min)``.
@@ -81,9 +85,8 @@ def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, t
     draws_per_model = check_int(draws_per_model, "draws_per_model")
     noise_copies = check_int(noise_copies, "noise_copies")
     if draws_per_model > 1 and not stats.BOUND_TABLE[bound].allows_draws_per_model:
-        allowed = " or ".join(f"bound={name!r}" for name, b in stats.BOUND_TABLE.items() if b.allows_draws_per_model)
         raise ValueError(
-            f"draws_per_model={draws_per_model} needs {allowed} (the draws of one member are not "
+            f"draws_per_model={draws_per_model} needs {_DRAWS_BOUNDS} (the draws of one member are not "
             f"independent, so a binomial bound over them is invalid), got bound={bound!r}"
         )
     if train_sigma_min is not None:

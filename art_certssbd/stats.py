@@ -6,6 +6,9 @@ A certificate is ``R = sigma / 2 * (Phi^-1(pA_lower) - Phi^-1(pB_upper))`` with 
 (Cohen et al., binary and multi-class alike), which reduces to ``sigma * Phi^-1(pA_lower)``; the prediction
 abstains when ``pA_lower <= 1/2``.
 
+The confidence bounds are the entries of :data:`BOUND_TABLE` (names :data:`BOUNDS`): ``"clopper-pearson"``,
+``"hoeffding"`` and ``"anytime"``, each with what it assumes; to change or add a bound, change the table.
+
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
