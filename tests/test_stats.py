@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 
@@ -239,6 +240,21 @@ def test_bad_input_raises_value_error_naming_parameter_and_value(call, pattern):
 def test_module_is_torch_free():
     source = open(stats.__file__, encoding="utf-8").read()
     assert "import torch" not in source and "statsmodels" not in source
+
+
+def test_stats_stands_below_the_certificate():
+    """stats is the bounds' module; the certificate (certification, counts) builds on it, never the other way."""
+    from art_certssbd import counts
+
+    imported = set()
+    for node in ast.walk(ast.parse(open(stats.__file__, encoding="utf-8").read())):  # imports anywhere in stats
+        if isinstance(node, ast.ImportFrom):
+            imported |= {node.module or ""} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    assert {"art_certssbd.certification", "art_certssbd.counts"}.isdisjoint(imported), imported
+    assert "art_certssbd._validation.check_n" in imported  # the walk sees the imports
+    assert "import torch" not in open(counts.__file__, encoding="utf-8").read()
 
 
 # --- the table of bounds ----------------------------------------------------------------------------------------------
