@@ -112,8 +112,8 @@ def selection_level(
     alpha = check_alpha(alpha)
     nb_classes = check_int(nb_classes, "nb_classes")
     draws_per_model = check_int(draws_per_model, "draws_per_model")
-    binomial = draws_per_model == 1 and not soft and not stats.BOUND_TABLE[stats.check_bound(bound)].anytime
-    return alpha / 2 if binomial else alpha / max(2, nb_classes)
+    binomial_votes = draws_per_model == 1 and not soft and not stats.BOUND_TABLE[stats.check_bound(bound)].anytime
+    return alpha / 2 if binomial_votes else alpha / max(2, nb_classes)
 
 
 def vote_bound(k, n, level: float, bound: str = "clopper-pearson", draws_per_model: int = 1, *, upper=False):
