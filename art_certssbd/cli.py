@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from art_certssbd import stats
 from art_certssbd._version import __version__
 from art_certssbd.runs import config, options
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=5, help="epochs per member")
     demo.add_argument("--scale", type=_positive_float, default=0.25, help="sigma0")
     demo.add_argument("--alpha", type=_probability, default=0.01)
-    demo.add_argument("--bound", choices=("clopper-pearson", "hoeffding"), default="clopper-pearson")
+    demo.add_argument("--bound", choices=stats.BOUNDS, default="clopper-pearson", help=options.BOUND_HELP)
     demo.add_argument("--sigma-steps", type=_positive_int, default=10)
     demo.add_argument("--radii", type=_radii, default=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8))
     demo.add_argument("--seed", type=_non_negative_int, default=0)

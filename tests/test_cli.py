@@ -108,3 +108,16 @@ def test_benchmark_points_to_the_benchmarks_own_entry_point(argv, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("certssbd benchmark: error:")
     assert "python benchmarks/run.py {mnist,defences,official}" in err
+
+
+@pytest.mark.parametrize("command", ["demo", "fit", "certify"])
+def test_bound_choices_and_help_come_from_the_table_of_bounds(command):
+    """``--bound`` offers every bound of :data:`art_certssbd.stats.BOUND_TABLE` and says what each one is."""
+    from art_certssbd import stats
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    bound = next(a for a in sub._actions if a.dest == "bound")
+    assert tuple(bound.choices) == stats.BOUNDS == ("clopper-pearson", "hoeffding", "anytime")
+    for name, spec in stats.BOUND_TABLE.items():
+        assert f"{name}: {spec.description}" in bound.help
+    assert sub.parse_args(["--bound", "anytime"]).bound == "anytime"
