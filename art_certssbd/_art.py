@@ -15,8 +15,10 @@ ART's ``PyTorchClassifier`` assumes one network; this mixin gives each call its 
   optimiser; untrained for RAB), and it is what ``get_params``, ``set_params``, ``clone_for_refitting`` and
   ``sklearn.base.clone`` see as the parameter ``model``;
 * ``get_activations`` reads a trained member (``base_model`` is untrained for RAB);
-* ``save`` writes the whole ensemble (:meth:`save_ensemble`); pickle and ``copy.deepcopy`` work before and after use
-  and write no files (ART's pickling writes the model under ``ART_DATA_PATH``).
+* pickle and ``copy.deepcopy`` work before and after use and write no files (ART's pickling writes the model under
+  ``ART_DATA_PATH``); an estimator pickled before the fitted record (``fitted_``) loads into one.
+
+It reads the fitted state only through the record ``fitted_`` (:class:`~art_certssbd.fitted.FittedEnsemble`).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from __future__ import annotations
 import copy
 import inspect
 import numbers
-import os
 import warnings
 
 import numpy as np
 import torch
 
 from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
+from art_certssbd.fitted import FittedEnsemble
+from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import add_noise
 from art_certssbd.smoothed_module import SmoothedEnsembleModule
 
@@ -100,7 +103,8 @@ class ArtContractMixin:
         network (:attr:`base_model`), with a ``UserWarning``, since an attack built on it attacks a network that is
         not the smoothed classifier (for RAB an untrained one). Read :attr:`base_model` for the base network itself.
         """
-        if not hasattr(self, "ensemble_"):
+        record = self.__dict__.get("fitted_")
+        if record is None:
             warnings.warn(
                 f"model of an unfitted {type(self).__name__} is its base network (for RAB an untrained one), not the "
                 "smoothed ensemble: an ART attack or defence built on it attacks that network; fit the estimator "
@@ -109,9 +113,8 @@ class ArtContractMixin:
                 stacklevel=2,
             )
             return self.base_model
-        return SmoothedEnsembleModule(
-            self.ensemble_, self._noise_fn(), self.scale, self.draws_per_model, self.vectorize
-        ).eval()
+        noise = record.test_noise(self._device)
+        return SmoothedEnsembleModule(record.members, noise, self.scale, self.draws_per_model, self.vectorize).eval()
 
     # ---------------------------------------------------------------------------------------------- parameters
     def _param(self, key: str):
@@ -187,20 +190,18 @@ class ArtContractMixin:
         # validated: now the side effects on the model and the fitted state
         if "model" in changed or "device_type" in changed:
             self._model.to(self._device)
-        if not hasattr(self, "ensemble_"):
+        record = self.__dict__.get("fitted_")
+        if record is None:
             return
         reset = sorted(key for key in changed if key not in KEEPS_FIT)
         if reset:
-            for name in [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]:
-                delattr(self, name)
+            del self.fitted_
             self._reset_by = reset
             return
         if "device_type" in changed:
-            self.ensemble_.to(self._device)
+            record.members.to(self._device)
         if "use_memory" in changed:
-            from art_certssbd.memory import CertificationMemory
-
-            self.memory_ = CertificationMemory() if self.use_memory else None
+            self.fitted_ = record.replace(memory=CertificationMemory() if self.use_memory else None)
 
     def _set_param(self, key: str, value) -> None:
         """Set one parameter: through its property setter, the instance attribute behind a read-only property, ART's
@@ -258,12 +259,13 @@ class ArtContractMixin:
     def _smoothed_loss(self, x_t: torch.Tensor, y_t: torch.Tensor, backward: bool) -> torch.Tensor | None:
         """``mean_k loss(f_k(x + scale * e_k), y)`` over the members (chunked; with ``backward`` each chunk's part is
         back-propagated into ``x_t.grad`` and nothing is returned)."""
-        nb_models = self.ensemble_.nb_models
+        record = self.fitted_
+        nb_models, noise = record.nb_models, record.test_noise(self._device)
         chunk, total = max(1, 8192 // len(x_t)), None
         for m0 in range(0, nb_models, chunk):
             m1 = min(m0 + chunk, nb_models)
-            eps = self._noise_fn()(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
-            logits = self.ensemble_.logits(
+            eps = noise(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
+            logits = record.members.logits(
                 add_noise(x_t.unsqueeze(0), self.scale, eps.unsqueeze(1)), m0, m1, self.vectorize
             )
             part = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
@@ -345,8 +347,9 @@ class ArtContractMixin:
         """
         self._check_fitted()
         member = check_int(member, "member", minimum=0)
-        if member >= self.ensemble_.nb_models:
-            raise ValueError(f"member must be in [0, {self.ensemble_.nb_models - 1}] (nb_models), got {member}")
+        members = self.fitted_.members
+        if member >= members.nb_models:
+            raise ValueError(f"member must be in [0, {members.nb_models - 1}] (nb_models), got {member}")
         names = list(self._layer_names)
         if isinstance(layer, str):
             if layer not in names:
@@ -356,7 +359,7 @@ class ArtContractMixin:
             name = names[layer]
         else:
             raise ValueError(f"layer must be an index into layer_names (0..{len(names) - 1}) or a name, got {layer!r}")
-        module = self.ensemble_.member(member)
+        module = members.member(member)
         last: dict[str, torch.Tensor] = {}  # a module called twice in forward (a shared ReLU): its last output, as ART
 
         def keep(mod, args, out) -> None:
@@ -379,22 +382,7 @@ class ArtContractMixin:
             hook.remove()
         return np.concatenate(outputs)
 
-    # ----------------------------------------------------------------------------------------- saving, pickling
-    def save(self, filename: str, path: str | None = None) -> None:
-        """Save the whole fitted ensemble (members, base model, sigmas, seeds) to the directory ``path/filename``
-        with :meth:`save_ensemble`; ``path`` defaults to ART's ``config.ART_DATA_PATH``, as in ART. Load it back with
-        ``estimator.load_ensemble(os.path.join(path, filename))`` on an estimator of the same parameters. (ART's
-        ``PyTorchClassifier.save`` writes one network's ``state_dict``, which would lose the ensemble.)
-
-        :param filename: Name of the directory to write.
-        :param path: Folder to write it in (default ``art.config.ART_DATA_PATH``).
-        """
-        if path is None:
-            from art import config
-
-            path = config.ART_DATA_PATH
-        self.save_ensemble(os.path.join(path, filename))
-
+    # ------------------------------------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
         """Pickle the estimator in memory, members included (ART's version writes the model under
         ``ART_DATA_PATH`` and reloads it from there); the model wrapper, a local class, is rebuilt on unpickling."""
@@ -405,9 +393,40 @@ class ArtContractMixin:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        if "ensemble_" in state:  # pickled before the fitted record: the same fitted state, as one record
+            state = _as_record(state)
         self.__dict__.update(state)
         self._device = torch.device(state["_device"])
         self._model = self._make_model_wrapper(state["_model"])
+
+
+def _as_record(state: dict) -> dict:
+    """The state of an estimator pickled by art-certssbd <= 0.x with one attribute per fitted field, with them as
+    one :class:`~art_certssbd.fitted.FittedEnsemble` (``fitted_``)."""
+    state = dict(state)
+    old = {key: state.pop(key, None) for key in (*_OLD_FIELDS, "nb_models_")}
+    copies = old["train_noise_copies_"]
+    if copies is None and state.get("noise") != "fixed":  # saved before the count was recorded
+        raise ValueError(
+            f"this pickled estimator was trained with noise={state.get('noise')!r}, and how many noisy copies of each "
+            "training sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
+            "depends on it (it shrinks by sqrt(nb_epochs)), so it cannot be loaded; refit it"
+        )
+    fields = {field: old[key] for key, field in _OLD_FIELDS.items()}
+    state["fitted_"] = FittedEnsemble(**{**fields, "train_noise_copies": 1 if copies is None else copies})
+    return state
+
+
+#: The fitted attributes of an estimator pickled before the record, and the record's fields they became.
+_OLD_FIELDS = {
+    "ensemble_": "members",
+    "train_sigma_": "train_sigma",
+    "random_state_": "random_state",
+    "train_noise_copies_": "train_noise_copies",
+    "test_noise_seeds_": "test_noise_seeds",
+    "growth_history_": "growth_history",
+    "memory_": "memory",
+}
 
 
 def _collect(generator) -> tuple[np.ndarray, np.ndarray]:

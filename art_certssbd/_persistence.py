@@ -16,6 +16,7 @@ import torch
 
 from art_certssbd.checkpoint import CheckpointError, EnsembleCheckpoint
 from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed
 from art_certssbd.pipeline import BASE_MEMBER
@@ -49,7 +50,23 @@ def _initial_base(model: torch.nn.Module, seed: int) -> dict:
 
 
 class PersistenceMixin:
-    """``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`."""
+    """``save``, ``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`:
+    the record ``fitted_`` (:class:`~art_certssbd.fitted.FittedEnsemble`) to and from disk."""
+
+    def save(self, filename: str, path: str | None = None) -> None:
+        """Save the whole fitted ensemble (members, base model, sigmas, seeds) to the directory ``path/filename``
+        with :meth:`save_ensemble`; ``path`` defaults to ART's ``config.ART_DATA_PATH``, as in ART. Load it back with
+        ``estimator.load_ensemble(os.path.join(path, filename))`` on an estimator of the same parameters. (ART's
+        ``PyTorchClassifier.save`` writes one network's ``state_dict``, which would lose the ensemble.)
+
+        :param filename: Name of the directory to write.
+        :param path: Folder to write it in (default ``art.config.ART_DATA_PATH``).
+        """
+        if path is None:
+            from art import config
+
+            path = config.ART_DATA_PATH
+        self.save_ensemble(os.path.join(path, filename))
 
     def save_ensemble(self, directory: str | os.PathLike) -> None:
         """Write the fitted ensemble, base model, sigmas, seeds and the storage-update memory to ``directory`` (the
@@ -62,23 +79,24 @@ class PersistenceMixin:
         save to the same directory the last complete save wins, atomically.
         """
         self._check_fitted()
+        record = self.fitted_
         config = {
-            "nb_models": self.ensemble_.nb_models,  # fewer than self.nb_models when a growth rule stopped it
-            "grown": getattr(self, "growth_history_", None) is not None,
+            "nb_models": record.nb_models,  # fewer than self.nb_models when a growth rule stopped it
+            "grown": record.growth_history is not None,
             "nb_classes": self.nb_classes,
             "input_shape": list(self.input_shape),
             "scale": self.scale,
-            "random_state": self.random_state_,
-            "train_noise_copies": getattr(self, "train_noise_copies_", None),  # noise="fresh": nb_epochs
+            "random_state": record.random_state,
+            "train_noise_copies": record.train_noise_copies,  # noise="fresh": nb_epochs
         }
         with EnsembleCheckpoint.staged(directory, config, kind="ensemble") as store:
             store.save("base", self.base_model.state_dict())
-            store.save("train_sigma", torch.from_numpy(self.train_sigma_))
-            store.save("test_noise_seeds", torch.tensor(self.test_noise_seeds_, dtype=torch.int64))
-            memory = getattr(self, "memory_", None)
+            store.save("train_sigma", torch.from_numpy(record.train_sigma))
+            store.save("test_noise_seeds", torch.tensor(record.test_noise_seeds, dtype=torch.int64))
+            memory = record.memory
             store.save("memory", (CertificationMemory() if memory is None else memory).state_dict())
-            for k in range(self.ensemble_.nb_models):
-                store.save_member(k, self.ensemble_.state_dict(k))
+            for k in range(record.nb_models):
+                store.save_member(k, record.members.state_dict(k))
 
     def load_ensemble(self, directory: str | os.PathLike, stream: bool = False) -> None:
         """Load an ensemble written by :meth:`save_ensemble`, or a finished fit's ``checkpoint_dir`` (the same
@@ -136,14 +154,26 @@ class PersistenceMixin:
         if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
             raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
         memory = self._load_memory(store, directory) if store.has("memory") else None
+        copies = config.get("train_noise_copies")
+        if copies is None:  # a save written before the count was recorded: known only for noise="fixed"
+            if self.noise != "fixed":
+                raise ValueError(
+                    f"{str(directory)!r} holds an ensemble trained with noise={self.noise!r}, and how many noisy "
+                    "copies of each training sample a member saw (nb_epochs) is not recorded in it: the certified "
+                    "radius depends on it (it shrinks by sqrt(nb_epochs)), so it cannot be loaded; refit it"
+                )
+            copies = 1
+        record = FittedEnsemble(
+            ensemble.to(self._device),
+            train_sigma.numpy(),
+            random_state=config["random_state"],
+            train_noise_copies=copies,
+            test_noise_seeds=[int(s) for s in seeds],
+            growth_history=[] if grown else None,  # (the history itself is not saved; [] marks a grown ensemble)
+            memory=(CertificationMemory() if memory is None else memory) if self.use_memory else None,
+        )
         self.base_model.load_state_dict(base)
-        self.ensemble_, self.train_sigma_ = ensemble.to(self._device), train_sigma.numpy()
-        self.test_noise_seeds_ = [int(s) for s in seeds]
-        self.nb_models_ = len(members)
-        self.growth_history_ = [] if grown else None  # (the history itself is not saved; [] marks a grown ensemble)
-        self.random_state_ = config["random_state"]
-        self.train_noise_copies_ = config.get("train_noise_copies")  # None (older save): certify decides by `noise`
-        self.memory_ = (CertificationMemory() if memory is None else memory) if self.use_memory else None
+        self.fitted_ = record
         if self.use_memory and not store.has("memory") and not training:  # a fit's checkpoint never certified
             warnings.warn(
                 f"{str(directory)!r} was saved without its certification memory (before art-certssbd saved it): "

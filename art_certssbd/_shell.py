@@ -1,27 +1,28 @@
-"""The shared ART shell of :class:`CertSSBDEstimator` and :class:`RABEstimator`.
+"""The shared ART shell of :class:`CertSSBDEstimator` and :class:`RABEstimator`: ART's API over the chains.
 
-Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`) that
-chain the pure pieces of the package::
+Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`). The
+layout, from the framework down::
 
-    fit:     pipeline.train_smoothed_ensemble: warm-up of the wrapped model at sigma0
-             -> sigma.optimize_sigma on every training sample -> training.train_members (M models on
-             x_i + sigma_i * b_k, noise.MemberStreams), checkpointed member by member (checkpoint)
-    certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k, noise.fixed_test_noise)
-             -> certification.certify_votes (top class, bound, abstain, paper and conservative radius)
-             -> memory.apply_memory (storage-update step); predict answers as certify with update_memory=False
-    certify_adaptive: the same votes in looks -> sequential.run_sequential -> sequential.apply_memory_adaptive
+    estimator.py      CertSSBDEstimator (adds the sigma_* parameters), RABEstimator (this shell, fixed sigma)
+    _shell.py         the parameters (one constructor), fit / predict / certify / certify_adaptive -> chains
+    _art.py           the rest of ART's contract: get/set_params, clone, losses and gradients, activations, pickle
+    _persistence.py   save_ensemble / load_ensemble (the checkpoint format) <-> FittedEnsemble
+    _certifiable.py   max_certifiable_radius and the "can never certify" warnings
+    chains.py         the algorithm without ART: fit, certify, predict and adaptive chains; Executor (local / Ray /
+                      streamed, decided once per call), SigmaSearch, VoteSettings
+    fitted.py         FittedEnsemble, the one fitted record (``fitted_``); the fitted attributes read it
 
-Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``) and the paper
-in the core (``sigma``, ``n``, ``p_a_lower``).
+The shell holds no algorithm: it checks ART's arguments, builds the chains' settings from its parameters and keeps
+the record. Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``)
+and the paper in the core (``sigma``, ``n``, ``p_a_lower``).
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
-import logging
 import os
 import warnings
 from typing import Any
@@ -31,7 +32,7 @@ import torch
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification.pytorch import PyTorchClassifier
 
-from art_certssbd import stats
+from art_certssbd import chains, stats
 from art_certssbd._art import ArtContractMixin
 from art_certssbd._certifiable import CertifiableRadiusMixin, caller_level
 from art_certssbd._persistence import PersistenceMixin
@@ -50,28 +51,14 @@ from art_certssbd._validation import (
     check_probability,
 )
 from art_certssbd.accelerators import check_accelerators
-from art_certssbd.budget import attach_budgets, check_budgets
-from art_certssbd.certification import certify_votes
+from art_certssbd.budget import check_budgets
+from art_certssbd.certification import check_options
+from art_certssbd.chains import Executor, SigmaSearch, VoteSettings
 from art_certssbd.checkpoint import EnsembleCheckpoint
-from art_certssbd.ensemble import StackedEnsemble, vote
 from art_certssbd.growth import Growth
-from art_certssbd.memory import CertificationMemory, apply_memory
-from art_certssbd.noise import derive_seed, fixed_test_noise
-from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.ray_backend import import_ray, resolve_executor
-from art_certssbd.sequential import (
-    AdaptiveResult,
-    apply_memory_adaptive,
-    check_looks,
-    check_radius,
-    look_schedule,
-    run_sequential,
-)
-from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
-from art_certssbd.streaming import SavedEnsemble, shifted_noise, stream_votes
+from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule
+from art_certssbd.sigma import SIGMA_UPDATES
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
-
-logger = logging.getLogger(__name__)
 
 _ENSEMBLE_PARAMS = [
     "nb_models",
@@ -99,6 +86,18 @@ _SIGMA_PARAMS = [
     "sigma_patience",
     "use_memory",
 ]
+
+
+def _view(field: str, doc: str) -> property:
+    """A read-only fitted attribute: ``field`` of the record ``fitted_`` (an ``AttributeError`` before ``fit``)."""
+
+    def get(self):
+        record = self.__dict__.get("fitted_")
+        if record is None:
+            raise AttributeError(f"{type(self).__name__} has no fitted state yet (call fit)")
+        return getattr(record, field)
+
+    return property(get, doc=doc)
 
 
 class _SmoothedEnsembleEstimator(
@@ -140,14 +139,11 @@ class _SmoothedEnsembleEstimator(
         random_state=None,
         verbose=False,
         sample_size=None,
-        **sigma_params,
     ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
         self.amp, self.compile, self.executor = amp, compile, executor
         self.random_state, self.verbose = random_state, verbose
-        for key, value in sigma_params.items():
-            setattr(self, key, value)
         super().__init__(
             model=model,
             loss=loss,
@@ -171,7 +167,7 @@ class _SmoothedEnsembleEstimator(
     def sample_size(self) -> int:
         """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``); once fitted, with the
         fitted number of members (fewer than ``nb_models`` when a growth rule stopped the ensemble)."""
-        fitted = getattr(self, "ensemble_", None)
+        fitted = self.__dict__.get("fitted_")
         return (self.nb_models if fitted is None else fitted.nb_models) * self.draws_per_model
 
     @sample_size.setter
@@ -195,15 +191,11 @@ class _SmoothedEnsembleEstimator(
         check_positive(self.scale, "scale")
         check_probability(self.alpha, "alpha")
         check_choice(self.bound, "bound", stats.BOUNDS)
-        if self.draws_per_model > 1 and self.bound != "hoeffding":
-            raise ValueError(
-                f"draws_per_model={self.draws_per_model} needs bound='hoeffding' (the draws of one member are not "
-                f"independent, so a binomial bound over them is invalid), got bound={self.bound!r}"
-            )
+        check_options(self.bound, self.draws_per_model)  # draws_per_model > 1 needs bound="hoeffding"
         check_choice(self.noise, "noise", NOISE_MODES)
         check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
         check_int(self.memory_budget, "memory_budget")
-        resolve_executor(self.executor)
+        Executor(self.executor)  # refuses an unknown executor
         check_accelerators(self._device, self.amp, self.compile)
         check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
         check_int(self.sigma_steps, "sigma_steps", minimum=0)
@@ -242,13 +234,44 @@ class _SmoothedEnsembleEstimator(
                 )
         self._warn_if_never_certifies()  # valid, but every input would abstain
 
-    # ------------------------------------------------------------------------------------------------- fitting
+    # -------------------------------------------------------------------------------------------- fitted state
+    ensemble_ = _view("members", "The members (a StackedEnsemble, or a SavedEnsemble read from disk).")
+    train_sigma_ = _view("train_sigma", "The training sigmas sigma_j.")
+    random_state_ = _view("random_state", "The run's seed.")
+    test_noise_seeds_ = _view("test_noise_seeds", "Member k's test-noise seed.")
+    nb_models_ = _view("nb_models", "The fitted number of members (fewer than nb_models after a growth rule).")
+    growth_history_ = _view("growth_history", "The growth rule's history (None: an ensemble of fixed size).")
+    train_noise_copies_ = _view("train_noise_copies", "Noisy copies of each training sample one member saw.")
+    memory_ = _view("memory", "The storage-update memory (None with use_memory=False).")
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "ensemble_"):
+        if self.__dict__.get("fitted_") is None:
             reset_by = getattr(self, "_reset_by", None)
             reason = f" (set_params of {', '.join(reset_by)} reset the fitted ensemble)" if reset_by else ""
             raise NotFittedError(NOT_FITTED.format(name=type(self).__name__) + reason)
 
+    def certificate_options(self) -> dict[str, Any]:
+        """Step 6's options, from the parameters and the fitted state: the keyword arguments of
+        :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
+        ``train_sigma_min``, ``noise_copies``; :meth:`FittedEnsemble.certificate_options
+        <art_certssbd.fitted.FittedEnsemble.certificate_options>`), e.g. to certify stored vote counts again with
+        another bound::
+
+            certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
+        """
+        self._check_fitted()
+        return self.fitted_.certificate_options(self.alpha, self.bound, self.draws_per_model)
+
+    # ------------------------------------------------------------------------------------- the chains' settings
+    def _search(self, executor: Executor) -> SigmaSearch:
+        """The sigma optimiser's settings, from the parameters."""
+        return SigmaSearch(self.scale, self.sigma_steps, self.sigma_lr, self.sigma_samples, self.sigma_bounds,
+                           self.sigma_update, self.sigma_tol, self.sigma_patience, self.amp, executor)  # fmt: skip
+
+    def _vote_settings(self) -> VoteSettings:
+        return VoteSettings(self.nb_classes, self.draws_per_model, self.vectorize, self.amp, self.compile)
+
+    # ------------------------------------------------------------------------------------------------- fitting
     def _config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict[str, Any]:
         """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
         data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
@@ -321,11 +344,12 @@ class _SmoothedEnsembleEstimator(
                     f"growth needs bound='anytime', got bound={self.bound!r}: the ensemble's size then depends on its "
                     "votes, and only a confidence sequence certifies at such a stopping time"
                 )
-            check_inputs(growth.x_val, self.input_shape, self.clip_values, name="growth.x_val")
-            check_labels(growth.y_val, len(growth.x_val), self.nb_classes, name="growth.y_val")
+            x_val = check_inputs(growth.x_val, self.input_shape, self.clip_values, name="growth.x_val")
+            y_val = check_labels(growth.y_val, len(growth.x_val), self.nb_classes, name="growth.y_val")
+            growth = dataclasses.replace(growth, x_val=x_val, y_val=y_val)
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
-        self._check_output(x[:1])
+        chains.check_output(self.base_model, x[:1], self.nb_classes, self.input_shape, self._device)
         seed = self.random_state
         if seed is None and checkpoint_dir is not None:  # resuming with random_state=None: the checkpoint's seed
             seed = EnsembleCheckpoint(checkpoint_dir).config.get("random_state")
@@ -337,139 +361,40 @@ class _SmoothedEnsembleEstimator(
             else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
-        base, train_sigma, ensemble = train_smoothed_ensemble(
+        base, record = chains.fit(
             self.base_model,
             x_t,
             y_t,
-            seed=seed,
-            sigma_fn=lambda model, inputs, sigma_seed: self._sigma(model, inputs, sigma_seed, verbose),
+            random_state=seed,
+            search=self._search(Executor(self.executor)),
+            votes=self._vote_settings(),
             nb_models=self.nb_models,
-            scale=self.scale,
+            noise=self.noise,
             warmup_epochs=self.warmup_epochs,
             loss_fn=self._loss,
             optimizer_factory=optimizer_factory_from(self._optimizer),
             nb_epochs=nb_epochs,
             batch_size=batch_size,
-            noise=self.noise,
-            vectorize=self.vectorize,
-            amp=self.amp,
             members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
             store=store,
-            member_runner=self._member_runner(verbose),
-            wave_size=None if growth is None else growth.wave_size,
-            stop=None if growth is None else self._growth_rule(growth, seed, nb_epochs, history := []),
+            growth=growth,
+            alpha=self.alpha,
+            use_memory=self.use_memory,
             verbose=verbose,
         )
-
         # Everything succeeded: commit the fitted state.
-        logger.info(
-            "Fitted %d members; training sigma in [%.4f, %.4f].",
-            ensemble.nb_models,
-            train_sigma.min(),
-            train_sigma.max(),
-        )
         self.base_model.load_state_dict(base.state_dict())
         self.base_model.eval()
-        self.ensemble_ = ensemble.to(self._device)
-        self.train_sigma_ = train_sigma.cpu().numpy()
-        self.random_state_ = seed
-        self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(ensemble.nb_models)]
-        self.nb_models_ = ensemble.nb_models
-        self.growth_history_ = history if growth is not None else None
-        # noisy copies of each training sample per member: the certificate shrinks by their square root
-        self.train_noise_copies_ = nb_epochs if self.noise == "fresh" else 1
-        self.memory_ = CertificationMemory() if self.use_memory else None
+        self.fitted_ = record
         self.__dict__.pop("_reset_by", None)  # a set_params reset, now refitted
 
-    def _check_output(self, x: np.ndarray) -> None:
-        was_training = self.base_model.training
-        try:
-            with torch.no_grad():
-                out = self.base_model.eval()(torch.from_numpy(x).to(self._device))
-        except RuntimeError as err:  # e.g. a layer sized for another input shape
-            raise ValueError(f"model cannot process inputs of input_shape={tuple(self.input_shape)}: {err}") from err
-        finally:
-            self.base_model.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.nb_classes:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={self.nb_classes})")
-
-    def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
-        """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``),
-        locally or sharded over Ray tasks (the same sigmas)."""
-        low, high = self.sigma_bounds if self.sigma_bounds is not None else (None, None)
-        options = dict(
-            steps=self.sigma_steps,
-            lr=self.sigma_lr,
-            n_samples=self.sigma_samples,
-            sigma_min=low,
-            sigma_max=high,
-            update=self.sigma_update,
-            seed=seed,
-            amp=self.amp,
-        )
-        if self.sigma_tol is not None:  # per-sample early stop; None keeps the full run, bitwise as before
-            options.update(early_stop=True, tol=float(self.sigma_tol), patience=int(self.sigma_patience))
-        executor = resolve_executor(self.executor)
-        if executor is not None and self.sigma_steps > 0:
-            return executor.optimize_sigma(model, x, sigma0=self.scale, verbose=verbose, **options)
-        return optimize_sigma(model, x, self.scale, verbose=verbose, **options)
-
-    def _growth_rule(self, growth: Growth, seed: int, nb_epochs: int, history: list):
-        """The ``stop`` of :func:`~art_certssbd.pipeline.train_smoothed_ensemble` for ``growth``: after each wave the
-        new members vote on the validation inputs (added to the earlier votes), the ``"anytime"`` certificate gives
-        the certified accuracy at ``growth.radius``, appended to ``history``; the rule decides."""
-        x_val = torch.from_numpy(check_inputs(growth.x_val, self.input_shape, self.clip_values)).to(self._device)
-        y_val = check_labels(growth.y_val, len(x_val), self.nb_classes)
-        seeds = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
-        noise_fn = functools.partial(fixed_test_noise, seeds, device=self._device)
-        done = {"size": 0, "counts": None, "sigma": None}
-
-        def stop(base, train_sigma, states, size) -> bool:
-            if done["sigma"] is None:  # the validation inputs' sigma, as certify computes a test input's
-                done["sigma"] = self._sigma(base, x_val, derive_seed(seed, "sigma_test"), False)
-            first = done["size"]
-            block = StackedEnsemble.from_state_dicts(self.base_model, [states[k] for k in range(first, size)])
-            block.to(self._device)
-            votes = vote(block, x_val, done["sigma"], functools.partial(shifted_noise, noise_fn, first),
-                         self.nb_classes, draws_per_model=self.draws_per_model, vectorize=self.vectorize)  # fmt: skip
-            done["counts"] = votes if done["counts"] is None else done["counts"] + votes
-            done["size"] = size
-            counts = done["counts"].cpu().numpy()
-            sigma_val = done["sigma"].cpu().numpy().astype(np.float64)
-            copies = nb_epochs if self.noise == "fresh" else 1
-
-            def accuracy(votes) -> float:
-                result = certify_votes(votes, sigma_val, alpha=self.alpha, bound="anytime",
-                                       train_sigma_min=float(train_sigma.min()), noise_copies=copies)  # fmt: skip
-                return float(result.certified_accuracy(y_val, [growth.radius], growth.conservative)[0])
-
-            # now, and what nb_models members would certify if the vote fractions stayed as they are
-            now = accuracy(counts)
-            projected = accuracy(np.round(counts * (self.nb_models / size)).astype(np.int64))
-            history.append({"nb_models": size, "certified_accuracy": now, "projected_accuracy": projected})
-            logger.info("Growth: %d members, certified accuracy %.4f at r = %g (projected at %d: %.4f).",
-                        size, now, growth.radius, self.nb_models, projected)  # fmt: skip
-            return growth.settled(history)
-
-        return stop
-
-    def _member_runner(self, verbose: bool):
-        """How ``fit`` trains the members: ``None`` locally, or the Ray executor's task runner."""
-        executor = resolve_executor(self.executor)
-        if executor is None:
-            return None
-        import_ray()  # without Ray, fail here, before the warm-up's work
-        return lambda *args, **kwargs: executor.train_members(*args, verbose=verbose, **kwargs)
-
-    def _noise_fn(self):
-        """The members' fixed test noise ``e_{k, j}`` as a picklable function ``(members, draws, shape) -> noise`` of
-        shape ``(len(members), draws, *shape)``."""
-        return functools.partial(fixed_test_noise, self.test_noise_seeds_, device=self._device)
-
     # ---------------------------------------------------------------------------------------------- prediction
+    def _test_sigma(self, x_t: torch.Tensor, verbose: bool, search: SigmaSearch) -> torch.Tensor:
+        """Test step 4: the sigma of each test input (:func:`~art_certssbd.chains.test_sigma`)."""
+        return chains.test_sigma(self.fitted_, self.base_model, x_t, search, verbose)
+
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
-        """Validate ``x`` and return ``(sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
+        """Validate ``x`` and return ``(x, sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
         self._check_fitted()
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
@@ -483,63 +408,12 @@ class _SmoothedEnsembleEstimator(
         batch_size = check_int(batch_size, "batch_size")
         if len(x) == 0:  # an empty batch: empty results, as ART's
             return x, np.zeros(0), np.zeros((0, self.nb_classes), dtype=np.int64)
+        executor = Executor(self.executor, self.fitted_.members)  # decided once for both steps
         x_t = torch.from_numpy(x).to(self._device)
-        sigma_x = self._test_sigma(x_t, verbose)
-        counts = self._count_votes(x_t, sigma_x, nb_votes=n, batch_size=batch_size, verbose=verbose)
+        sigma_x = self._test_sigma(x_t, verbose, self._search(executor))
+        counts = chains.count_votes(self.fitted_, x_t, sigma_x, executor, self._vote_settings(), nb_votes=n,
+                                    batch_size=batch_size, verbose=verbose)  # fmt: skip
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
-
-    def _test_sigma(self, x_t: torch.Tensor, verbose: bool) -> torch.Tensor:
-        """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
-        return self._sigma(self.base_model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
-
-    def _count_votes(self, x_t, sigma_t, *, start_vote=0, nb_votes=None, batch_size=256, verbose=False):
-        """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t`` (a ``(N, C)`` int64 tensor)."""
-        args = (self.ensemble_, x_t, sigma_t, self._noise_fn(), self.nb_classes)
-        options = dict(
-            draws_per_model=self.draws_per_model,
-            start_vote=start_vote,
-            nb_votes=nb_votes,
-            batch_size=batch_size,
-            vectorize=self.vectorize,
-            amp=self.amp,
-            compile=self.compile,
-            verbose=verbose,
-        )
-        executor = resolve_executor(self.executor)
-        if executor is not None:  # blocks of members vote as Ray tasks (in memory or read from a saved ensemble)
-            return executor.vote(*args, **options)
-        if isinstance(self.ensemble_, SavedEnsemble):  # blocks of members read from disk within memory_budget
-            return stream_votes(*args, **options)
-        return vote(*args, **options)
-
-    def certificate_options(self) -> dict[str, Any]:
-        """Step 6's options, from the parameters and the fitted state: the keyword arguments of
-        :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
-        ``train_sigma_min``, ``noise_copies``), e.g. to certify stored vote counts again with another bound::
-
-            certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
-        """
-        if getattr(self, "growth_history_", None) is not None and self.bound != "anytime":
-            raise ValueError(
-                f"this ensemble was grown until a stopping rule (fit with growth=...), so only bound='anytime' "
-                f"certifies it, got bound={self.bound!r}: set_params(bound='anytime')"
-            )
-        copies = getattr(self, "train_noise_copies_", None)
-        if copies is None:  # only an older save or pickle (fit, from_official and load_ensemble record it)
-            if self.noise != "fixed":
-                raise ValueError(
-                    f"this ensemble was trained with noise={self.noise!r}, and how many noisy copies of each training "
-                    "sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
-                    "depends on it (it shrinks by sqrt(nb_epochs)), so certify and predict refuse it; refit it"
-                )
-            copies = 1
-        return {
-            "alpha": self.alpha,
-            "bound": self.bound,
-            "draws_per_model": self.draws_per_model,
-            "train_sigma_min": float(np.min(self.train_sigma_)),
-            "noise_copies": copies,
-        }
 
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
         """Smoothed prediction, in ART's format: one-hot rows, all-zero rows where the ensemble abstains.
@@ -558,17 +432,9 @@ class _SmoothedEnsembleEstimator(
         is_abstain = kwargs.get("is_abstain")  # None: True; anything else but a bool raises, as in ART
         is_abstain = True if is_abstain is None else check_bool(is_abstain, "is_abstain")
         x, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        if not is_abstain:
-            pred = counts.argmax(axis=1)
-            if self.memory_ is not None:  # inside a stored region of another label: that region's label
-                pred = self.memory_.query(x, pred, np.zeros(len(pred)))[0]
-        else:  # abstains exactly where certify does; with the memory, certify's trimmed class (nothing is stored)
-            result = certify_votes(counts, sigma_x, **self.certificate_options())
-            pred = apply_memory(self.memory_, x, result, update=False).pred
-        out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
-        keep = pred != stats.ABSTAIN
-        out[np.flatnonzero(keep), pred[keep]] = 1.0
-        return out
+        return chains.predict(self.fitted_, x, sigma_x, counts, alpha=self.alpha, bound=self.bound,
+                              draws_per_model=self.draws_per_model, is_abstain=is_abstain,
+                              nb_classes=self.nb_classes)  # fmt: skip
 
     def certify(
         self,
@@ -623,13 +489,10 @@ class _SmoothedEnsembleEstimator(
             raise ValueError("budgets needs return_details=True (the decisions are result.budget_certified)")
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
         self._warn_if_never_certifies(n, "certify: ")
-        # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
-        result = certify_votes(counts, sigma_x, n=n, **self.certificate_options())
-        # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
-        result = apply_memory(self.memory_, x, result, update=update_memory)
-        if return_details:  # the budget certificate: the training sigmas and the decisions for budgets
-            return attach_budgets(result, self.train_sigma_, budgets)
-        return result.pred, result.radius
+        result = chains.certify(self.fitted_, x, sigma_x, counts, alpha=self.alpha, bound=self.bound,
+                                draws_per_model=self.draws_per_model, n=n, update_memory=update_memory,
+                                budgets=budgets, details=return_details)  # fmt: skip
+        return result if return_details else (result.pred, result.radius)
 
     def certify_adaptive(
         self,
@@ -683,49 +546,22 @@ class _SmoothedEnsembleEstimator(
         radius = check_radius(radius)
         update_memory = check_bool(update_memory, "update_memory")
         verbose = self.verbose if verbose is None else verbose
-        options = self.certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
-        default_alpha = options.pop("alpha")
-        alpha = default_alpha if alpha is None else alpha
-        draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model
+        self.certificate_options()  # a grown ensemble refuses any bound but "anytime", before any work
+        alpha = self.alpha if alpha is None else alpha
+        draws, total = self.draws_per_model, self.fitted_.nb_models * self.draws_per_model
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         batch_size = check_int(batch_size, "batch_size")
         if looks is None and self.bound == "anytime":  # a confidence sequence: look after every vote
             looks = np.arange(1, total + 1)
         elif looks is None:  # with several draws per member the looks fall on member boundaries
             first = max(1, -(-check_int(first_look, "first_look") // draws))
-            looks = draws * look_schedule(self.ensemble_.nb_models, first, growth)
+            looks = draws * look_schedule(self.fitted_.nb_models, first, growth)
         looks = check_looks(looks, total, draws)
+        executor = Executor(self.executor, self.fitted_.members)  # decided once for every look
         x_t = torch.from_numpy(x).to(self._device)
-        sigma_t = self._test_sigma(x_t, verbose)
-
-        def draw(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
-            rows = torch.from_numpy(idx).to(x_t.device)
-            counts = self._count_votes(x_t[rows], sigma_t[rows], start_vote=start, nb_votes=stop, batch_size=batch_size)
-            return counts.cpu().numpy()
-
-        sigma = sigma_t.cpu().numpy().astype(np.float64)
-        self._warn_if_out_of_reach(sigma, radius, int(looks[-1]), alpha)
-        result = run_sequential(
-            draw,
-            len(x),
-            sigma,
-            radius,
-            alpha,
-            looks,
-            spending=spending,
-            futility_alpha=futility_alpha,
-            conservative=conservative,
-            nb_classes=self.nb_classes,
-            **options,
-        )
-        # the storage-update step on the answers (nothing when use_memory=False)
-        return apply_memory_adaptive(
-            self.memory_,
-            x,
-            result,
-            sigma,
-            train_sigma_min=options["train_sigma_min"],
-            noise_copies=options["noise_copies"],
-            conservative=conservative,
-            update=update_memory,
-        )
+        sigma_t = self._test_sigma(x_t, verbose, self._search(executor))
+        self._warn_if_out_of_reach(sigma_t.cpu().numpy().astype(np.float64), radius, int(looks[-1]), alpha)
+        return chains.certify_adaptive(self.fitted_, x, x_t, sigma_t, executor, self._vote_settings(), radius=radius,
+                                       alpha=alpha, bound=self.bound, looks=looks, spending=spending,
+                                       futility_alpha=futility_alpha, conservative=conservative,
+                                       batch_size=batch_size, update_memory=update_memory)  # fmt: skip

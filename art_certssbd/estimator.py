@@ -1,14 +1,16 @@
 """ART estimators: :class:`CertSSBDEstimator` (sample-specific sigma) and :class:`RABEstimator` (fixed sigma).
 
-Both are ART randomized-smoothing classifiers (``RandomizedSmoothingMixin`` + ``PyTorchClassifier``); the shared
-shell, which chains the pure pieces of the package, is in :mod:`art_certssbd._shell` (with :mod:`art_certssbd._art`,
-the rest of the ART contract, and :mod:`art_certssbd._persistence`, saving and loading).
+Both are ART randomized-smoothing classifiers (``RandomizedSmoothingMixin`` + ``PyTorchClassifier``) over the
+shared shell :mod:`art_certssbd._shell` (the layout is drawn there): :class:`RABEstimator` is the shell itself (one
+fixed sigma, ``scale``), :class:`CertSSBDEstimator` adds the sigma optimiser's parameters and the memory. The
+algorithm lives in :mod:`art_certssbd.chains`, the fitted state in :class:`~art_certssbd.fitted.FittedEnsemble`.
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -17,14 +19,10 @@ import torch
 from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
 from art_certssbd._validation import check_int
 from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import BinaryLogitAdapter, MnistCNN
 from art_certssbd.official.files import load_official_ensemble
-
-
-def _arguments(frame_locals: dict) -> dict:
-    """The constructor's arguments, to forward to the shared shell unchanged."""
-    return {key: value for key, value in frame_locals.items() if key not in ("self", "__class__")}
 
 
 class CertSSBDEstimator(_SmoothedEnsembleEstimator):
@@ -110,29 +108,8 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         loss,
         input_shape,
         nb_classes,
-        optimizer=None,
-        channels_first=True,
-        clip_values=None,
-        preprocessing_defences=None,
-        postprocessing_defences=None,
-        preprocessing=(0.0, 1.0),
-        device_type="gpu",
-        *,
-        nb_models=100,
-        scale=0.12,
-        alpha=0.001,
-        bound="clopper-pearson",
-        draws_per_model=1,
-        noise="fixed",
+        *args,
         warmup_epochs=2,
-        vectorize=True,
-        memory_budget=2**30,
-        amp=None,
-        compile=False,
-        executor="local",
-        random_state=None,
-        verbose=False,
-        sample_size=None,
         sigma_steps=30,
         sigma_lr=5e-3,
         sigma_samples=16,
@@ -141,8 +118,13 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         sigma_tol=None,
         sigma_patience=3,
         use_memory=True,
+        **kwargs,
     ):
-        super().__init__(**_arguments(locals()))
+        # the sigma parameters first: the shell's constructor ends with _check_params, which reads them
+        self.sigma_steps, self.sigma_lr, self.sigma_samples = sigma_steps, sigma_lr, sigma_samples
+        self.sigma_bounds, self.sigma_update, self.sigma_tol = sigma_bounds, sigma_update, sigma_tol
+        self.sigma_patience, self.use_memory = sigma_patience, use_memory
+        super().__init__(model, loss, input_shape, nb_classes, *args, warmup_epochs=warmup_epochs, **kwargs)
 
     @classmethod
     def from_official(
@@ -252,13 +234,14 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         )
         model.load_state_dict(states[0])
         model.to(estimator._device).eval()
-        estimator.ensemble_ = StackedEnsemble.from_state_dicts(template, states).to(estimator._device)
-        estimator.train_sigma_ = np.array([scale], dtype=np.float32)
-        estimator.random_state_ = random_state
-        estimator.test_noise_seeds_ = list(seeds)
-        estimator.nb_models_ = len(states)
-        estimator.train_noise_copies_ = copies  # an assumption about the official training (see above)
-        estimator.memory_ = CertificationMemory() if use_memory else None
+        estimator.fitted_ = FittedEnsemble(
+            StackedEnsemble.from_state_dicts(template, states).to(estimator._device),
+            np.array([scale], dtype=np.float32),  # a stand-in (see above)
+            random_state=random_state,
+            train_noise_copies=copies,  # an assumption about the official training (see above)
+            test_noise_seeds=list(seeds),
+            memory=CertificationMemory() if use_memory else None,
+        )
         return estimator
 
 
@@ -270,34 +253,13 @@ class RABEstimator(_SmoothedEnsembleEstimator):
     | Paper link: https://arxiv.org/abs/2003.08904
     """
 
-    def __init__(
-        self,
-        model,
-        loss,
-        input_shape,
-        nb_classes,
-        optimizer=None,
-        channels_first=True,
-        clip_values=None,
-        preprocessing_defences=None,
-        postprocessing_defences=None,
-        preprocessing=(0.0, 1.0),
-        device_type="gpu",
-        *,
-        nb_models=100,
-        scale=0.12,
-        alpha=0.001,
-        bound="clopper-pearson",
-        draws_per_model=1,
-        noise="fixed",
-        warmup_epochs=0,
-        vectorize=True,
-        memory_budget=2**30,
-        amp=None,
-        compile=False,
-        executor="local",
-        random_state=None,
-        verbose=False,
-        sample_size=None,
-    ):
-        super().__init__(**_arguments(locals()))
+
+def _signature(init, base) -> inspect.Signature:
+    """``base``'s parameters with ``init``'s keyword-only ones over them (new defaults, new parameters at the end):
+    the signature ``init`` forwards to ``base`` with, for ``inspect``, scikit-learn-style tools and the docs."""
+    own = {p.name: p for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    params = [own.pop(p.name, p) for p in inspect.signature(base).parameters.values()]
+    return inspect.Signature(params + list(own.values()))
+
+
+CertSSBDEstimator.__init__.__signature__ = _signature(CertSSBDEstimator.__init__, _SmoothedEnsembleEstimator.__init__)

@@ -1,0 +1,392 @@
+"""The method's chains over a fitted record, without ART: what ``fit``, ``certify``, ``predict`` and
+``certify_adaptive`` of the estimators do, as plain functions (the estimators only adapt ART's API to them)::
+
+    fit:      check_output -> pipeline.train_smoothed_ensemble (warm-up at sigma0 -> sigma.optimize_sigma on every
+              training sample -> training.train_members, checkpointed) [-> growth.growth_rule after each wave]
+              -> FittedEnsemble
+    certify:  test_sigma (sigma_x) -> count_votes (x + sigma_x * e_k) -> certification.certify_votes
+              -> memory.apply_memory -> budget.attach_budgets
+    predict:  the certify chain with update=False (or the majority vote, trimmed by the memory)
+    adaptive: count_votes in looks -> sequential.run_sequential -> sequential.apply_memory_adaptive
+
+Where the work runs (here, as Ray tasks, or with the members streamed from disk) is decided once per call, by an
+:class:`Executor`; the sigma optimiser's settings travel as one :class:`SigmaSearch`, the vote's as one
+:class:`VoteSettings`.
+
+| Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+
+import numpy as np
+import torch
+
+from art_certssbd import stats
+from art_certssbd.budget import attach_budgets
+from art_certssbd.certification import certify_votes
+from art_certssbd.ensemble import vote
+from art_certssbd.fitted import FittedEnsemble
+from art_certssbd.growth import Growth, growth_rule
+from art_certssbd.memory import CertificationMemory, apply_memory
+from art_certssbd.noise import derive_seed
+from art_certssbd.pipeline import train_smoothed_ensemble
+from art_certssbd.ray_backend import import_ray, resolve_executor
+from art_certssbd.sequential import AdaptiveResult, apply_memory_adaptive, run_sequential
+from art_certssbd.sigma import optimize_sigma
+from art_certssbd.streaming import SavedEnsemble, stream_votes
+
+logger = logging.getLogger(__name__)
+
+
+class Executor:
+    """Where the work of one call runs, decided once from the ``executor`` parameter and the members: Ray tasks
+    (``"ray"`` or a :class:`~art_certssbd.ray_backend.RayExecutor`), blocks of a
+    :class:`~art_certssbd.streaming.SavedEnsemble` read from disk, or here. Every path gives the same numbers."""
+
+    def __init__(self, executor, members=None):
+        self.ray = resolve_executor(executor)
+        self.streamed = isinstance(members, SavedEnsemble)
+
+    def member_runner(self, verbose: bool):
+        """How ``fit`` trains the members: ``None`` here, or the Ray executor's task runner."""
+        if self.ray is None:
+            return None
+        import_ray()  # without Ray, fail here, before the warm-up's work
+        return functools.partial(self.ray.train_members, verbose=verbose)
+
+    def vote(self, members, x, sigma, noise_fn, settings: VoteSettings, *, start_vote, nb_votes, batch_size, verbose):
+        """The members' votes ``start_vote .. nb_votes - 1`` on ``x`` (a ``(N, C)`` int64 tensor)."""
+        if self.ray is not None:  # blocks of members vote as Ray tasks (in memory or read from a saved ensemble)
+            run = self.ray.vote
+        else:  # blocks of members read from disk within memory_budget, or the members in memory
+            run = stream_votes if self.streamed else vote
+        return run(
+            members,
+            x,
+            sigma,
+            noise_fn,
+            settings.nb_classes,
+            draws_per_model=settings.draws_per_model,
+            start_vote=start_vote,
+            nb_votes=nb_votes,
+            batch_size=batch_size,
+            vectorize=settings.vectorize,
+            amp=settings.amp,
+            compile=settings.compile,
+            verbose=verbose,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SigmaSearch:
+    """The sigma optimiser's settings (the estimator's ``scale`` and ``sigma_*``) and where it runs."""
+
+    scale: float
+    steps: int
+    lr: float
+    samples: int
+    bounds: tuple[float, float] | None
+    update: str
+    tol: float | None
+    patience: int
+    amp: str | None
+    executor: Executor
+
+    def run(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool = False) -> torch.Tensor:
+        """Per-sample sigma by SGA (``scale`` everywhere when ``steps == 0``), here or sharded over Ray tasks (the
+        same sigmas); ``tol=None`` runs every step, bitwise as before early stopping existed."""
+        low, high = self.bounds if self.bounds is not None else (None, None)
+        early, tol = self.tol is not None, 0.0 if self.tol is None else float(self.tol)
+        if self.executor.ray is not None and self.steps > 0:
+            return self.executor.ray.optimize_sigma(
+                model,
+                x,
+                sigma0=self.scale,
+                steps=self.steps,
+                lr=self.lr,
+                n_samples=self.samples,
+                sigma_min=low,
+                sigma_max=high,
+                update=self.update,
+                seed=seed,
+                amp=self.amp,
+                early_stop=early,
+                tol=tol,
+                patience=int(self.patience),
+                verbose=verbose,
+            )
+        return optimize_sigma(
+            model,
+            x,
+            self.scale,
+            steps=self.steps,
+            lr=self.lr,
+            n_samples=self.samples,
+            sigma_min=low,
+            sigma_max=high,
+            update=self.update,
+            seed=seed,
+            amp=self.amp,
+            early_stop=early,
+            tol=tol,
+            patience=int(self.patience),
+            verbose=verbose,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class VoteSettings:
+    """How the members vote: classes, draws per member, and the speed options (the same votes either way)."""
+
+    nb_classes: int
+    draws_per_model: int
+    vectorize: bool
+    amp: str | None
+    compile: bool
+
+
+# --------------------------------------------------------------------------------------------------------- fit
+def check_output(model: torch.nn.Module, x: np.ndarray, nb_classes: int, input_shape, device) -> None:
+    """Refuse a model that cannot process ``x`` or does not return ``(N, nb_classes)`` logits."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(x).to(device))
+    except RuntimeError as err:  # e.g. a layer sized for another input shape
+        raise ValueError(f"model cannot process inputs of input_shape={tuple(input_shape)}: {err}") from err
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != nb_classes:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={nb_classes})")
+
+
+def fit(
+    model,
+    x_t,
+    y_t,
+    *,
+    random_state: int,
+    search: SigmaSearch,
+    votes: VoteSettings,
+    nb_models: int,
+    noise: str,
+    warmup_epochs: int,
+    loss_fn,
+    optimizer_factory,
+    nb_epochs: int,
+    batch_size: int,
+    members_per_chunk: int,
+    store,
+    growth: Growth | None,
+    alpha: float,
+    use_memory: bool,
+    verbose: bool,
+) -> tuple[torch.nn.Module, FittedEnsemble]:
+    """The fit chain: warm-up -> training sigmas -> members (-> the growth rule after each wave) -> the record.
+
+    :return: ``(base, record)``: the warmed-up base model (the sigma optimiser's) and the fitted record.
+    """
+    copies = nb_epochs if noise == "fresh" else 1  # noisy copies of each training sample per member
+    history: list[dict] | None = None if growth is None else []
+    stop = None
+    if growth is not None:  # after each wave the validation votes decide whether more members are needed
+        stop = growth_rule(
+            growth,
+            template=model,
+            device=x_t.device,
+            random_state=random_state,
+            nb_models=nb_models,
+            search=search,
+            nb_classes=votes.nb_classes,
+            draws_per_model=votes.draws_per_model,
+            vectorize=votes.vectorize,
+            alpha=alpha,
+            noise_copies=copies,
+            history=history,
+        )
+    base, train_sigma, ensemble = train_smoothed_ensemble(
+        model,
+        x_t,
+        y_t,
+        seed=random_state,
+        sigma_fn=functools.partial(search.run, verbose=verbose),
+        nb_models=nb_models,
+        scale=search.scale,
+        warmup_epochs=warmup_epochs,
+        loss_fn=loss_fn,
+        optimizer_factory=optimizer_factory,
+        nb_epochs=nb_epochs,
+        batch_size=batch_size,
+        noise=noise,
+        vectorize=votes.vectorize,
+        amp=search.amp,
+        members_per_chunk=members_per_chunk,
+        store=store,
+        member_runner=search.executor.member_runner(verbose),
+        wave_size=None if growth is None else growth.wave_size,
+        stop=stop,
+        verbose=verbose,
+    )
+    logger.info(
+        "Fitted %d members; training sigma in [%.4f, %.4f].", ensemble.nb_models, train_sigma.min(), train_sigma.max()
+    )
+    record = FittedEnsemble(
+        ensemble.to(x_t.device),
+        train_sigma.cpu().numpy(),
+        random_state=random_state,
+        train_noise_copies=copies,
+        growth_history=history,
+        memory=CertificationMemory() if use_memory else None,
+    )
+    return base, record
+
+
+# ----------------------------------------------------------------------------------------------------- certify
+def test_sigma(record: FittedEnsemble, model, x_t: torch.Tensor, search: SigmaSearch, verbose: bool) -> torch.Tensor:
+    """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
+    return search.run(model, x_t, derive_seed(record.random_state, "sigma_test"), verbose)
+
+
+def count_votes(
+    record: FittedEnsemble,
+    x_t,
+    sigma_t,
+    executor: Executor,
+    settings: VoteSettings,
+    *,
+    start_vote=0,
+    nb_votes=None,
+    batch_size=256,
+    verbose=False,
+) -> torch.Tensor:
+    """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t + sigma_t * e_k``."""
+    return executor.vote(
+        record.members,
+        x_t,
+        sigma_t,
+        record.test_noise(x_t.device),
+        settings,
+        start_vote=start_vote,
+        nb_votes=nb_votes,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+
+
+def certify(
+    record: FittedEnsemble,
+    x,
+    sigma_x,
+    counts,
+    *,
+    alpha: float,
+    bound: str,
+    draws_per_model: int,
+    n=None,
+    update_memory: bool = True,
+    budgets=None,
+    details: bool = False,
+):
+    """Test steps 6-7 on the votes: the certificate, the storage-update step, and (``details``) the budgets.
+
+    :return: The :class:`~art_certssbd.result.CertificationResult` (with the budget decisions when ``details``).
+    """
+    # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
+    result = certify_votes(counts, sigma_x, n=n, **record.certificate_options(alpha, bound, draws_per_model))
+    # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
+    result = apply_memory(record.memory, x, result, update=update_memory)
+    return attach_budgets(result, record.train_sigma, budgets) if details else result
+
+
+def predict(
+    record: FittedEnsemble,
+    x,
+    sigma_x,
+    counts,
+    *,
+    alpha: float,
+    bound: str,
+    draws_per_model: int,
+    is_abstain: bool,
+    nb_classes: int,
+) -> np.ndarray:
+    """The smoothed prediction in ART's format: one-hot rows, all-zero rows where the ensemble abstains (exactly
+    where :func:`certify` does; with the memory, certify's trimmed class, and nothing is stored). Without
+    ``is_abstain``: the majority vote, except inside a stored region of another label (that region's label)."""
+    if not is_abstain:
+        pred = counts.argmax(axis=1)
+        if record.memory is not None:
+            pred = record.memory.query(x, pred, np.zeros(len(pred)))[0]
+    else:
+        pred = certify(
+            record, x, sigma_x, counts, alpha=alpha, bound=bound, draws_per_model=draws_per_model, update_memory=False
+        ).pred
+    out = np.zeros((len(pred), nb_classes), dtype=np.float32)
+    keep = pred != stats.ABSTAIN
+    out[np.flatnonzero(keep), pred[keep]] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- adaptive
+def certify_adaptive(
+    record: FittedEnsemble,
+    x,
+    x_t,
+    sigma_t,
+    executor: Executor,
+    settings: VoteSettings,
+    *,
+    radius: float,
+    alpha: float,
+    bound: str,
+    looks: np.ndarray,
+    spending,
+    futility_alpha,
+    conservative: bool,
+    batch_size: int,
+    update_memory: bool,
+) -> AdaptiveResult:
+    """The adaptive chain: the members vote in ``looks`` on the inputs still undecided, each look certified at its
+    level (:func:`~art_certssbd.sequential.run_sequential`), then the storage-update step in input order."""
+    options = record.certificate_options(alpha, bound, settings.draws_per_model)
+
+    def draw(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
+        rows = torch.from_numpy(idx).to(x_t.device)
+        counts = count_votes(
+            record, x_t[rows], sigma_t[rows], executor, settings, start_vote=start, nb_votes=stop, batch_size=batch_size
+        )
+        return counts.cpu().numpy()
+
+    sigma = sigma_t.cpu().numpy().astype(np.float64)
+    result = run_sequential(
+        draw,
+        len(x),
+        sigma,
+        radius,
+        alpha,
+        looks,
+        spending=spending,
+        futility_alpha=futility_alpha,
+        conservative=conservative,
+        nb_classes=settings.nb_classes,
+        bound=bound,
+        draws_per_model=settings.draws_per_model,
+        train_sigma_min=options["train_sigma_min"],
+        noise_copies=options["noise_copies"],
+    )
+    # the storage-update step on the answers (nothing when use_memory=False)
+    return apply_memory_adaptive(
+        record.memory,
+        x,
+        result,
+        sigma,
+        train_sigma_min=options["train_sigma_min"],
+        noise_copies=options["noise_copies"],
+        conservative=conservative,
+        update=update_memory,
+    )
