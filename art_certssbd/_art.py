@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
-from art_certssbd.fitted import FittedEnsemble
+from art_certssbd.datasets.generators import read_generator
+from art_certssbd.fitted import record_from_attributes
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import add_noise
 from art_certssbd.smoothed_module import SmoothedEnsembleModule
@@ -248,7 +249,7 @@ class ArtContractMixin:
 
         if not isinstance(generator, DataGenerator):
             raise ValueError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
-        x, y = _collect(generator)
+        x, y = read_generator(generator)
         kwargs.setdefault("batch_size", int(generator.batch_size))
         self.fit(x, y, nb_epochs=nb_epochs, verbose=verbose, **kwargs)
 
@@ -394,73 +395,7 @@ class ArtContractMixin:
 
     def __setstate__(self, state: dict) -> None:
         if "ensemble_" in state:  # pickled before the fitted record: the same fitted state, as one record
-            state = _as_record(state)
+            state = record_from_attributes(state)
         self.__dict__.update(state)
         self._device = torch.device(state["_device"])
         self._model = self._make_model_wrapper(state["_model"])
-
-
-def _as_record(state: dict) -> dict:
-    """The state of an estimator pickled by art-certssbd <= 0.x with one attribute per fitted field, with them as
-    one :class:`~art_certssbd.fitted.FittedEnsemble` (``fitted_``)."""
-    state = dict(state)
-    old = {key: state.pop(key, None) for key in (*_OLD_FIELDS, "nb_models_")}
-    copies = old["train_noise_copies_"]
-    if copies is None and state.get("noise") != "fixed":  # saved before the count was recorded
-        raise ValueError(
-            f"this pickled estimator was trained with noise={state.get('noise')!r}, and how many noisy copies of each "
-            "training sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
-            "depends on it (it shrinks by sqrt(nb_epochs)), so it cannot be loaded; refit it"
-        )
-    fields = {field: old[key] for key, field in _OLD_FIELDS.items()}
-    state["fitted_"] = FittedEnsemble(**{**fields, "train_noise_copies": 1 if copies is None else copies})
-    return state
-
-
-#: The fitted attributes of an estimator pickled before the record, and the record's fields they became.
-_OLD_FIELDS = {
-    "ensemble_": "members",
-    "train_sigma_": "train_sigma",
-    "random_state_": "random_state",
-    "train_noise_copies_": "train_noise_copies",
-    "test_noise_seeds_": "test_noise_seeds",
-    "growth_history_": "growth_history",
-    "memory_": "memory",
-}
-
-
-def _collect(generator) -> tuple[np.ndarray, np.ndarray]:
-    """All ``(x, y)`` of an ART data generator, read once."""
-    from art.data_generators import NumpyDataGenerator, PyTorchDataGenerator
-
-    if isinstance(generator, NumpyDataGenerator):
-        return np.asarray(generator.x), np.asarray(generator.y)
-    if isinstance(generator, PyTorchDataGenerator):
-        from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
-
-        loader = generator.iterator
-        plain = type(loader.sampler) is SequentialSampler or (
-            type(loader.sampler) is RandomSampler
-            and not loader.sampler.replacement
-            and loader.sampler._num_samples is None
-        )
-        if plain and not isinstance(loader.dataset, IterableDataset) and loader.batch_size is not None:
-            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
-        batches = [tuple(batch)[:2] for batch in loader]
-    else:
-        if generator.size is None:
-            raise ValueError(f"{type(generator).__name__} has size None: fit_generator needs the number of samples")
-        batches, seen = [], 0
-        while seen < generator.size:  # get_batch loops over the data indefinitely
-            batch = tuple(generator.get_batch())[:2]
-            if len(batch[0]) == 0:
-                break
-            batches.append(batch)
-            seen += len(batch[0])
-    if not batches:
-        raise ValueError(f"{type(generator).__name__} yielded no data")
-    x = np.concatenate([_numpy(b[0]) for b in batches])
-    y = np.concatenate([_numpy(b[1]) for b in batches])
-    if not isinstance(generator, PyTorchDataGenerator) and generator.size is not None:
-        x, y = x[: generator.size], y[: generator.size]
-    return x, y

@@ -8,8 +8,8 @@ layout, from the framework down::
     _art.py           the rest of ART's contract: get/set_params, clone, losses and gradients, activations, pickle
     _persistence.py   save_ensemble / load_ensemble (the checkpoint format) <-> FittedEnsemble
     _certifiable.py   max_certifiable_radius and the "can never certify" warnings
-    chains.py         the algorithm without ART: fit, certify, predict and adaptive chains; Executor (local / Ray /
-                      streamed, decided once per call), SigmaSearch, VoteSettings
+    chains.py         the algorithm without ART: the fit, certify, predict and adaptive chains over the record
+    execution.py      Executor (local / Ray / streamed, decided once per call), SigmaSearch, VoteSettings
     fitted.py         FittedEnsemble, the one fitted record (``fitted_``); the fitted attributes read it
 
 The shell holds no algorithm: it checks ART's arguments, builds the chains' settings from its parameters and keeps
@@ -22,7 +22,6 @@ and the paper in the core (``sigma``, ``n``, ``p_a_lower``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import warnings
 from typing import Any
@@ -34,7 +33,7 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import chains, stats
 from art_certssbd._art import ArtContractMixin
-from art_certssbd._certifiable import CertifiableRadiusMixin, caller_level
+from art_certssbd._certifiable import CertifiableRadiusMixin
 from art_certssbd._persistence import PersistenceMixin
 from art_certssbd._validation import (
     NOT_FITTED,
@@ -45,19 +44,16 @@ from art_certssbd._validation import (
     check_inputs,
     check_int,
     check_labels,
-    check_nonnegative,
-    check_pair,
     check_positive,
     check_probability,
 )
 from art_certssbd.accelerators import check_accelerators
 from art_certssbd.budget import check_budgets
 from art_certssbd.certification import check_options
-from art_certssbd.chains import Executor, SigmaSearch, VoteSettings
 from art_certssbd.checkpoint import EnsembleCheckpoint
+from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
 from art_certssbd.growth import Growth
 from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule
-from art_certssbd.sigma import SIGMA_UPDATES
 from art_certssbd.training import NOISE_MODES, optimizer_factory_from
 
 _ENSEMBLE_PARAMS = [
@@ -197,26 +193,7 @@ class _SmoothedEnsembleEstimator(
         check_int(self.memory_budget, "memory_budget")
         Executor(self.executor)  # refuses an unknown executor
         check_accelerators(self._device, self.amp, self.compile)
-        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
-        check_int(self.sigma_steps, "sigma_steps", minimum=0)
-        check_int(self.sigma_samples, "sigma_samples")
-        if self.sigma_steps:
-            check_positive(self.sigma_lr, "sigma_lr")
-        if self.sigma_tol is not None:
-            check_nonnegative(self.sigma_tol, "sigma_tol")
-        check_int(self.sigma_patience, "sigma_patience")
-        if self.sigma_bounds is not None:
-            low, high = check_pair(self.sigma_bounds, "sigma_bounds")
-            if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
-                raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
-            if self.sigma_steps and low < self.scale:
-                warnings.warn(
-                    f"sigma_bounds={self.sigma_bounds!r} starts below scale={self.scale!r}: the sigma optimiser may "
-                    "give samples less noise than sigma0 (by default sigma0 is the minimum), which shrinks the "
-                    "conservative radius and weakens the smoothing of a trigger",
-                    UserWarning,
-                    stacklevel=caller_level(),
-                )
+        self._check_sigma_params()  # RAB: fixed sigma; CertSSBDEstimator checks its sigma_* parameters
         if self.random_state is not None:
             check_int(self.random_state, "random_state", minimum=0)
         if self._use_amp:
@@ -263,6 +240,24 @@ class _SmoothedEnsembleEstimator(
         return self.fitted_.certificate_options(self.alpha, self.bound, self.draws_per_model)
 
     # ------------------------------------------------------------------------------------- the chains' settings
+    def _check_sigma_params(self) -> None:
+        """Check the sigma optimiser's parameters (none here: RAB's sigma is ``scale``)."""
+
+    def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
+        """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
+        keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
+        params = {key: getattr(self, key) for key in keys}
+        return chains.checkpoint_config(
+            params,
+            random_state=seed,
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            nb_epochs=nb_epochs,
+            model=self.base_model,
+            optimizer=self._optimizer,
+        )
+
     def _search(self, executor: Executor) -> SigmaSearch:
         """The sigma optimiser's settings, from the parameters."""
         return SigmaSearch(self.scale, self.sigma_steps, self.sigma_lr, self.sigma_samples, self.sigma_bounds,
@@ -272,28 +267,6 @@ class _SmoothedEnsembleEstimator(
         return VoteSettings(self.nb_classes, self.draws_per_model, self.vectorize, self.amp, self.compile)
 
     # ------------------------------------------------------------------------------------------------- fitting
-    def _config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict[str, Any]:
-        """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
-        data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-        keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
-        # these do not change the fitted ensemble
-        speed_only = ("verbose", "vectorize", "memory_budget", "compile", "executor")
-        config = {key: getattr(self, key) for key in keys if key not in speed_only}
-        if self.amp is None:  # float32: the config (and checkpoints) as before amp reached the training
-            del config["amp"]
-        if self.sigma_tol is None:  # the full SGA run: the config (and checkpoints) as before these options existed
-            del config["sigma_tol"], config["sigma_patience"]
-        config.update(
-            random_state=seed,
-            batch_size=batch_size,
-            nb_epochs=nb_epochs,
-            data_sha256=data,
-            model=type(self.base_model).__name__,
-            optimizer=type(self._optimizer).__name__,
-            optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()},
-        )
-        return config
-
     def fit(
         self,
         x: np.ndarray,
@@ -358,7 +331,7 @@ class _SmoothedEnsembleEstimator(
         store = (
             None
             if checkpoint_dir is None
-            else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
+            else EnsembleCheckpoint(checkpoint_dir, self._checkpoint_config(seed, x, y, batch_size, nb_epochs))
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
         base, record = chains.fit(

@@ -10,16 +10,16 @@
     adaptive: count_votes in looks -> sequential.run_sequential -> sequential.apply_memory_adaptive
 
 Where the work runs (here, as Ray tasks, or with the members streamed from disk) is decided once per call, by an
-:class:`Executor`; the sigma optimiser's settings travel as one :class:`SigmaSearch`, the vote's as one
-:class:`VoteSettings`.
+:class:`~art_certssbd.execution.Executor`; the sigma optimiser's settings travel as one
+:class:`~art_certssbd.execution.SigmaSearch`, the vote's as one :class:`~art_certssbd.execution.VoteSettings`.
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import hashlib
 import logging
 
 import numpy as np
@@ -28,128 +28,42 @@ import torch
 from art_certssbd import stats
 from art_certssbd.budget import attach_budgets
 from art_certssbd.certification import certify_votes
-from art_certssbd.ensemble import vote
+from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
 from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.growth import Growth, growth_rule
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed
 from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.ray_backend import import_ray, resolve_executor
 from art_certssbd.sequential import AdaptiveResult, apply_memory_adaptive, run_sequential
-from art_certssbd.sigma import optimize_sigma
-from art_certssbd.streaming import SavedEnsemble, stream_votes
 
 logger = logging.getLogger(__name__)
 
 
-class Executor:
-    """Where the work of one call runs, decided once from the ``executor`` parameter and the members: Ray tasks
-    (``"ray"`` or a :class:`~art_certssbd.ray_backend.RayExecutor`), blocks of a
-    :class:`~art_certssbd.streaming.SavedEnsemble` read from disk, or here. Every path gives the same numbers."""
-
-    def __init__(self, executor, members=None):
-        self.ray = resolve_executor(executor)
-        self.streamed = isinstance(members, SavedEnsemble)
-
-    def member_runner(self, verbose: bool):
-        """How ``fit`` trains the members: ``None`` here, or the Ray executor's task runner."""
-        if self.ray is None:
-            return None
-        import_ray()  # without Ray, fail here, before the warm-up's work
-        return functools.partial(self.ray.train_members, verbose=verbose)
-
-    def vote(self, members, x, sigma, noise_fn, settings: VoteSettings, *, start_vote, nb_votes, batch_size, verbose):
-        """The members' votes ``start_vote .. nb_votes - 1`` on ``x`` (a ``(N, C)`` int64 tensor)."""
-        if self.ray is not None:  # blocks of members vote as Ray tasks (in memory or read from a saved ensemble)
-            run = self.ray.vote
-        else:  # blocks of members read from disk within memory_budget, or the members in memory
-            run = stream_votes if self.streamed else vote
-        return run(
-            members,
-            x,
-            sigma,
-            noise_fn,
-            settings.nb_classes,
-            draws_per_model=settings.draws_per_model,
-            start_vote=start_vote,
-            nb_votes=nb_votes,
-            batch_size=batch_size,
-            vectorize=settings.vectorize,
-            amp=settings.amp,
-            compile=settings.compile,
-            verbose=verbose,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class SigmaSearch:
-    """The sigma optimiser's settings (the estimator's ``scale`` and ``sigma_*``) and where it runs."""
-
-    scale: float
-    steps: int
-    lr: float
-    samples: int
-    bounds: tuple[float, float] | None
-    update: str
-    tol: float | None
-    patience: int
-    amp: str | None
-    executor: Executor
-
-    def run(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool = False) -> torch.Tensor:
-        """Per-sample sigma by SGA (``scale`` everywhere when ``steps == 0``), here or sharded over Ray tasks (the
-        same sigmas); ``tol=None`` runs every step, bitwise as before early stopping existed."""
-        low, high = self.bounds if self.bounds is not None else (None, None)
-        early, tol = self.tol is not None, 0.0 if self.tol is None else float(self.tol)
-        if self.executor.ray is not None and self.steps > 0:
-            return self.executor.ray.optimize_sigma(
-                model,
-                x,
-                sigma0=self.scale,
-                steps=self.steps,
-                lr=self.lr,
-                n_samples=self.samples,
-                sigma_min=low,
-                sigma_max=high,
-                update=self.update,
-                seed=seed,
-                amp=self.amp,
-                early_stop=early,
-                tol=tol,
-                patience=int(self.patience),
-                verbose=verbose,
-            )
-        return optimize_sigma(
-            model,
-            x,
-            self.scale,
-            steps=self.steps,
-            lr=self.lr,
-            n_samples=self.samples,
-            sigma_min=low,
-            sigma_max=high,
-            update=self.update,
-            seed=seed,
-            amp=self.amp,
-            early_stop=early,
-            tol=tol,
-            patience=int(self.patience),
-            verbose=verbose,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class VoteSettings:
-    """How the members vote: classes, draws per member, and the speed options (the same votes either way)."""
-
-    nb_classes: int
-    draws_per_model: int
-    vectorize: bool
-    amp: str | None
-    compile: bool
-
-
 # --------------------------------------------------------------------------------------------------------- fit
+def checkpoint_config(params: dict, *, random_state: int, x: np.ndarray, y: np.ndarray, batch_size: int,
+                      nb_epochs: int, model: torch.nn.Module, optimizer) -> dict:  # fmt: skip
+    """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint): the estimator
+    parameters ``params`` without those that only change the speed, the seed, the fit's arguments and the data's
+    hash. ``amp=None`` and ``sigma_tol=None`` leave their keys out, so that checkpoints written before those options
+    existed still resume."""
+    speed_only = ("verbose", "vectorize", "memory_budget", "compile", "executor")  # the same fitted ensemble
+    config = {key: value for key, value in params.items() if key not in speed_only}
+    if config["amp"] is None:  # float32: the config (and checkpoints) as before amp reached the training
+        del config["amp"]
+    if config["sigma_tol"] is None:  # the full SGA run: the config (and checkpoints) as before these options existed
+        del config["sigma_tol"], config["sigma_patience"]
+    config.update(
+        random_state=random_state,
+        batch_size=batch_size,
+        nb_epochs=nb_epochs,
+        data_sha256=hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
+        model=type(model).__name__,
+        optimizer=type(optimizer).__name__,
+        optimizer_defaults={k: repr(v) for k, v in optimizer.defaults.items()},
+    )
+    return config
+
+
 def check_output(model: torch.nn.Module, x: np.ndarray, nb_classes: int, input_shape, device) -> None:
     """Refuse a model that cannot process ``x`` or does not return ``(N, nb_classes)`` logits."""
     was_training = model.training

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 
 import numpy as np
 import torch
 
+from art_certssbd._certifiable import caller_level
 from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
-from art_certssbd._validation import check_int
+from art_certssbd._validation import check_choice, check_int, check_nonnegative, check_pair, check_positive
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import BinaryLogitAdapter, MnistCNN
 from art_certssbd.official.files import load_official_ensemble
+from art_certssbd.sigma import SIGMA_UPDATES
 
 
 class CertSSBDEstimator(_SmoothedEnsembleEstimator):
@@ -125,6 +128,29 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         self.sigma_bounds, self.sigma_update, self.sigma_tol = sigma_bounds, sigma_update, sigma_tol
         self.sigma_patience, self.use_memory = sigma_patience, use_memory
         super().__init__(model, loss, input_shape, nb_classes, *args, warmup_epochs=warmup_epochs, **kwargs)
+
+    def _check_sigma_params(self) -> None:
+        """Check the sigma optimiser's parameters (called by ``_check_params``)."""
+        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
+        check_int(self.sigma_steps, "sigma_steps", minimum=0)
+        check_int(self.sigma_samples, "sigma_samples")
+        if self.sigma_steps:
+            check_positive(self.sigma_lr, "sigma_lr")
+        if self.sigma_tol is not None:
+            check_nonnegative(self.sigma_tol, "sigma_tol")
+        check_int(self.sigma_patience, "sigma_patience")
+        if self.sigma_bounds is not None:
+            low, high = check_pair(self.sigma_bounds, "sigma_bounds")
+            if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
+                raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
+            if self.sigma_steps and low < self.scale:
+                warnings.warn(
+                    f"sigma_bounds={self.sigma_bounds!r} starts below scale={self.scale!r}: the sigma optimiser may "
+                    "give samples less noise than sigma0 (by default sigma0 is the minimum), which shrinks the "
+                    "conservative radius and weakens the smoothing of a trigger",
+                    UserWarning,
+                    stacklevel=caller_level(),
+                )
 
     @classmethod
     def from_official(

@@ -114,3 +114,35 @@ class FittedEnsemble:
             "train_sigma_min": self.train_sigma_min,
             "noise_copies": self.train_noise_copies,
         }
+
+
+def record_from_attributes(state: dict) -> dict:
+    """The ``__dict__`` of an estimator pickled before the record (one attribute per fitted field: ``ensemble_``,
+    ``train_sigma_``, ...) with those as one :class:`FittedEnsemble` (``fitted_``), built by its constructor.
+
+    :raises ValueError: A ``noise="fresh"`` estimator pickled before ``train_noise_copies_`` was recorded.
+    """
+    state = dict(state)
+    old = {key: state.pop(key, None) for key in (*_OLD_FIELDS, "nb_models_")}
+    copies = old["train_noise_copies_"]
+    if copies is None and state.get("noise") != "fixed":  # saved before the count was recorded
+        raise ValueError(
+            f"this pickled estimator was trained with noise={state.get('noise')!r}, and how many noisy copies of each "
+            "training sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
+            "depends on it (it shrinks by sqrt(nb_epochs)), so it cannot be loaded; refit it"
+        )
+    fields = {field: old[key] for key, field in _OLD_FIELDS.items()}
+    state["fitted_"] = FittedEnsemble(**{**fields, "train_noise_copies": 1 if copies is None else copies})
+    return state
+
+
+#: The fitted attributes of an estimator pickled before the record, and the record's fields they became.
+_OLD_FIELDS = {
+    "ensemble_": "members",
+    "train_sigma_": "train_sigma",
+    "random_state_": "random_state",
+    "train_noise_copies_": "train_noise_copies",
+    "test_noise_seeds_": "test_noise_seeds",
+    "growth_history_": "growth_history",
+    "memory_": "memory",
+}

@@ -120,7 +120,7 @@ def growth_rule(
     :param device: Where the validation inputs vote.
     :param random_state: The run's seed (the validation inputs' sigma and the members' test noise derive from it).
     :param nb_models: The largest ensemble size.
-    :param search: The sigma optimiser (:class:`~art_certssbd.chains.SigmaSearch`): the validation inputs' sigma is
+    :param search: The sigma optimiser (:class:`~art_certssbd.execution.SigmaSearch`): the validation inputs' sigma is
            computed as ``certify`` computes a test input's.
     :param nb_classes: Number of classes.
     :param draws_per_model: Test noise draws per member.
