@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from art_certssbd.fitted import require_fitted
 from art_certssbd.saved import load_record, save_record
 
 
@@ -38,8 +39,7 @@ class PersistenceMixin:
         guarantee holds within each process's query order, not across them (memories are not merged), and if both
         save to the same directory the last complete save wins, atomically.
         """
-        self._check_fitted()
-        save_record(directory, self.fitted_, self.base_model.state_dict(), nb_classes=self.nb_classes,
+        save_record(directory, require_fitted(self), self.base_model.state_dict(), nb_classes=self.nb_classes,
                     input_shape=self.input_shape, scale=self.scale)  # fmt: skip
 
     def load_ensemble(self, directory: str | os.PathLike, stream: bool = False) -> None:

@@ -5,12 +5,16 @@ layout, from the framework down::
 
     estimator.py      CertSSBDEstimator (adds the sigma_* parameters), RABEstimator (this shell, fixed sigma)
     _shell.py         the parameters (one constructor), fit / predict / certify / certify_adaptive -> chains
-    _art.py           the rest of ART's contract: get/set_params, clone, losses and gradients, activations, pickle
-    _persistence.py   save_ensemble / load_ensemble (the checkpoint format) <-> FittedEnsemble
-    _certifiable.py   max_certifiable_radius and the "can never certify" warnings
+    _art.py           the parameters' contract: checks, get/set_params, clone, fit_generator, pickle
+    _networks.py      ART's calls on a network: model, loss_gradient, compute_loss, get_activations
+    _persistence.py   save / save_ensemble / load_ensemble -> saved.py (the checkpoint format) <-> FittedEnsemble
+    _certifiable.py   max_certifiable_radius and the "can never certify" warnings (after every _check_params)
     chains.py         the algorithm without ART: the fit, certify, predict and adaptive chains over the record
     execution.py      Executor (local / Ray / streamed, decided once per call), SigmaSearch, VoteSettings
     fitted.py         FittedEnsemble, the one fitted record (``fitted_``); the fitted attributes read it
+
+The mixins share no private methods: each reads the fitted state through the record (``require_fitted(self)``) and
+the parameters through their public attributes; ``_check_params`` is ART's cooperative hook.
 
 The shell holds no algorithm: it checks ART's arguments, builds the chains' settings from its parameters and keeps
 the record. Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``)
@@ -21,7 +25,6 @@ and the paper in the core (``sigma``, ``n``, ``p_a_lower``).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from typing import Any
@@ -31,73 +34,28 @@ import torch
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification.pytorch import PyTorchClassifier
 
-from art_certssbd import chains, stats
-from art_certssbd._art import ArtContractMixin
+from art_certssbd import chains
+from art_certssbd._art import _ENSEMBLE_PARAMS, _SIGMA_PARAMS, ArtContractMixin
 from art_certssbd._certifiable import CertifiableRadiusMixin
+from art_certssbd._networks import NetworkMixin
 from art_certssbd._persistence import PersistenceMixin
-from art_certssbd._validation import (
-    NOT_FITTED,
-    NotFittedError,
-    check_bool,
-    check_choice,
-    check_input_shape,
-    check_inputs,
-    check_int,
-    check_labels,
-    check_positive,
-    check_probability,
-)
-from art_certssbd.accelerators import check_accelerators
+from art_certssbd._validation import check_bool, check_inputs, check_int, check_labels
 from art_certssbd.budget import check_budgets
-from art_certssbd.certification import check_options
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
-from art_certssbd.growth import Growth
-from art_certssbd.sequential import AdaptiveResult, check_looks, check_radius, look_schedule
-from art_certssbd.training import NOISE_MODES, optimizer_factory_from
-
-_ENSEMBLE_PARAMS = [
-    "nb_models",
-    "scale",
-    "alpha",
-    "bound",
-    "draws_per_model",
-    "noise",
-    "warmup_epochs",
-    "vectorize",
-    "memory_budget",
-    "amp",
-    "compile",
-    "executor",
-    "random_state",
-    "verbose",
-]
-_SIGMA_PARAMS = [
-    "sigma_steps",
-    "sigma_lr",
-    "sigma_samples",
-    "sigma_bounds",
-    "sigma_update",
-    "sigma_tol",
-    "sigma_patience",
-    "use_memory",
-]
-
-
-def _view(field: str, doc: str) -> property:
-    """A read-only fitted attribute: ``field`` of the record ``fitted_`` (an ``AttributeError`` before ``fit``)."""
-
-    def get(self):
-        record = self.__dict__.get("fitted_")
-        if record is None:
-            raise AttributeError(f"{type(self).__name__} has no fitted state yet (call fit)")
-        return getattr(record, field)
-
-    return property(get, doc=doc)
+from art_certssbd.fitted import fitted_attribute, require_fitted
+from art_certssbd.growth import Growth, check_growth
+from art_certssbd.sequential import AdaptiveResult, check_radius
+from art_certssbd.training import optimizer_factory_from
 
 
 class _SmoothedEnsembleEstimator(
-    ArtContractMixin, PersistenceMixin, CertifiableRadiusMixin, RandomizedSmoothingMixin, PyTorchClassifier
+    CertifiableRadiusMixin,
+    ArtContractMixin,
+    NetworkMixin,
+    PersistenceMixin,
+    RandomizedSmoothingMixin,
+    PyTorchClassifier,
 ):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
@@ -140,92 +98,24 @@ class _SmoothedEnsembleEstimator(
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
         self.amp, self.compile, self.executor = amp, compile, executor
         self.random_state, self.verbose = random_state, verbose
-        super().__init__(
-            model=model,
-            loss=loss,
-            input_shape=input_shape,
-            nb_classes=nb_classes,
-            optimizer=optimizer,
-            channels_first=channels_first,
-            clip_values=clip_values,
-            preprocessing_defences=preprocessing_defences,
-            postprocessing_defences=postprocessing_defences,
-            preprocessing=preprocessing,
-            device_type=device_type,
-            sample_size=sample_size,
-            scale=scale,
-            alpha=alpha,
-        )
+        super().__init__(model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
+                         channels_first=channels_first, clip_values=clip_values,
+                         preprocessing_defences=preprocessing_defences, postprocessing_defences=postprocessing_defences,
+                         preprocessing=preprocessing, device_type=device_type, sample_size=sample_size, scale=scale,
+                         alpha=alpha)  # fmt: skip
         self._check_params()
 
-    # ------------------------------------------------------------------------------------------------ parameters
-    @property
-    def sample_size(self) -> int:
-        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``); once fitted, with the
-        fitted number of members (fewer than ``nb_models`` when a growth rule stopped the ensemble)."""
-        fitted = self.__dict__.get("fitted_")
-        return (self.nb_models if fitted is None else fitted.nb_models) * self.draws_per_model
-
-    @sample_size.setter
-    def sample_size(self, value) -> None:
-        if value is not None:  # ART's constructor argument: refused with a pointer to nb_models
-            raise ValueError(
-                f"sample_size={value!r} cannot be set: ART's sample size (noise draws per input) is, for a smoothed "
-                "ensemble, its number of votes nb_models * draws_per_model (each member votes on its own fixed noise): "
-                "set nb_models (and draws_per_model) instead"
-            )
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_int(self.nb_classes, "nb_classes", minimum=2)
-        check_input_shape(self.input_shape)
-        check_choice(self.device_type, "device_type", ("cpu", "gpu"))
-        check_bool(self.vectorize, "vectorize")
-        check_bool(self.use_memory, "use_memory")
-        check_int(self.nb_models, "nb_models")
-        check_int(self.draws_per_model, "draws_per_model")
-        check_positive(self.scale, "scale")
-        check_probability(self.alpha, "alpha")
-        check_choice(self.bound, "bound", stats.BOUNDS)
-        check_options(self.bound, self.draws_per_model)  # draws_per_model > 1 needs bound="hoeffding"
-        check_choice(self.noise, "noise", NOISE_MODES)
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        check_int(self.memory_budget, "memory_budget")
-        Executor(self.executor)  # refuses an unknown executor
-        check_accelerators(self._device, self.amp, self.compile)
-        self._check_sigma_params()  # RAB: fixed sigma; CertSSBDEstimator checks its sigma_* parameters
-        if self.random_state is not None:
-            check_int(self.random_state, "random_state", minimum=0)
-        if self._use_amp:
-            raise ValueError("use_amp=True (ART's apex mixed precision) is not supported: use amp='bf16' or 'fp16'")
-        if self.preprocessing_defences or self.postprocessing_defences:
-            raise ValueError(
-                "preprocessing_defences and postprocessing_defences are not supported: the smoothing noise must reach "
-                "the model unchanged for the certificate to hold"
-            )
-        for op in self.preprocessing_operations:
-            if not (np.all(np.asarray(getattr(op, "mean", 1)) == 0) and np.all(np.asarray(getattr(op, "std", 0)) == 1)):
-                raise ValueError(
-                    f"preprocessing={op!r} is not supported: the noise is added to the raw input, so put any "
-                    "normalisation inside the model (e.g. as its first layer)"
-                )
-        self._warn_if_never_certifies()  # valid, but every input would abstain
-
     # -------------------------------------------------------------------------------------------- fitted state
-    ensemble_ = _view("members", "The members (a StackedEnsemble, or a SavedEnsemble read from disk).")
-    train_sigma_ = _view("train_sigma", "The training sigmas sigma_j.")
-    random_state_ = _view("random_state", "The run's seed.")
-    test_noise_seeds_ = _view("test_noise_seeds", "Member k's test-noise seed.")
-    nb_models_ = _view("nb_models", "The fitted number of members (fewer than nb_models after a growth rule).")
-    growth_history_ = _view("growth_history", "The growth rule's history (None: an ensemble of fixed size).")
-    train_noise_copies_ = _view("train_noise_copies", "Noisy copies of each training sample one member saw.")
-    memory_ = _view("memory", "The storage-update memory (None with use_memory=False).")
-
-    def _check_fitted(self) -> None:
-        if self.__dict__.get("fitted_") is None:
-            reset_by = getattr(self, "_reset_by", None)
-            reason = f" (set_params of {', '.join(reset_by)} reset the fitted ensemble)" if reset_by else ""
-            raise NotFittedError(NOT_FITTED.format(name=type(self).__name__) + reason)
+    ensemble_ = fitted_attribute("members", "The members (a StackedEnsemble, or a SavedEnsemble read from disk).")
+    train_sigma_ = fitted_attribute("train_sigma", "The training sigmas sigma_j.")
+    random_state_ = fitted_attribute("random_state", "The run's seed.")
+    test_noise_seeds_ = fitted_attribute("test_noise_seeds", "Member k's test-noise seed.")
+    nb_models_ = fitted_attribute(
+        "nb_models", "The fitted number of members (fewer than nb_models after a growth rule)."
+    )
+    growth_history_ = fitted_attribute("growth_history", "The growth rule's history (None: an ensemble of fixed size).")
+    train_noise_copies_ = fitted_attribute("train_noise_copies", "Noisy copies of each training sample one member saw.")
+    memory_ = fitted_attribute("memory", "The storage-update memory (None with use_memory=False).")
 
     def certificate_options(self) -> dict[str, Any]:
         """Step 6's options, from the parameters and the fitted state: the keyword arguments of
@@ -236,13 +126,10 @@ class _SmoothedEnsembleEstimator(
 
             certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
         """
-        self._check_fitted()
+        require_fitted(self)
         return self.fitted_.certificate_options(self.alpha, self.bound, self.draws_per_model)
 
     # ------------------------------------------------------------------------------------- the chains' settings
-    def _check_sigma_params(self) -> None:
-        """Check the sigma optimiser's parameters (none here: RAB's sigma is ``scale``)."""
-
     def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
         """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
@@ -309,25 +196,11 @@ class _SmoothedEnsembleEstimator(
         if np.unique(y).size < 2:
             raise ValueError(f"y must hold at least two classes, got only class {int(y[0])}")
         batch_size, nb_epochs = check_int(batch_size, "batch_size"), check_int(nb_epochs, "nb_epochs")
-        if growth is not None:
-            if not isinstance(growth, Growth):
-                raise ValueError(f"growth must be a Growth or None, got {type(growth).__name__}")
-            if self.bound != "anytime":
-                raise ValueError(
-                    f"growth needs bound='anytime', got bound={self.bound!r}: the ensemble's size then depends on its "
-                    "votes, and only a confidence sequence certifies at such a stopping time"
-                )
-            x_val = check_inputs(growth.x_val, self.input_shape, self.clip_values, name="growth.x_val")
-            y_val = check_labels(growth.y_val, len(growth.x_val), self.nb_classes, name="growth.y_val")
-            growth = dataclasses.replace(growth, x_val=x_val, y_val=y_val)
+        growth = check_growth(growth, self.bound, self.input_shape, self.clip_values, self.nb_classes)
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         chains.check_output(self.base_model, x[:1], self.nb_classes, self.input_shape, self._device)
-        seed = self.random_state
-        if seed is None and checkpoint_dir is not None:  # resuming with random_state=None: the checkpoint's seed
-            seed = EnsembleCheckpoint(checkpoint_dir).config.get("random_state")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**63)
+        seed = chains.run_seed(self.random_state, checkpoint_dir)
         store = (
             None
             if checkpoint_dir is None
@@ -368,16 +241,9 @@ class _SmoothedEnsembleEstimator(
 
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
         """Validate ``x`` and return ``(x, sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
-        self._check_fitted()
+        require_fitted(self)
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
-        if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
-            raise ValueError(
-                f"n must be in [1, {self.sample_size}], got n={n!r}: n counts votes and the ensemble has "
-                f"{self.sample_size} (nb_models={self.nb_models} x draws_per_model={self.draws_per_model}); unlike "
-                "ART's certify(x, n), n is not a Monte-Carlo sample size that can grow: refit with more members"
-            )
-        if n is not None and n % self.draws_per_model:
-            raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
+        chains.check_vote_count(n, self.sample_size, self.nb_models, self.draws_per_model)
         batch_size = check_int(batch_size, "batch_size")
         if len(x) == 0:  # an empty batch: empty results, as ART's
             return x, np.zeros(0), np.zeros((0, self.nb_classes), dtype=np.int64)
@@ -456,7 +322,7 @@ class _SmoothedEnsembleEstimator(
                  (holding the training sigmas, for the budget certificate).
         """
         verbose = self.verbose if verbose is None else verbose
-        self._check_fitted()
+        require_fitted(self)
         budgets = check_budgets(budgets, len(self.train_sigma_))  # before any work: a refused call changes nothing
         if budgets and not return_details:
             raise ValueError("budgets needs return_details=True (the decisions are result.budget_certified)")
@@ -515,21 +381,17 @@ class _SmoothedEnsembleEstimator(
         :param verbose: Progress bars (default: the estimator's ``verbose``).
         :return: An :class:`~art_certssbd.sequential.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
         """
-        self._check_fitted()
+        require_fitted(self)
         radius = check_radius(radius)
         update_memory = check_bool(update_memory, "update_memory")
         verbose = self.verbose if verbose is None else verbose
         self.certificate_options()  # a grown ensemble refuses any bound but "anytime", before any work
         alpha = self.alpha if alpha is None else alpha
-        draws, total = self.draws_per_model, self.fitted_.nb_models * self.draws_per_model
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         batch_size = check_int(batch_size, "batch_size")
-        if looks is None and self.bound == "anytime":  # a confidence sequence: look after every vote
-            looks = np.arange(1, total + 1)
-        elif looks is None:  # with several draws per member the looks fall on member boundaries
-            first = max(1, -(-check_int(first_look, "first_look") // draws))
-            looks = draws * look_schedule(self.fitted_.nb_models, first, growth)
-        looks = check_looks(looks, total, draws)
+        looks = chains.adaptive_looks(
+            looks, self.fitted_.nb_models, self.draws_per_model, self.bound, first_look, growth
+        )
         executor = Executor(self.executor, self.fitted_.members)  # decided once for every look
         x_t = torch.from_numpy(x).to(self._device)
         sigma_t = self._test_sigma(x_t, verbose, self._search(executor))

@@ -26,15 +26,17 @@ import numpy as np
 import torch
 
 from art_certssbd import stats
+from art_certssbd._validation import check_int
 from art_certssbd.budget import attach_budgets
 from art_certssbd.certification import certify_votes
+from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
 from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.growth import Growth, growth_rule
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.noise import derive_seed
 from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.sequential import AdaptiveResult, apply_memory_adaptive, run_sequential
+from art_certssbd.sequential import AdaptiveResult, apply_memory_adaptive, check_looks, look_schedule, run_sequential
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,15 @@ def checkpoint_config(params: dict, *, random_state: int, x: np.ndarray, y: np.n
         optimizer_defaults={k: repr(v) for k, v in optimizer.defaults.items()},
     )
     return config
+
+
+def run_seed(random_state: int | None, checkpoint_dir) -> int:
+    """The run's seed: ``random_state``; else, resuming a checkpoint, its seed; else a fresh one."""
+    if random_state is None and checkpoint_dir is not None:  # resuming with random_state=None: the checkpoint's seed
+        random_state = EnsembleCheckpoint(checkpoint_dir).config.get("random_state")
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().entropy % 2**63)
+    return random_state
 
 
 def check_output(model: torch.nn.Module, x: np.ndarray, nb_classes: int, input_shape, device) -> None:
@@ -161,6 +172,18 @@ def fit(
 
 
 # ----------------------------------------------------------------------------------------------------- certify
+def check_vote_count(n, sample_size: int, nb_models: int, draws_per_model: int) -> None:
+    """Refuse a number of votes ``n`` (``None``: all) that the ensemble cannot cast."""
+    if n is not None and not 1 <= check_int(n, "n") <= sample_size:
+        raise ValueError(
+            f"n must be in [1, {sample_size}], got n={n!r}: n counts votes and the ensemble has "
+            f"{sample_size} (nb_models={nb_models} x draws_per_model={draws_per_model}); unlike "
+            "ART's certify(x, n), n is not a Monte-Carlo sample size that can grow: refit with more members"
+        )
+    if n is not None and n % draws_per_model:
+        raise ValueError(f"n must be a multiple of draws_per_model={draws_per_model}, got {n!r}")
+
+
 def test_sigma(record: FittedEnsemble, model, x_t: torch.Tensor, search: SigmaSearch, verbose: bool) -> torch.Tensor:
     """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
     return search.run(model, x_t, derive_seed(record.random_state, "sigma_test"), verbose)
@@ -247,6 +270,19 @@ def predict(
 
 
 # ---------------------------------------------------------------------------------------------------- adaptive
+def adaptive_looks(looks, nb_models: int, draws_per_model: int, bound: str, first_look: int, growth: float):
+    """The looks of :func:`certify_adaptive`, checked: ``looks`` as given, or every vote for ``bound="anytime"`` (a
+    confidence sequence holds at every number of votes), or a geometric schedule from ``first_look`` (rounded up to
+    whole members) growing by ``growth``, on member boundaries."""
+    total = nb_models * draws_per_model
+    if looks is None and bound == "anytime":  # a confidence sequence: look after every vote
+        looks = np.arange(1, total + 1)
+    elif looks is None:  # with several draws per member the looks fall on member boundaries
+        first = max(1, -(-check_int(first_look, "first_look") // draws_per_model))
+        looks = draws_per_model * look_schedule(nb_models, first, growth)
+    return check_looks(looks, total, draws_per_model)
+
+
 def certify_adaptive(
     record: FittedEnsemble,
     x,

@@ -17,8 +17,9 @@ import warnings
 import numpy as np
 import torch
 
+from art_certssbd._art import _SIGMA_PARAMS
 from art_certssbd._certifiable import caller_level
-from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
+from art_certssbd._shell import _SmoothedEnsembleEstimator
 from art_certssbd._validation import check_choice, check_int, check_nonnegative, check_pair, check_positive
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.fitted import FittedEnsemble

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from art_certssbd._validation import NOT_FITTED, NotFittedError
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, fixed_test_noise
 
@@ -114,6 +115,30 @@ class FittedEnsemble:
             "train_sigma_min": self.train_sigma_min,
             "noise_copies": self.train_noise_copies,
         }
+
+
+def fitted_attribute(field: str, doc: str) -> property:
+    """A read-only fitted attribute of an estimator (``ensemble_``, ``train_sigma_``, ...): ``field`` of its record
+    ``fitted_`` (an ``AttributeError`` before ``fit``, so that ``hasattr`` tells whether it is fitted)."""
+
+    def get(self):
+        record = self.__dict__.get("fitted_")
+        if record is None:
+            raise AttributeError(f"{type(self).__name__} has no fitted state yet (call fit)")
+        return getattr(record, field)
+
+    return property(get, doc=doc)
+
+
+def require_fitted(estimator) -> FittedEnsemble:
+    """The record ``estimator.fitted_``; a ``NotFittedError`` when there is none (naming the parameters whose
+    ``set_params`` reset it, ``estimator._reset_by``)."""
+    record = estimator.__dict__.get("fitted_")
+    if record is None:
+        reset_by = getattr(estimator, "_reset_by", None)
+        reason = f" (set_params of {', '.join(reset_by)} reset the fitted ensemble)" if reset_by else ""
+        raise NotFittedError(NOT_FITTED.format(name=type(estimator).__name__) + reason)
+    return record
 
 
 def record_from_attributes(state: dict) -> dict:

@@ -29,7 +29,7 @@ import math
 import numpy as np
 import torch
 
-from art_certssbd._validation import check_int, check_positive
+from art_certssbd._validation import check_inputs, check_int, check_labels, check_positive
 from art_certssbd.certification import certify_votes
 from art_certssbd.ensemble import StackedEnsemble, vote
 from art_certssbd.noise import derive_seed, fixed_test_noise
@@ -94,6 +94,23 @@ class Growth:
     def waves(self, nb_models: int) -> list[int]:
         """The ensemble sizes at which the rule is evaluated: ``wave_size, 2 wave_size, ..., nb_models``."""
         return [min(nb_models, self.wave_size * (i + 1)) for i in range(math.ceil(nb_models / self.wave_size))]
+
+
+def check_growth(growth, bound: str, input_shape, clip_values, nb_classes: int) -> Growth | None:
+    """``growth`` for a ``fit`` at ``bound`` (only ``"anytime"`` certifies at a stopping time), its validation
+    inputs checked against ``input_shape`` / ``clip_values`` and its labels as indices; ``None`` stays ``None``."""
+    if growth is None:
+        return None
+    if not isinstance(growth, Growth):
+        raise ValueError(f"growth must be a Growth or None, got {type(growth).__name__}")
+    if bound != "anytime":
+        raise ValueError(
+            f"growth needs bound='anytime', got bound={bound!r}: the ensemble's size then depends on its "
+            "votes, and only a confidence sequence certifies at such a stopping time"
+        )
+    x_val = check_inputs(growth.x_val, input_shape, clip_values, name="growth.x_val")
+    y_val = check_labels(growth.y_val, len(growth.x_val), nb_classes, name="growth.y_val")
+    return dataclasses.replace(growth, x_val=x_val, y_val=y_val)
 
 
 def growth_rule(
