@@ -134,16 +134,8 @@ class _SmoothedEnsembleEstimator(
         """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
         keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
         params = {key: getattr(self, key) for key in keys}
-        return chains.checkpoint_config(
-            params,
-            random_state=seed,
-            x=x,
-            y=y,
-            batch_size=batch_size,
-            nb_epochs=nb_epochs,
-            model=self.base_model,
-            optimizer=self._optimizer,
-        )
+        return chains.checkpoint_config(params, random_state=seed, x=x, y=y, batch_size=batch_size, nb_epochs=nb_epochs,
+                                        model=self.base_model, optimizer=self._optimizer)  # fmt: skip
 
     def _search(self, executor: Executor) -> SigmaSearch:
         """The sigma optimiser's settings, from the parameters."""

@@ -120,20 +120,9 @@ def fit(
     history: list[dict] | None = None if growth is None else []
     stop = None
     if growth is not None:  # after each wave the validation votes decide whether more members are needed
-        stop = growth_rule(
-            growth,
-            template=model,
-            device=x_t.device,
-            random_state=random_state,
-            nb_models=nb_models,
-            search=search,
-            nb_classes=votes.nb_classes,
-            draws_per_model=votes.draws_per_model,
-            vectorize=votes.vectorize,
-            alpha=alpha,
-            noise_copies=copies,
-            history=history,
-        )
+        stop = growth_rule(growth, template=model, device=x_t.device, random_state=random_state, nb_models=nb_models,
+                           search=search, nb_classes=votes.nb_classes, draws_per_model=votes.draws_per_model,
+                           vectorize=votes.vectorize, alpha=alpha, noise_copies=copies, history=history)  # fmt: skip
     base, train_sigma, ensemble = train_smoothed_ensemble(
         model,
         x_t,
@@ -234,24 +223,16 @@ def certify(
     :return: The :class:`~art_certssbd.result.CertificationResult` (with the budget decisions when ``details``).
     """
     # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
-    result = certify_votes(counts, sigma_x, n=n, **record.certificate_options(alpha, bound, draws_per_model))
+    record.check_bound(bound)  # a grown ensemble: only "anytime"
+    result = certify_votes(counts, sigma_x, alpha=alpha, bound=bound, draws_per_model=draws_per_model, n=n,
+                           train_sigma_min=record.train_sigma_min, noise_copies=record.train_noise_copies)  # fmt: skip
     # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
     result = apply_memory(record.memory, x, result, update=update_memory)
     return attach_budgets(result, record.train_sigma, budgets) if details else result
 
 
-def predict(
-    record: FittedEnsemble,
-    x,
-    sigma_x,
-    counts,
-    *,
-    alpha: float,
-    bound: str,
-    draws_per_model: int,
-    is_abstain: bool,
-    nb_classes: int,
-) -> np.ndarray:
+def predict(record: FittedEnsemble, x, sigma_x, counts, *, alpha: float, bound: str, draws_per_model: int,
+            is_abstain: bool, nb_classes: int) -> np.ndarray:  # fmt: skip
     """The smoothed prediction in ART's format: one-hot rows, all-zero rows where the ensemble abstains (exactly
     where :func:`certify` does; with the memory, certify's trimmed class, and nothing is stored). Without
     ``is_abstain``: the majority vote, except inside a stored region of another label (that region's label)."""
@@ -303,7 +284,7 @@ def certify_adaptive(
 ) -> AdaptiveResult:
     """The adaptive chain: the members vote in ``looks`` on the inputs still undecided, each look certified at its
     level (:func:`~art_certssbd.sequential.run_sequential`), then the storage-update step in input order."""
-    options = record.certificate_options(alpha, bound, settings.draws_per_model)
+    record.check_bound(bound)  # a grown ensemble: only "anytime"
 
     def draw(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
         rows = torch.from_numpy(idx).to(x_t.device)
@@ -326,8 +307,8 @@ def certify_adaptive(
         nb_classes=settings.nb_classes,
         bound=bound,
         draws_per_model=settings.draws_per_model,
-        train_sigma_min=options["train_sigma_min"],
-        noise_copies=options["noise_copies"],
+        train_sigma_min=record.train_sigma_min,
+        noise_copies=record.train_noise_copies,
     )
     # the storage-update step on the answers (nothing when use_memory=False)
     return apply_memory_adaptive(
@@ -335,8 +316,8 @@ def certify_adaptive(
         x,
         result,
         sigma,
-        train_sigma_min=options["train_sigma_min"],
-        noise_copies=options["noise_copies"],
+        train_sigma_min=record.train_sigma_min,
+        noise_copies=record.train_noise_copies,
         conservative=conservative,
         update=update_memory,
     )

@@ -108,10 +108,6 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
 
     def __init__(
         self,
-        model,
-        loss,
-        input_shape,
-        nb_classes,
         *args,
         warmup_epochs=2,
         sigma_steps=30,
@@ -128,7 +124,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         self.sigma_steps, self.sigma_lr, self.sigma_samples = sigma_steps, sigma_lr, sigma_samples
         self.sigma_bounds, self.sigma_update, self.sigma_tol = sigma_bounds, sigma_update, sigma_tol
         self.sigma_patience, self.use_memory = sigma_patience, use_memory
-        super().__init__(model, loss, input_shape, nb_classes, *args, warmup_epochs=warmup_epochs, **kwargs)
+        super().__init__(*args, warmup_epochs=warmup_epochs, **kwargs)
 
     def _check_sigma_params(self) -> None:
         """Check the sigma optimiser's parameters (called by ``_check_params``)."""

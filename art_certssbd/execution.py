@@ -41,21 +41,9 @@ class Executor:
             run = self.ray.vote
         else:  # blocks of members read from disk within memory_budget, or the members in memory
             run = stream_votes if self.streamed else vote
-        return run(
-            members,
-            x,
-            sigma,
-            noise_fn,
-            settings.nb_classes,
-            draws_per_model=settings.draws_per_model,
-            start_vote=start_vote,
-            nb_votes=nb_votes,
-            batch_size=batch_size,
-            vectorize=settings.vectorize,
-            amp=settings.amp,
-            compile=settings.compile,
-            verbose=verbose,
-        )
+        return run(members, x, sigma, noise_fn, settings.nb_classes, draws_per_model=settings.draws_per_model,
+                   start_vote=start_vote, nb_votes=nb_votes, batch_size=batch_size, vectorize=settings.vectorize,
+                   amp=settings.amp, compile=settings.compile, verbose=verbose)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,41 +66,11 @@ class SigmaSearch:
         same sigmas); ``tol=None`` runs every step, bitwise as before early stopping existed."""
         low, high = self.bounds if self.bounds is not None else (None, None)
         early, tol = self.tol is not None, 0.0 if self.tol is None else float(self.tol)
-        if self.executor.ray is not None and self.steps > 0:
-            return self.executor.ray.optimize_sigma(
-                model,
-                x,
-                sigma0=self.scale,
-                steps=self.steps,
-                lr=self.lr,
-                n_samples=self.samples,
-                sigma_min=low,
-                sigma_max=high,
-                update=self.update,
-                seed=seed,
-                amp=self.amp,
-                early_stop=early,
-                tol=tol,
-                patience=int(self.patience),
-                verbose=verbose,
-            )
-        return optimize_sigma(
-            model,
-            x,
-            self.scale,
-            steps=self.steps,
-            lr=self.lr,
-            n_samples=self.samples,
-            sigma_min=low,
-            sigma_max=high,
-            update=self.update,
-            seed=seed,
-            amp=self.amp,
-            early_stop=early,
-            tol=tol,
-            patience=int(self.patience),
-            verbose=verbose,
-        )
+        ray = self.executor.ray
+        run = ray.optimize_sigma if ray is not None and self.steps > 0 else optimize_sigma  # the same sigmas
+        return run(model, x, sigma0=self.scale, steps=self.steps, lr=self.lr, n_samples=self.samples, sigma_min=low,
+                   sigma_max=high, update=self.update, seed=seed, amp=self.amp, early_stop=early, tol=tol,
+                   patience=int(self.patience), verbose=verbose)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,6 +96,15 @@ class FittedEnsemble:
         shape ``(len(members), draws, *shape)`` on ``device``."""
         return functools.partial(fixed_test_noise, self.test_noise_seeds, device=device)
 
+    def check_bound(self, bound: str) -> None:
+        """Refuse a bound that does not certify this ensemble: a grown one (its size depends on its votes) needs
+        ``"anytime"``."""
+        if self.growth_history is not None and bound != "anytime":
+            raise ValueError(
+                f"this ensemble was grown until a stopping rule (fit with growth=...), so only bound='anytime' "
+                f"certifies it, got bound={bound!r}: set_params(bound='anytime')"
+            )
+
     def certificate_options(self, alpha: float, bound: str, draws_per_model: int) -> dict[str, Any]:
         """The keyword arguments of :func:`art_certssbd.certification.certify_votes` for this ensemble at ``alpha``,
         ``bound`` and ``draws_per_model`` (``alpha``, ``bound``, ``draws_per_model``, ``train_sigma_min``,
@@ -103,11 +112,7 @@ class FittedEnsemble:
 
         :raises ValueError: A grown ensemble (its size depends on its votes) with a bound other than ``"anytime"``.
         """
-        if self.growth_history is not None and bound != "anytime":
-            raise ValueError(
-                f"this ensemble was grown until a stopping rule (fit with growth=...), so only bound='anytime' "
-                f"certifies it, got bound={bound!r}: set_params(bound='anytime')"
-            )
+        self.check_bound(bound)
         return {
             "alpha": alpha,
             "bound": bound,
