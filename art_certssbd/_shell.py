@@ -126,8 +126,7 @@ class _SmoothedEnsembleEstimator(
 
             certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
         """
-        require_fitted(self)
-        return self.fitted_.certificate_options(self.alpha, self.bound, self.draws_per_model)
+        return require_fitted(self).certificate_options(self.alpha, self.bound, self.draws_per_model)
 
     # ------------------------------------------------------------------------------------- the chains' settings
     def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
@@ -229,20 +228,20 @@ class _SmoothedEnsembleEstimator(
     # ---------------------------------------------------------------------------------------------- prediction
     def _test_sigma(self, x_t: torch.Tensor, verbose: bool, search: SigmaSearch) -> torch.Tensor:
         """Test step 4: the sigma of each test input (:func:`~art_certssbd.chains.test_sigma`)."""
-        return chains.test_sigma(self.fitted_, self.base_model, x_t, search, verbose)
+        return chains.test_sigma(require_fitted(self), self.base_model, x_t, search, verbose)
 
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
         """Validate ``x`` and return ``(x, sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
-        require_fitted(self)
+        record = require_fitted(self)
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         chains.check_vote_count(n, self.sample_size, self.nb_models, self.draws_per_model)
         batch_size = check_int(batch_size, "batch_size")
         if len(x) == 0:  # an empty batch: empty results, as ART's
             return x, np.zeros(0), np.zeros((0, self.nb_classes), dtype=np.int64)
-        executor = Executor(self.executor, self.fitted_.members)  # decided once for both steps
+        executor = Executor(self.executor, record.members)  # decided once for both steps
         x_t = torch.from_numpy(x).to(self._device)
         sigma_x = self._test_sigma(x_t, verbose, self._search(executor))
-        counts = chains.count_votes(self.fitted_, x_t, sigma_x, executor, self._vote_settings(), nb_votes=n,
+        counts = chains.count_votes(record, x_t, sigma_x, executor, self._vote_settings(), nb_votes=n,
                                     batch_size=batch_size, verbose=verbose)  # fmt: skip
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
 
@@ -373,22 +372,20 @@ class _SmoothedEnsembleEstimator(
         :param verbose: Progress bars (default: the estimator's ``verbose``).
         :return: An :class:`~art_certssbd.sequential.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
         """
-        require_fitted(self)
+        record = require_fitted(self)
         radius = check_radius(radius)
         update_memory = check_bool(update_memory, "update_memory")
         verbose = self.verbose if verbose is None else verbose
-        self.certificate_options()  # a grown ensemble refuses any bound but "anytime", before any work
+        record.check_bound(self.bound)  # a grown ensemble refuses any bound but "anytime", before any work
         alpha = self.alpha if alpha is None else alpha
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         batch_size = check_int(batch_size, "batch_size")
-        looks = chains.adaptive_looks(
-            looks, self.fitted_.nb_models, self.draws_per_model, self.bound, first_look, growth
-        )
-        executor = Executor(self.executor, self.fitted_.members)  # decided once for every look
+        looks = chains.adaptive_looks(looks, record.nb_models, self.draws_per_model, self.bound, first_look, growth)
+        executor = Executor(self.executor, record.members)  # decided once for every look
         x_t = torch.from_numpy(x).to(self._device)
         sigma_t = self._test_sigma(x_t, verbose, self._search(executor))
         self._warn_if_out_of_reach(sigma_t.cpu().numpy().astype(np.float64), radius, int(looks[-1]), alpha)
-        return chains.certify_adaptive(self.fitted_, x, x_t, sigma_t, executor, self._vote_settings(), radius=radius,
+        return chains.certify_adaptive(record, x, x_t, sigma_t, executor, self._vote_settings(), radius=radius,
                                        alpha=alpha, bound=self.bound, looks=looks, spending=spending,
                                        futility_alpha=futility_alpha, conservative=conservative,
                                        batch_size=batch_size, update_memory=update_memory)  # fmt: skip
