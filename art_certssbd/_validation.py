@@ -45,6 +45,63 @@ def check_probability(value, name: str) -> float:
     return float(value)
 
 
+def first_bad(values: np.ndarray, bad: np.ndarray):
+    """The first offending entry of ``values`` where the mask ``bad`` is set (for error messages)."""
+    return np.broadcast_to(values, bad.shape)[bad].flat[0]
+
+
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float in the open interval (0, 1)."""
+    return check_probability(alpha, "alpha")
+
+
+def check_positive_array(value, name: str) -> np.ndarray:
+    """``value`` as a float array of finite, strictly positive entries."""
+    arr = np.asarray(value, dtype=float)
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        raise ValueError(f"{name} must be finite and > 0, got {first_bad(arr, bad)}")
+    return arr
+
+
+def check_unit_interval(value, name: str) -> np.ndarray:
+    """``value`` as a float array in the closed interval [0, 1]."""
+    arr = np.asarray(value, dtype=float)
+    bad = ~((arr >= 0) & (arr <= 1))
+    if bad.any():
+        raise ValueError(f"{name} must be in [0, 1], got {first_bad(arr, bad)}")
+    return arr
+
+
+def check_n(n) -> np.ndarray:
+    """``n`` (a number of votes) as an integer array of entries >= 1."""
+    arr = np.asarray(n, dtype=float)
+    bad = ~(np.isfinite(arr) & (arr >= 1) & (arr == np.floor(arr)))
+    if bad.any():
+        raise ValueError(f"n must be an integer >= 1, got {first_bad(arr, bad)}")
+    return arr.astype(np.int64)
+
+
+def check_k(k, n: np.ndarray, integer: bool) -> np.ndarray:
+    """``k`` (votes for one class) as a float array with ``0 <= k <= n`` (integer-valued when ``integer``)."""
+    arr = np.asarray(k, dtype=float)
+    bad = ~(np.isfinite(arr) & (arr >= 0) & (arr <= n))
+    if integer:
+        bad |= arr != np.floor(arr)
+    if bad.any():
+        kind = "integers" if integer else "numbers"
+        raise ValueError(f"k must be {kind} in [0, n], got {first_bad(arr, bad)}")
+    return arr
+
+
+def check_sigma_rows(sigma, nb_rows: int) -> np.ndarray:
+    """``sigma`` as a positive array of shape ``(nb_rows,)`` (a scalar is broadcast)."""
+    sigma = check_positive_array(sigma, "sigma")
+    if sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape[0] != nb_rows):
+        raise ValueError(f"sigma must be a scalar or have shape ({nb_rows},), got shape {sigma.shape}")
+    return np.broadcast_to(sigma, (nb_rows,))
+
+
 def check_choice(value, name: str, choices: tuple) -> str:
     """One of ``choices``."""
     if not isinstance(value, str) or value not in choices:

@@ -8,9 +8,11 @@ The certificate for one input with test noise ``sigma`` (``sigma_x``), ``n`` vot
 
 1. **Top class** ``c_A = argmax counts`` (lowest index on ties), chosen on the same votes that bound it.
 2. **Bound** ``p_a_lower``: a one-sided lower confidence bound on ``p_A`` at the *selection level* (below), with
-   ``bound="clopper-pearson"`` (exact, binomial votes) or ``"hoeffding"``. With ``draws_per_model = D > 1`` the
-   ``D`` draws of one member share its training noise and are not independent; the per-member vote fractions are,
-   so the bound is Hoeffding over the ``n / D`` members (Clopper-Pearson is refused).
+   ``bound`` one of :data:`~art_certssbd.stats.BOUNDS` (what each assumes: :data:`~art_certssbd.stats.BOUND_TABLE`):
+   ``"clopper-pearson"`` (exact, binomial votes), ``"hoeffding"`` or ``"anytime"`` (a confidence sequence, valid at
+   every number of votes). With ``draws_per_model = D > 1`` the ``D`` draws of one member share its training noise
+   and are not independent; the per-member vote fractions are, so the bound is Hoeffding over the ``n / D`` members
+   (the other bounds are refused).
 3. **Abstain** (:data:`ABSTAIN`, radius 0) unless ``p_a_lower > 1/2`` (Cohen's ``pB_upper = 1 - pA_lower``).
 4. **Radius** ``sigma / sqrt(E) * Phi^-1(p_a_lower)`` (the paper's, with ``sigma_x``) and the **conservative radius**
    with ``min(sigma_x, min_j sigma_j)`` in place of ``sigma_x``; ``E`` (``noise_copies``) is the number of noisy
@@ -36,11 +38,18 @@ What the radii cover, and what they condition on, is stated in ``docs/guarantees
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 
 from art_certssbd import stats
+from art_certssbd._validation import (
+    check_alpha,
+    check_int,
+    check_n,
+    check_positive_array,
+    check_sigma_rows,
+    first_bad,
+)
 from art_certssbd.result import CertificationResult
 from art_certssbd.stats import ABSTAIN, BOUNDS  # noqa: F401 (BOUNDS re-exported: the certificate's bounds)
 
@@ -59,30 +68,29 @@ __all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats
 ]
 
 
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+#: ``bound='hoeffding'``: the bounds of the table valid over per-member vote fractions (``draws_per_model > 1``).
+_DRAWS_BOUNDS = " or ".join(f"bound={name!r}" for name, b in stats.BOUND_TABLE.items() if b.allows_draws_per_model)
 
 
 def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, train_sigma_min=None):
     """Validate the certificate's options; return them normalised ``(bound, draws_per_model, noise_copies,
     train_sigma_min)``.
 
-    :raises ValueError: An unknown ``bound``; ``draws_per_model > 1`` with ``bound="clopper-pearson"`` (the draws of
-        one member are not independent, so a binomial bound over them is invalid); a ``noise_copies`` or
+    :raises ValueError: An unknown ``bound``; ``draws_per_model > 1`` with a bound whose
+        :attr:`~art_certssbd.stats.Bound.allows_draws_per_model` is false (only ``"hoeffding"``'s is true: the draws
+        of one member are not independent, so a binomial bound over them is invalid); a ``noise_copies`` or
         ``draws_per_model`` that is not a positive integer; a ``train_sigma_min`` that is not finite and > 0.
     """
-    bound = stats._check_bound(bound)
-    draws_per_model = _check_count(draws_per_model, "draws_per_model")
-    noise_copies = _check_count(noise_copies, "noise_copies")
-    if draws_per_model > 1 and bound != "hoeffding":
+    bound = stats.check_bound(bound)
+    draws_per_model = check_int(draws_per_model, "draws_per_model")
+    noise_copies = check_int(noise_copies, "noise_copies")
+    if draws_per_model > 1 and not stats.BOUND_TABLE[bound].allows_draws_per_model:
         raise ValueError(
-            f"draws_per_model={draws_per_model} needs bound='hoeffding' (the draws of one member are not "
+            f"draws_per_model={draws_per_model} needs {_DRAWS_BOUNDS} (the draws of one member are not "
             f"independent, so a binomial bound over them is invalid), got bound={bound!r}"
         )
     if train_sigma_min is not None:
-        train_sigma_min = float(stats._check_positive("train_sigma_min", train_sigma_min))
+        train_sigma_min = float(check_positive_array(train_sigma_min, "train_sigma_min"))
     return bound, draws_per_model, noise_copies, train_sigma_min
 
 
@@ -91,8 +99,9 @@ def selection_level(
 ) -> float:
     """The level at which the top class is bounded so that the certificate errs with probability at most ``alpha``
     (module docstring): ``alpha / 2`` for binomial votes (one draw per member, hard votes), ``alpha / max(2, C)``
-    otherwise (several draws per member, or soft votes: [0, 1]-valued scores), and ``alpha / max(2, C)`` for the
-    ``"anytime"`` bound (a union over the classes' confidence sequences, valid at every number of votes at once).
+    otherwise (several draws per member, or soft votes: [0, 1]-valued scores), and ``alpha / max(2, C)`` for an
+    :attr:`~art_certssbd.stats.Bound.anytime` bound such as ``"anytime"`` (a union over the classes' confidence
+    sequences, valid at every number of votes at once).
 
     :param alpha: Overall error probability in (0, 1).
     :param nb_classes: Number of classes C (columns of the counts).
@@ -100,18 +109,19 @@ def selection_level(
     :param soft: The votes are scores in [0, 1] rather than hard votes.
     :param bound: The bound of the certificate (one of :data:`BOUNDS`).
     """
-    alpha = stats._check_alpha(alpha)
-    nb_classes = _check_count(nb_classes, "nb_classes")
-    draws_per_model = _check_count(draws_per_model, "draws_per_model")
-    binomial = draws_per_model == 1 and not soft and stats._check_bound(bound) != "anytime"
-    return alpha / 2 if binomial else alpha / max(2, nb_classes)
+    alpha = check_alpha(alpha)
+    nb_classes = check_int(nb_classes, "nb_classes")
+    draws_per_model = check_int(draws_per_model, "draws_per_model")
+    binomial_votes = draws_per_model == 1 and not soft and not stats.BOUND_TABLE[stats.check_bound(bound)].anytime
+    return alpha / 2 if binomial_votes else alpha / max(2, nb_classes)
 
 
 def vote_bound(k, n, level: float, bound: str = "clopper-pearson", draws_per_model: int = 1, *, upper=False):
     """One-sided ``(1 - level)`` bound on a class's vote probability from ``k`` of its ``n`` votes.
 
-    With ``draws_per_model = D > 1`` the votes come in groups of ``D`` per member: the bound is Hoeffding over the
-    ``n / D`` per-member fractions (their sum is ``k / D``).
+    With ``draws_per_model = D > 1`` the votes come in groups of ``D`` per member: the bound (one that
+    :attr:`~art_certssbd.stats.Bound.allows_draws_per_model`, i.e. Hoeffding, :func:`check_options`) is taken over
+    the ``n / D`` per-member fractions (their sum is ``k / D``).
 
     :param k: Votes for the class (``0 <= k <= n``).
     :param n: Votes in all (a multiple of ``D``).
@@ -127,7 +137,7 @@ def vote_bound(k, n, level: float, bound: str = "clopper-pearson", draws_per_mod
     n = np.asarray(n)
     if np.any(n % draws):
         raise ValueError(f"n must be a multiple of draws_per_model={draws}, got {n}")
-    return fn(np.asarray(k, dtype=float) / draws, n // draws, level, "hoeffding")
+    return fn(np.asarray(k, dtype=float) / draws, n // draws, level, bound)
 
 
 def noise_sigma(sigma, *, train_sigma_min=None, noise_copies: int = 1, conservative: bool = False) -> np.ndarray:
@@ -140,7 +150,7 @@ def noise_sigma(sigma, *, train_sigma_min=None, noise_copies: int = 1, conservat
     :param conservative: The conservative radius's sigma.
     """
     _, _, noise_copies, train_sigma_min = check_options("hoeffding", 1, noise_copies, train_sigma_min)
-    sigma = stats._check_positive("sigma", sigma)
+    sigma = check_positive_array(sigma, "sigma")
     if conservative and train_sigma_min is not None:
         sigma = np.minimum(sigma, train_sigma_min)
     return sigma / np.sqrt(noise_copies)
@@ -154,7 +164,7 @@ def _check_counts(counts, n):
     values = counts.astype(float)
     bad = ~(np.isfinite(values) & (values >= 0) & (values == np.floor(values)))
     if bad.any():
-        raise ValueError(f"counts must be non-negative integers, got {stats._first(counts, bad)}")
+        raise ValueError(f"counts must be non-negative integers, got {first_bad(counts, bad)}")
     counts = counts.astype(np.int64)
     totals = counts.sum(axis=1)
     if n is None:
@@ -162,7 +172,7 @@ def _check_counts(counts, n):
             raise ValueError(f"counts must have at least one vote per row, row {int(np.argmin(totals))} has none")
         n = totals
     else:
-        n = stats._check_n(n)
+        n = check_n(n)
         if n.ndim > 1 or (n.ndim == 1 and n.shape[0] != counts.shape[0]) or (n < totals).any():
             raise ValueError(f"n must be a scalar or (N,) array >= the row sums of counts, got {n}")
     return counts, np.broadcast_to(n, totals.shape).astype(np.int64)
@@ -184,10 +194,10 @@ def certify_at_level(
     :func:`certify_votes` calls it at :func:`selection_level`; the sequential test calls it at each look's level
     (levels that add up to the selection level). Arguments as in :func:`certify_votes`.
     """
-    level = stats._check_alpha(level)
+    level = check_alpha(level)
     bound, draws, copies, sigma_min = check_options(bound, draws_per_model, noise_copies, train_sigma_min)
     counts, n = _check_counts(counts, n)
-    sigma = stats._check_sigma_rows(sigma, counts.shape[0]).astype(float)
+    sigma = check_sigma_rows(sigma, counts.shape[0]).astype(float)
     # Step 1: the top class, lowest index on ties.
     top = counts.argmax(axis=1)
     k = counts[np.arange(len(top)), top]
@@ -195,9 +205,9 @@ def certify_at_level(
 
 
 def certify_top_class(top, k, n, sigma, votes, level, bound, draws_per_model, train_sigma_min, noise_copies):
-    """Steps 2-4 for a top class already chosen: ``k`` of ``n`` votes (``k`` may be fractional with Hoeffding, for
-    soft votes); arguments validated by the caller (:func:`certify_at_level`,
-    :func:`art_certssbd.stats.certify_scores`)."""
+    """Steps 2-4 for a top class already chosen: ``k`` of ``n`` votes (``k`` may be fractional with a bound that is
+    not :attr:`~art_certssbd.stats.Bound.binomial`, for soft votes); arguments validated by the caller
+    (:func:`certify_at_level`, :func:`art_certssbd.counts.certify_scores`)."""
     # Step 2: the top class's lower confidence bound (Hoeffding over the members when a member votes several times).
     p_a_lower = np.asarray(vote_bound(k, n, level, bound, draws_per_model), dtype=float).reshape(-1)
     # Step 3: abstain unless p_a_lower > 1/2.
@@ -295,9 +305,9 @@ def max_certifiable_radius(
     :param noise_copies: Noisy copies of each training sample one member saw (``nb_epochs`` for ``noise="fresh"``).
     :return: The radius, of ``sigma``'s shape (a float for a scalar ``sigma``).
     """
-    nb_votes = _check_count(nb_votes, "nb_votes")
-    nb_classes = _check_count(nb_classes, "nb_classes")
-    sigma = stats._check_positive("sigma", sigma)
+    nb_votes = check_int(nb_votes, "nb_votes")
+    nb_classes = check_int(nb_classes, "nb_classes")
+    sigma = check_positive_array(sigma, "sigma")
     counts = np.zeros((sigma.size, nb_classes), dtype=np.int64)
     counts[:, 0] = nb_votes
     result = certify_votes(counts, sigma.reshape(-1), alpha=alpha, bound=bound, draws_per_model=draws_per_model,
@@ -320,7 +330,7 @@ def min_ensemble_size(
     :param limit: Largest size searched.
     :raises ValueError: No size up to ``limit`` certifies.
     """
-    limit = _check_count(limit, "limit")
+    limit = check_int(limit, "limit")
 
     def certifies(size: int) -> bool:
         radius = max_certifiable_radius(size * draws_per_model, alpha=alpha, bound=bound,

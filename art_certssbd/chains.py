@@ -127,7 +127,7 @@ def fit(
         model,
         x_t,
         y_t,
-        seed=random_state,
+        random_state=random_state,
         sigma_fn=functools.partial(search.run, verbose=verbose),
         nb_models=nb_models,
         scale=search.scale,

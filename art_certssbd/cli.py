@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from art_certssbd import stats
 from art_certssbd._version import __version__
 from art_certssbd.runs import config, options
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=5, help="epochs per member")
     demo.add_argument("--scale", type=_positive_float, default=0.25, help="sigma0")
     demo.add_argument("--alpha", type=_probability, default=0.01)
-    demo.add_argument("--bound", choices=("clopper-pearson", "hoeffding"), default="clopper-pearson")
+    demo.add_argument("--bound", choices=stats.BOUNDS, default="clopper-pearson", help=options.BOUND_HELP)
     demo.add_argument("--sigma-steps", type=_positive_int, default=10)
     demo.add_argument("--radii", type=_radii, default=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8))
     demo.add_argument("--seed", type=_non_negative_int, default=0)
@@ -129,62 +130,19 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> None:
         sys.stdout.write(text + f"\n\nwrote {output}\n")
 
 
-#: ``certssbd benchmark``'s default output folder, in the working directory (never the source tree's results).
-BENCHMARK_OUTPUT = "certssbd-benchmarks"
+#: What ``certssbd benchmark`` says: the benchmarks are not installed, they run from the repository's own entry point.
+BENCHMARK_MOVED = (
+    "the benchmarks are not part of the installed package: run them from the root of a clone of the repository with "
+    "'python benchmarks/run.py {mnist,defences,official} ...' (see benchmarks/README.md)"
+)
 
 
 def _add_benchmark_parser(sub) -> None:
-    """``certssbd benchmark {mnist,defences,official} ...``: the harnesses live in the source tree's ``benchmarks/``
-    (not installed with the package); ``--benchmarks-dir`` points to it (default: ``./benchmarks``)."""
+    """``certssbd benchmark ...``: kept only to point to ``python benchmarks/run.py <name> ...`` (exit code 2)."""
     bench = sub.add_parser(
-        "benchmark",
-        help="run a benchmark of the source tree's benchmarks/ folder and write JSON/Markdown/PNG results",
+        "benchmark", help="moved: run 'python benchmarks/run.py <name> ...' from a clone", add_help=False
     )
-    kinds = bench.add_subparsers(dest="benchmark", required=True)
-    mnist = kinds.add_parser("mnist", help="MNIST 1 vs 0: RAB vs Cert-SSBD vs undefended, from a JSON config")
-    mnist.add_argument("--config", type=Path, required=True, help="e.g. benchmarks/configs/mnist-cpu.json")
-    defences = kinds.add_parser("defences", help="Cert-SSBD and RAB beside ART's defences on the same poisoned data")
-    defences.add_argument("--config", type=Path, required=True, help="e.g. benchmarks/configs/defences-cpu.json")
-    official = kinds.add_parser("official", help="the official Cert-SSB MNIST checkpoints: official eval vs ours")
-    official.add_argument("--checkpoints", type=Path, required=True, help="folder with smoothed_{k}.model")
-    official.add_argument("--sigma-file", type=Path, required=True, help="e.g. mnist_onepixel_sigma0.12.pth")
-    official.add_argument("--nb-models", type=_positive_int, default=None, help="first N checkpoints (default all)")
-    official.add_argument("--name", default="official_mnist_onepixel", help="file name stem of the results")
-    for kind in (mnist, defences, official):
-        kind.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: the cache)")
-        kind.add_argument(
-            "--output",
-            type=Path,
-            default=Path(BENCHMARK_OUTPUT),
-            help=f"directory for the results (default: ./{BENCHMARK_OUTPUT}, in the working directory; the "
-            "committed results in benchmarks/results are replaced only when named here, with --force)",
-        )
-        kind.add_argument("--force", action="store_true", help="overwrite results of the same name already in --output")
-        kind.add_argument(
-            "--benchmarks-dir",
-            type=Path,
-            default=Path("benchmarks"),
-            metavar="BENCH",
-            help="the repository's benchmarks/ folder, which holds the harness (default: ./benchmarks)",
-        )
-        kind.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
-    """``certssbd benchmark ...``: find the harness in the source tree's ``benchmarks/`` folder and run it there."""
-    root = args.benchmarks_dir.expanduser().resolve()
-    if not (root / "certssbd_bench" / "__init__.py").is_file():
-        raise FileNotFoundError(
-            f"--benchmarks-dir {str(root)!r} does not hold the benchmark harness (certssbd_bench/): the benchmarks "
-            "live in the repository's benchmarks/ folder, not in the installed package. Run from the root of a clone "
-            "of the repository, or pass --benchmarks-dir PATH/TO/benchmarks"
-        )
-    args.output = args.output.expanduser()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from certssbd_bench.command import run
-
-    return run(args, "certssbd " + " ".join(argv))
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -271,16 +229,16 @@ def render(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``certssbd`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["benchmark"]:  # whatever follows (--help included): the benchmarks have their own entry point
+        parser.exit(2, f"certssbd benchmark: error: {BENCHMARK_MOVED}\n")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "fit" and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)  # a kill ends the fit like Ctrl-C: resumable, with a message
     try:
         if args.command == "demo":
             run_demo(args)
-        elif args.command == "benchmark":
-            run_benchmark(args, argv)
         else:
             run_command(args, argv)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:

@@ -69,7 +69,7 @@ class SigmaSearch:
         ray = self.executor.ray
         run = ray.optimize_sigma if ray is not None and self.steps > 0 else optimize_sigma  # the same sigmas
         return run(model, x, sigma0=self.scale, steps=self.steps, lr=self.lr, n_samples=self.samples, sigma_min=low,
-                   sigma_max=high, update=self.update, seed=seed, amp=self.amp, early_stop=early, tol=tol,
+                   sigma_max=high, update=self.update, random_state=seed, amp=self.amp, early_stop=early, tol=tol,
                    patience=int(self.patience), verbose=verbose)  # fmt: skip
 
 

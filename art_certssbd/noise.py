@@ -77,10 +77,10 @@ def fixed_test_noise(
     return torch.stack([gaussian((draws, *shape), make_generator(seeds[k], device)) for k in members])
 
 
-def sigma_noise(seed: int, steps: int, n_samples: int, shape: Sequence[int], device, dtype: torch.dtype):
+def sigma_noise(random_state: int, steps: int, n_samples: int, shape: Sequence[int], device, dtype: torch.dtype):
     """The common random numbers of the sigma optimisation: ``eps[t]``, shape ``(n_samples, *shape)``, is shared by
     every sample at ascent step ``t``. :return: Shape ``(steps, n_samples, *shape)``."""
-    return gaussian((steps, n_samples, *shape), make_generator(seed, device), dtype=dtype)
+    return gaussian((steps, n_samples, *shape), make_generator(random_state, device), dtype=dtype)
 
 
 class MemberStreams:
@@ -111,9 +111,9 @@ class MemberStreams:
         return cls(*seeds, x, noise, out)
 
     @classmethod
-    def of_seed(cls, seed: int, x: torch.Tensor, noise: str) -> MemberStreams:
+    def of_seed(cls, random_state: int, x: torch.Tensor, noise: str) -> MemberStreams:
         """The streams of a single model (the base model's warm-up)."""
-        return cls(derive_seed(seed, "shuffle"), derive_seed(seed, "train_noise"), x, noise)
+        return cls(derive_seed(random_state, "shuffle"), derive_seed(random_state, "train_noise"), x, noise)
 
     def permutation(self, n: int) -> torch.Tensor:
         """The data order of the next epoch."""

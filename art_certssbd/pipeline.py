@@ -6,10 +6,12 @@
     2. sigma <- sigma_fn(base, x)                                     (one sigma per training sample; sigma0 for RAB)
     3. for k in 1..M: f_k <- init(model); fit f_k on x_i + sigma_i * b_{k,i}
 
-Every random choice derives from ``seed`` (:func:`~art_certssbd.noise.derive_seed`), so the result depends on the
-architecture of ``model`` and on the data, not on ``model``'s current weights. With a ``store`` (an
-:class:`~art_certssbd.checkpoint.EnsembleCheckpoint`) each finished step and member is saved as soon as it is done
-and a later call with the same store skips what is there; the outcome is the same as an uninterrupted run.
+Every random choice derives from ``random_state`` (:func:`~art_certssbd.noise.derive_seed`), so the result depends
+on the architecture of ``model`` and on the data, not on ``model``'s current weights. ``scale`` is the estimators'
+``scale`` (ART's name for the smoothing sigma, the paper's and :func:`~art_certssbd.sigma.optimize_sigma`'s
+``sigma0``). With a ``store`` (an :class:`~art_certssbd.checkpoint.EnsembleCheckpoint`) each finished step and member
+is saved as soon as it is done and a later call with the same store skips what is there; the outcome is the same as
+an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def train_smoothed_ensemble(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    seed: int,
+    random_state: int,
     sigma_fn: Callable[[torch.nn.Module, torch.Tensor, int], torch.Tensor],
     nb_models: int,
     scale: float,
@@ -73,13 +75,16 @@ def train_smoothed_ensemble(
 ) -> tuple[torch.nn.Module, torch.Tensor, StackedEnsemble]:
     """Train the base model, the training sigmas and the ``nb_models`` members.
 
-    :param model: The architecture (re-initialised from ``seed``; its weights are not used or changed).
+    :param model: The architecture (re-initialised from ``random_state``; its weights are not used or changed).
     :param x: Training inputs on the device of the computation.
     :param y: Integer labels ``(N,)`` on the same device.
-    :param seed: The run's seed.
-    :param sigma_fn: ``sigma_fn(base, x, seed) -> (N,)`` sigmas (the sigma optimiser, or ``scale`` everywhere).
+    :param random_state: The run's seed (the estimators' ``random_state``): every generator is seeded from it through
+           :func:`~art_certssbd.noise.derive_seed`.
+    :param sigma_fn: ``sigma_fn(base, x, sigma_seed) -> (N,)`` sigmas (the sigma optimiser, or ``scale``
+           everywhere); ``sigma_seed`` is ``derive_seed(random_state, "sigma_train")``.
     :param nb_models: Number of members M.
-    :param scale: sigma0, the noise level of the warm-up.
+    :param scale: The estimators' ``scale`` (ART's name; ``sigma0`` in the paper and in
+           :func:`~art_certssbd.sigma.optimize_sigma`): the noise level of the warm-up.
     :param warmup_epochs: Epochs of the warm-up (0: the base model keeps its initial weights).
     :param loss_fn: Training loss.
     :param optimizer_factory: ``parameters -> optimizer``, called once per model.
@@ -108,7 +113,8 @@ def train_smoothed_ensemble(
             {"vectorize": bool(vectorize), "device": x.device.type, "executor": executor, "torch_threads": threads}
         )
     # Step 1: the warm-up, at sigma0, of a fresh copy of the architecture.
-    base = init_member(model, derive_seed(seed, "init", BASE_MEMBER)).to(x.device)
+    base_seed = derive_seed(random_state, "init", BASE_MEMBER)  # the base model's initial weights and warm-up
+    base = init_member(model, base_seed).to(x.device)
     if store is not None and store.has("base"):
         base.load_state_dict(store.load("base"))
     elif warmup_epochs > 0:
@@ -119,7 +125,7 @@ def train_smoothed_ensemble(
             scale,
             loss_fn=loss_fn,
             optimizer=optimizer_factory(base.parameters()),
-            seed=derive_seed(seed, "init", BASE_MEMBER),
+            random_state=base_seed,
             nb_epochs=warmup_epochs,
             batch_size=batch_size,
             amp=amp,
@@ -131,7 +137,7 @@ def train_smoothed_ensemble(
     if store is not None and store.has("train_sigma"):
         train_sigma = store.load("train_sigma").to(x.device)
     else:
-        train_sigma = sigma_fn(base, x, derive_seed(seed, "sigma_train"))
+        train_sigma = sigma_fn(base, x, derive_seed(random_state, "sigma_train"))
         if store is not None:
             store.save("train_sigma", train_sigma.cpu())
     # Step 3: M members trained from scratch on x_i + sigma_i * b_{k,i}, chunk by chunk.
@@ -140,7 +146,7 @@ def train_smoothed_ensemble(
     train_options = dict(
         loss_fn=loss_fn,
         optimizer_factory=optimizer_factory,
-        random_state=seed,
+        random_state=random_state,
         nb_epochs=nb_epochs,
         batch_size=batch_size,
         noise=noise,

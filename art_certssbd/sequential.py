@@ -55,6 +55,7 @@ import numpy as np
 from scipy.stats import norm
 
 from art_certssbd import certification, stats
+from art_certssbd._validation import check_alpha, check_sigma_rows
 from art_certssbd.stats import ABSTAIN
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def spending_levels(alpha: float, nb_looks: int, spending="uniform") -> np.ndarr
            split evenly over the others) or positive weights, one per look, normalised to sum to ``alpha``. A zero
            weight is refused (a look at level 0 can never certify: leave that look out of the schedule instead).
     """
-    alpha = stats._check_alpha(alpha)
+    alpha = check_alpha(alpha)
     nb_looks = _check_int(nb_looks, "nb_looks")
     if isinstance(spending, str):
         if spending not in SPENDING:
@@ -184,10 +185,11 @@ def threshold_probability(radius: float, sigma) -> np.ndarray:
 
 
 def _levels(alpha: float, nb_classes: int, draws: int, bound: str, nb_looks: int, spending) -> np.ndarray:
-    """The looks' levels: the selection level split over the looks, or, with the time-uniform ``"anytime"`` bound,
-    the whole selection level at every look (its guarantee already covers every number of votes)."""
+    """The looks' levels: the selection level split over the looks, or, with a time-uniform bound
+    (:attr:`~art_certssbd.stats.Bound.anytime`, e.g. ``"anytime"``), the whole selection level at every look (its
+    guarantee already covers every number of votes)."""
     level = certification.selection_level(alpha, nb_classes, draws, bound=bound)
-    if bound == "anytime":
+    if stats.BOUND_TABLE[bound].anytime:
         return np.full(nb_looks, level)
     return spending_levels(level, nb_looks, spending)
 
@@ -231,13 +233,13 @@ def run_sequential(
     :return: An :class:`AdaptiveResult`.
     """
     radius = check_radius(radius)
-    alpha = stats._check_alpha(alpha)
+    alpha = check_alpha(alpha)
     if futility_alpha is not None:
-        futility_alpha = stats._check_alpha(futility_alpha)
+        futility_alpha = check_alpha(futility_alpha)
     bound, draws, copies, sigma_min = certification.check_options(bound, draws_per_model, noise_copies, train_sigma_min)
     nb_inputs = _check_int(nb_inputs, "nb_inputs", minimum=0)
     looks = check_looks(looks, None, draws)
-    sigma = stats._check_sigma_rows(sigma, nb_inputs).astype(float)
+    sigma = check_sigma_rows(sigma, nb_inputs).astype(float)
     options = dict(bound=bound, draws_per_model=draws, train_sigma_min=sigma_min, noise_copies=copies)
     # the sigma of the radius tested, and the top-class probability that reaches r with it
     sigma_r = certification.noise_sigma(
@@ -268,7 +270,7 @@ def run_sequential(
             k = counts[active].max(axis=1)
             best = np.zeros(active.size)
             later = zip(looks[t + 1 :], levels[t + 1 :])
-            if bound == "anytime":  # (power only) the last look's bound with every remaining vote to the top class
+            if stats.BOUND_TABLE[bound].anytime:  # (power only) the last look's bound, every remaining vote to the top
                 later = [(looks[-1], levels[-1])]
             for n_s, alpha_s in later:
                 best = np.maximum(best, certification.vote_bound(k + (n_s - n_t), n_s, alpha_s, bound, draws))

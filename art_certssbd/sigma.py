@@ -9,8 +9,10 @@ where ``p(s)`` is the model's softmax averaged over ``S`` reparameterised noisy 
 
 The ``S`` noise draws of each step are *common random numbers*: one tensor ``eps[t]`` of shape ``(S, *input_shape)``
 per step, shared by every sample. Each sample's optimisation is separate, so sharing draws across samples costs no
-statistical validity and makes ``sigma_x`` a function of ``(x, model, seed)`` alone: the same input gets the same
-sigma whatever batch, order or chunk it arrives in (up to floating-point rounding of the model's kernels).
+statistical validity and makes ``sigma_x`` a function of ``(x, model, random_state)`` alone: the same input gets the
+same sigma whatever batch, order or chunk it arrives in (up to floating-point rounding of the model's kernels).
+
+``sigma0`` (the starting sigma and the default lower bound) is what the estimators and ART call ``scale``.
 
 Speed: all samples of a batch ascend together (one forward and one backward pass per step for the whole batch). On
 CPU the default batch holds about 256 noisy images (cache-resident activations), and a module's convolution
@@ -90,7 +92,7 @@ def optimize_sigma(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
     update: str = "gradient",
-    seed: int = 0,
+    random_state: int = 0,
     batch_size: int | None = None,
     p_clamp: tuple[float, float] = (0.02, 0.98),
     verbose: bool = False,
@@ -106,7 +108,8 @@ def optimize_sigma(
 
     :param model: Classifier returning logits of shape ``(N, C)``; evaluated in eval mode.
     :param x: Inputs, shape ``(N, *input_shape)``, on the model's device.
-    :param sigma0: Starting sigma of every sample.
+    :param sigma0: Starting sigma of every sample: the estimators' ``scale`` (ART's name for the smoothing sigma).
+           It is also the default ``sigma_min``; ``sigma0`` here and ``scale`` in the estimators are the same value.
     :param steps: Number of ascent steps ``T`` (0 returns ``sigma0`` everywhere).
     :param lr: Step size.
     :param n_samples: Noise draws ``S`` per step.
@@ -114,7 +117,8 @@ def optimize_sigma(
     :param sigma_max: Upper bound on sigma (default ``4 * sigma0``).
     :param update: ``"gradient"`` (true gradient through the model, default) or ``"reference"`` (the official code's
            detached update ``s += lr * gap / 2``, under which sigma never decreases).
-    :param seed: Seed of the common random numbers.
+    :param random_state: Seed of the common random numbers (:func:`~art_certssbd.noise.sigma_noise`; the fit passes
+           ``derive_seed(random_state, "sigma_train")``, certification ``derive_seed(random_state, "sigma_test")``).
     :param batch_size: Samples per batch; memory grows with ``batch_size * n_samples``. Default: about 256 noisy
            images per pass on CPU (``max(1, 256 // n_samples)`` samples), 256 samples on CUDA. The result does not
            depend on it beyond floating-point rounding.
@@ -160,7 +164,7 @@ def optimize_sigma(
         return sigma
     logger.info("Optimising the sigma of %d samples (%d SGA steps each).", x.shape[0], steps)
     # Common random numbers: eps[t] is shared by all samples at step t.
-    eps = sigma_noise(seed, steps, n_samples, x.shape[1:], x.device, x.dtype)
+    eps = sigma_noise(random_state, steps, n_samples, x.shape[1:], x.device, x.dtype)
 
     context = _eval_mode(model) if isinstance(model, torch.nn.Module) else contextlib.nullcontext()
     with context:

@@ -37,14 +37,18 @@ NOISE_MODES = ("fixed", "fresh")
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 
 
-def init_member(template: torch.nn.Module, seed: int) -> torch.nn.Module:
+def init_member(template: torch.nn.Module, init_seed: int) -> torch.nn.Module:
     """A copy of ``template`` re-initialised by its modules' own ``reset_parameters`` under a private CPU generator.
 
     The global generator is forked, seeded and restored, so the caller's random state is untouched.
+
+    :param template: The architecture (copied; its weights are not used or changed).
+    :param init_seed: The seed of the initial weights: member ``k``'s is ``derive_seed(random_state, "init", k)``.
+    :return: The re-initialised copy, on the CPU.
     """
     module = copy.deepcopy(template).cpu()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(init_seed)
         for sub in module.modules():
             reset = getattr(sub, "reset_parameters", None)
             if callable(reset):
@@ -139,14 +143,14 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def _fit(model, optimizer, streams, x, y, sigma, run: _Run, torch_seed, progress: str | None = None) -> None:
-    """The training loop of one model; the model's own global randomness (dropout) is seeded and isolated.
-    ``progress``: the description of a bar over the epochs (none without it)."""
+def _fit(model, optimizer, streams, x, y, sigma, run: _Run, dropout_seed, progress: str | None = None) -> None:
+    """The training loop of one model; the model's own global randomness (dropout) is seeded with ``dropout_seed``
+    and isolated. ``progress``: the description of a bar over the epochs (none without it)."""
     model.train()
     forward = torch.compile(model) if run.compile else model
     scaler = run.scaler(x.device)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed)
+        torch.manual_seed(dropout_seed)
         for _ in tqdm(range(run.nb_epochs), desc=progress, unit="epoch", disable=progress is None):
             perm = streams.permutation(x.shape[0])
             for part in _batches(x.shape[0], run.batch_size):
@@ -166,22 +170,22 @@ def fit_model(
     *,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    seed: int,
+    random_state: int,
     nb_epochs: int,
     batch_size: int,
     noise: str = "fresh",
     amp: str | None = None,
     verbose: bool = False,
 ) -> torch.nn.Module:
-    """Train ``model`` in place on ``x_i + sigma_i * noise`` (used for the base model's warm-up); ``seed`` fixes
-    the data order and the noise; ``amp`` as in :func:`train_members`.
+    """Train ``model`` in place on ``x_i + sigma_i * noise`` (used for the base model's warm-up); ``random_state``
+    fixes the data order, the noise and the model's own global randomness; ``amp`` as in :func:`train_members`.
 
     :param verbose: A progress bar over the epochs (``Warm-up``).
     :return: ``model``, in train mode.
     """
     check_accelerators(x.device, amp, False)
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    streams = MemberStreams.of_seed(seed, x, noise)
+    streams = MemberStreams.of_seed(random_state, x, noise)
     _fit(
         model,
         optimizer,
@@ -190,7 +194,7 @@ def fit_model(
         y,
         sigma,
         _Run(loss_fn, nb_epochs, batch_size, amp),
-        seed,
+        random_state,
         "Warm-up" if verbose else None,
     )
     return model
@@ -206,12 +210,12 @@ def _state_dict(tensors: dict[str, torch.Tensor], m: int | None = None) -> dict[
 
 def _train_one(template, x, y, sigma, k, optimizer_factory, random_state, noise, run: _Run):
     """One member, one optimiser (the loop twin, and the sequential backend with ``run.channels_last``)."""
-    seed = derive_seed(random_state, "init", k)
-    model = init_member(template, seed).to(x.device)
+    init_seed = derive_seed(random_state, "init", k)  # also seeds the member's dropout
+    model = init_member(template, init_seed).to(x.device)
     if run.channels_last:
         module_to_channels_last(model)
     streams = MemberStreams.of_member(random_state, k, x, noise)
-    _fit(model, optimizer_factory(model.parameters()), streams, x, y, sigma, run, seed)
+    _fit(model, optimizer_factory(model.parameters()), streams, x, y, sigma, run, init_seed)
     return _state_dict(model.state_dict())
 
 

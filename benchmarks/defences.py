@@ -1,5 +1,5 @@
 """Cert-SSBD and RAB beside ART's own defences on the same poisoned MNIST data (same as
-``certssbd benchmark defences``).
+``python benchmarks/run.py defences``).
 
 Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see ``README.md``)::
 
@@ -14,10 +14,8 @@ Extra arguments (``--output``, ``--data-dir``, ``--quiet``) are passed on.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from art_certssbd.cli import main
+from certssbd_bench.command import main  # benchmarks/ is sys.path[0] when this file runs as a script
 
 if __name__ == "__main__":
-    here = str(Path(__file__).resolve().parent)
-    sys.exit(main(["benchmark", "defences", "--benchmarks-dir", here, *sys.argv[1:]]))
+    sys.exit(main(["defences", *sys.argv[1:]]))

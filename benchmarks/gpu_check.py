@@ -51,7 +51,7 @@ from speed_baselines import (  # noqa: E402
 )
 
 from art_certssbd import sigma as sigma_module  # noqa: E402
-from art_certssbd import stats  # noqa: E402
+from art_certssbd.counts import certify_counts  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, vote  # noqa: E402
 from art_certssbd.models import MnistCNN  # noqa: E402
 from art_certssbd.report import write_results  # noqa: E402
@@ -109,9 +109,9 @@ def check_agreement(device: torch.device, sizes: dict, data: dict) -> dict:
 
     model = random_ensemble(1)[0]
     with mock.patch.object(sigma_module, "sigma_noise", cpu_sigma_noise):
-        s_cpu = sigma_module.optimize_sigma(model, x, SIGMA0, steps=5, n_samples=8, lr=5e-3, seed=1)
+        s_cpu = sigma_module.optimize_sigma(model, x, SIGMA0, steps=5, n_samples=8, lr=5e-3, random_state=1)
         s_dev = sigma_module.optimize_sigma(model.to(device), x.to(device), SIGMA0, steps=5, n_samples=8, lr=5e-3,
-                                            seed=1).cpu()  # fmt: skip
+                                            random_state=1).cpu()  # fmt: skip
     rel = float(((s_dev - s_cpu).abs() / s_cpu).max())
     return {
         "nb_models": m,
@@ -136,7 +136,7 @@ def time_certify(device: torch.device, sizes: dict, data: dict, tmp: Path) -> di
 
     def ours():
         counts = vote(ensemble, x, sigma, noise, 2, batch_size=bs).cpu().numpy()
-        stats.certify_counts(counts, np.full(n, SIGMA0), ALPHA)
+        certify_counts(counts, np.full(n, SIGMA0), ALPHA)
 
     runs = {
         "ours": ours,

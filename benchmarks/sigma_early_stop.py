@@ -73,7 +73,7 @@ def base_model(x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module
         SIGMA0,
         loss_fn=torch.nn.CrossEntropyLoss(),
         optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        seed=derive_seed(0, "init"),
+        random_state=derive_seed(0, "init"),
         nb_epochs=epochs,
         batch_size=64,
     )
@@ -88,7 +88,7 @@ def run(net, x, settings, update, steps, repeats):
         for name, kwargs in settings:
             counter = Counting(net)
             start, start_cpu = time.perf_counter(), time.process_time()
-            sigma = optimize_sigma(counter, x, SIGMA0, steps=steps, update=update, seed=7, **kwargs)
+            sigma = optimize_sigma(counter, x, SIGMA0, steps=steps, update=update, random_state=7, **kwargs)
             wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
             best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
             out[name] = (sigma, counter.tally)

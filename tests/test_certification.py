@@ -3,7 +3,9 @@ simulated error rates (numpy only: fast, for mutation testing). Through the esti
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -132,6 +134,40 @@ def test_bad_votes_raise_a_clear_error():
     with pytest.raises(ValueError, match=r"sigma must be a scalar or have shape \(1,\)"):
         certify_votes([[3, 1]], [1.0, 2.0], alpha=0.1)
     assert check_options("hoeffding", 2, 3, 0.5) == ("hoeffding", 2, 3, 0.5)
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_the_table_of_bounds_drives_the_options_and_the_level(bound):
+    """check_options, selection_level and vote_bound read stats.BOUND_TABLE's properties, not a list of names."""
+    spec = stats.BOUND_TABLE[bound]
+    if spec.allows_draws_per_model:
+        assert check_options(bound, 2) == (bound, 2, 1, None)
+        # D > 1: the bound itself over the n / D per-member fractions
+        assert vote_bound(60, 100, 0.05, bound, 2) == stats.lower_confidence_bound(30, 50, 0.05, bound)
+    else:
+        message = (
+            "draws_per_model=2 needs bound='hoeffding' (the draws of one member are not independent, so a binomial "
+            f"bound over them is invalid), got bound={bound!r}"
+        )
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            check_options(bound, 2)
+    assert selection_level(0.06, 3, bound=bound) == (0.02 if spec.anytime else 0.03)
+    counts = np.array([[90, 10, 0], [40, 35, 25]])
+    result = certify_votes(counts, 0.5, alpha=0.06, bound=bound)
+    level = 0.02 if spec.anytime else 0.03
+    np.testing.assert_array_equal(result.p_a_lower, stats.lower_confidence_bound([90, 40], 100, level, bound))
+
+
+def test_a_changed_table_entry_changes_every_rule_that_reads_it(monkeypatch):
+    table = dict(stats.BOUND_TABLE)
+    table["hoeffding"] = dataclasses.replace(table["hoeffding"], allows_draws_per_model=False, anytime=True)
+    table["anytime"] = dataclasses.replace(table["anytime"], allows_draws_per_model=True, anytime=False)
+    monkeypatch.setattr(stats, "BOUND_TABLE", table)
+    with pytest.raises(ValueError, match=r"^draws_per_model=2 needs "):
+        check_options("hoeffding", 2)
+    assert check_options("anytime", 2) == ("anytime", 2, 1, None)
+    assert selection_level(0.06, 3, bound="hoeffding") == 0.02
+    assert selection_level(0.06, 3, bound="anytime") == 0.03
 
 
 # ------------------------------------------------------------------------------------------- error probabilities

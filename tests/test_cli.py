@@ -99,13 +99,25 @@ def test_demo_with_its_defaults_shows_the_attack_and_both_defences_holding(tmp_p
     assert methods["rab"]["attack_success_rate"] <= 0.2 and methods["cert-ssbd"]["attack_success_rate"] <= 0.2
 
 
-def test_benchmark_outside_a_clone_says_where_the_harness_lives(tmp_path, capsys):
-    """The harnesses are not installed with the package: from elsewhere the CLI names the folder it needs."""
-    config = tmp_path / "c.json"
-    config.write_text("{}")
+@pytest.mark.parametrize("argv", [["benchmark"], ["benchmark", "mnist", "--config", "c.json"], ["benchmark", "--help"]])
+def test_benchmark_points_to_the_benchmarks_own_entry_point(argv, capsys):
+    """The harnesses are not installed with the package: ``certssbd benchmark`` says, in one line, how to run them."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", "defences", "--config", str(config), "--benchmarks-dir", str(tmp_path / "nowhere")])
+        main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--benchmarks-dir" in err and "nowhere" in err and "clone" in err
-    assert not (tmp_path / "nowhere").exists()
+    assert err.count("\n") == 1 and err.startswith("certssbd benchmark: error:")
+    assert "python benchmarks/run.py {mnist,defences,official}" in err
+
+
+@pytest.mark.parametrize("command", ["demo", "fit", "certify"])
+def test_bound_choices_and_help_come_from_the_table_of_bounds(command):
+    """``--bound`` offers every bound of :data:`art_certssbd.stats.BOUND_TABLE` and says what each one is."""
+    from art_certssbd import stats
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    bound = next(a for a in sub._actions if a.dest == "bound")
+    assert tuple(bound.choices) == stats.BOUNDS == ("clopper-pearson", "hoeffding", "anytime")
+    for name, spec in stats.BOUND_TABLE.items():
+        assert f"{name}: {spec.description}" in bound.help
+    assert sub.parse_args(["--bound", "anytime"]).bound == "anytime"

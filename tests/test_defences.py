@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from certssbd_bench import defences
-from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences
+from certssbd_bench.defences_report import budget_rows, plot_budget, plot_defences, render_defences
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def _write(tmp_path, payload) -> str:
@@ -127,7 +131,7 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
         assert len(curve) == 9 and curve == sorted(curve, reverse=True), name
         assert curve[1] == run["methods"][name]["budget_certified_accuracy"][4], name  # k = 1 at the trigger norm
     text = render_defences(results)
-    assert "In the attacker's units" in text and "| 12 |" in text
+    assert "In the attacker's units" in text and "| 12 (the attack) | " in text
     assert "| cert-ssbd |" in text and "| dpa |" in text and "caught / false alarms" in text
     rab = run["methods"]["rab"]
     assert f"| {rab['triggered_accuracy']:.3f} / {rab['triggered_abstain_rate']:.3f} |" in text
@@ -140,7 +144,8 @@ def test_every_defence_runs_and_reports_its_columns(monkeypatch, tmp_path):
 def test_art_trained_rows_are_seeded(monkeypatch, method):
     """ART's ActivationDefence clusters with scikit-learn's KMeans(random_state=None), and ART's PyTorchClassifier.fit
     (the undefended network, every DPA partition) shuffles its mini-batches, both from numpy's global generator: the
-    harness seeds it, so the same configuration gives the same rows whatever the generator held before."""
+    harness seeds it, and ART re-initialises each DPA partition's copy of the network from torch's global generator,
+    which the harness seeds too: the same configuration gives the same rows whatever the generators held before."""
     monkeypatch.setattr(defences, "load_setting", _tiny)
     cfg = {
         **defences.DEFAULTS,
@@ -154,7 +159,8 @@ def test_art_trained_rows_are_seeded(monkeypatch, method):
     }
     rows = []
     for state in (1, 2):
-        np.random.seed(state)  # whatever the global generator held before
+        np.random.seed(state)  # whatever the global generators held before
+        torch.manual_seed(state)
         (run,) = defences.run_defences_benchmark(cfg)["runs"]
         rows.append({k: v for k, v in run["methods"][method].items() if k != "wall_time_s"})
     assert rows[0] == rows[1]
@@ -172,7 +178,57 @@ def test_results_record_what_reproduces_them(monkeypatch):
     for key in ("torch_threads", "cpu_model", "logical_cpus", "thread_env", "git_commit", "torch", "art", "sklearn"):
         assert env[key], key
     assert results["config"]["random_state"] == 0 and results["config"]["torch_threads"] == 1
-    results["command"] = "certssbd benchmark defences --config c.json"
+    results["command"] = "python benchmarks/run.py defences --config c.json"
     text = render_defences(results)
-    assert f"OMP_NUM_THREADS={env['torch_threads']} certssbd benchmark defences --config c.json" in text
+    assert f"OMP_NUM_THREADS={env['torch_threads']} python benchmarks/run.py defences --config c.json" in text
+    results["command"] = "certssbd benchmark defences --config c.json"  # recorded before run.py ran the benchmarks
+    text = render_defences(results)
+    assert f"OMP_NUM_THREADS={env['torch_threads']} python benchmarks/run.py defences --config c.json" in text
     assert env["cpu_model"] in text and env["git_commit"] in text
+
+
+def _budget_run(budgets, nb_poisoned=100, own=1.0) -> dict:
+    acc = [round(0.1 * j, 1) for j in range(len(budgets))]
+    return {
+        "task": "mnist-1v0",
+        "trigger": "one-pixel",
+        "nb_train": 1000,
+        "nb_test": 100,
+        "nb_poisoned": nb_poisoned,
+        "trigger_l2": own,
+        "trigger_l2_max_poisoned": own,
+        "budgets": budgets,
+        "methods": {
+            "rab": {"clean_accuracy": 1.0, "attack_success_rate": 0.0, "wall_time_s": 1.0,
+                    "budget_certified_accuracy": acc},
+        },
+    }  # fmt: skip
+
+
+def test_budget_table_lists_each_budget_once_and_labels_the_attack():
+    """A config that names one budget twice (``[1, 1.0]`` and ``[1, "trigger"]`` at trigger norm 1) gets one row, the
+    first one's figures; the attack's own budget (its k and largest trigger norm) is labelled."""
+    run = _budget_run([[1, 1.0], [10, 0.25], [1, 0.1], [1, 1.0], [10, 1.0], [100, 1.0]])
+    rows = budget_rows(run)
+    assert [(k, d) for k, d, _, _ in rows] == [(1, 1.0), (10, 0.25), (1, 0.1), (10, 1.0), (100, 1.0)]
+    assert [j for *_, j in rows] == [0, 1, 2, 4, 5]
+    assert [a for _, _, a, _ in rows] == [False] * 4 + [True]
+    cfg = {**defences.DEFAULTS, "name": "t", "budgets": run["budgets"]}
+    text = render_defences({"config": cfg, "runs": [run], "wall_time_s": 1.0})
+    table = [line for line in text.splitlines() if line.startswith("| ") and "|---" not in line][-5:]
+    assert table == [
+        "| 1 | 1 | 0.000 |",
+        "| 10 | 0.25 | 0.100 |",
+        "| 1 | 0.1 | 0.200 |",
+        "| 10 | 1 | 0.400 |",
+        "| 100 (the attack) | 1 (the attack) | 0.500 |",
+    ]
+    assert text.count("| 1 | 1 |") == 1 and text.count("(the attack)") == 2
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("defences-*.json")), ids=lambda p: p.stem)
+def test_committed_defences_markdown_is_the_renderers_output(path):
+    """Each committed ``defences-*.md`` is :func:`render_defences` of its JSON (as the harness writes it), so the
+    tables cannot drift from the figures or be edited by hand."""
+    expected = render_defences(json.loads(path.read_text())) + "\n"
+    assert path.with_suffix(".md").read_text() == expected

@@ -12,6 +12,7 @@ from scipy.special import ndtri
 from scipy.stats import beta, norm
 
 from art_certssbd import certification, confseq, sequential, stats
+from art_certssbd.counts import certify_counts, certify_scores
 from art_certssbd.stats import ABSTAIN
 
 
@@ -472,7 +473,7 @@ def test_one_class_and_per_row_n_with_more_classes_than_rows():
 
 
 def test_certify_scores_edges():
-    from art_certssbd.stats import certified_accuracy, certify_scores
+    from art_certssbd.stats import certified_accuracy
 
     with pytest.raises(ValueError, match=r"^n must be a scalar integer >= 1, got \[10 10\]$"):
         certify_scores([[0.5, 0.5]], 1.0, 0.1, [10, 10])
@@ -505,7 +506,7 @@ def test_certify_scores_edges():
         (lambda: stats.clopper_pearson_upper(2.5, 10, 0.05), r"k must be integers in \[0, n\], got 2\.5"),
         (lambda: stats.clopper_pearson_lower(0, 0, 0.05), r"n must be an integer >= 1, got 0\.0"),
         (
-            lambda: stats.certify_counts(np.array([[5, 1]] * 3), np.ones((3, 1)), 0.05),
+            lambda: certify_counts(np.array([[5, 1]] * 3), np.ones((3, 1)), 0.05),
             r"sigma must be a scalar or have shape \(3,\), got shape \(3, 1\)",
         ),
     ],

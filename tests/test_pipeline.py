@@ -46,7 +46,7 @@ class SigmaRecorder:
 def _train(data, seed=0, nb_models=3, sigma_fn=None, model=None, **kw):
     x, y = data
     params = dict(
-        seed=seed,
+        random_state=seed,
         sigma_fn=sigma_fn or SigmaRecorder(),
         nb_models=nb_models,
         scale=SCALE,

@@ -95,7 +95,7 @@ def test_early_stopped_sigmas_on_ray_equal_the_local_ones(local_ray, digits):
     from art_certssbd.sigma import optimize_sigma
 
     x = torch.from_numpy(digits[0][:64])
-    options = dict(steps=8, lr=0.05, n_samples=4, sigma_max=0.3, seed=3, early_stop=True, tol=2e-2, patience=2,
+    options = dict(steps=8, lr=0.05, n_samples=4, sigma_max=0.3, random_state=3, early_stop=True, tol=2e-2, patience=2,
                    batch_size=8)  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -35,7 +35,7 @@ def _true_surrogate(model, x, sigma, n=20000, seed=123):
 def test_sga_raises_the_surrogate_radius_and_respects_bounds():
     model = Linear2()
     x = torch.rand(12, 4) * 0.6
-    sigma = optimize_sigma(model, x, 0.2, steps=40, lr=0.02, n_samples=64, sigma_min=0.1, sigma_max=0.6, seed=0)
+    sigma = optimize_sigma(model, x, 0.2, steps=40, lr=0.02, n_samples=64, sigma_min=0.1, sigma_max=0.6, random_state=0)
     assert torch.all(sigma >= 0.1) and torch.all(sigma <= 0.6)
     before = _true_surrogate(model, x, torch.full((12,), 0.2))
     after = _true_surrogate(model, x, sigma)
@@ -46,7 +46,7 @@ def test_sga_raises_the_surrogate_radius_and_respects_bounds():
 def test_sga_reference_update_never_decreases_sigma():
     model = Linear2()
     x = torch.rand(10, 4)
-    sigma = optimize_sigma(model, x, 0.2, steps=10, lr=0.01, n_samples=8, update="reference", seed=1)
+    sigma = optimize_sigma(model, x, 0.2, steps=10, lr=0.01, n_samples=8, update="reference", random_state=1)
     assert torch.all(sigma >= 0.2)
     assert torch.all(sigma > 0.2)  # gap > 0 whenever p1 > p2, so every sample grows
 
@@ -55,8 +55,8 @@ def test_sga_leaves_the_model_untouched_and_is_batch_independent():
     model = Linear2().train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(9, 4)
-    full = optimize_sigma(model, x, 0.2, steps=5, n_samples=8, seed=3, batch_size=4)
-    part = optimize_sigma(model, x[5:], 0.2, steps=5, n_samples=8, seed=3, batch_size=2)
+    full = optimize_sigma(model, x, 0.2, steps=5, n_samples=8, random_state=3, batch_size=4)
+    part = optimize_sigma(model, x[5:], 0.2, steps=5, n_samples=8, random_state=3, batch_size=2)
     torch.testing.assert_close(full[5:], part)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
@@ -100,11 +100,11 @@ class _Counting(torch.nn.Module):
         return self.net(x)
 
 
-def _sga_reference(model, x, sigma0, steps, lr, n_samples, sigma_min, sigma_max, seed):
+def _sga_reference(model, x, sigma0, steps, lr, n_samples, sigma_min, sigma_max, random_state):
     """Today's full-length SGA written out (one batch, every sample runs every step): the bitwise reference."""
     from art_certssbd.noise import add_noise, sigma_noise
 
-    eps = sigma_noise(seed, steps, n_samples, x.shape[1:], x.device, x.dtype)
+    eps = sigma_noise(random_state, steps, n_samples, x.shape[1:], x.device, x.dtype)
     s = torch.full((x.shape[0],), float(sigma0))
     for eps_t in eps:
         s = s.detach().requires_grad_(True)
@@ -118,7 +118,7 @@ def _sga_reference(model, x, sigma0, steps, lr, n_samples, sigma_min, sigma_max,
 
 def test_early_stop_off_is_bitwise_todays_run():
     model, x = Linear2(), torch.rand(11, 4)
-    kw = dict(steps=12, lr=0.02, n_samples=8, sigma_min=0.1, sigma_max=0.5, seed=4)
+    kw = dict(steps=12, lr=0.02, n_samples=8, sigma_min=0.1, sigma_max=0.5, random_state=4)
     ref = _sga_reference(model, x, 0.2, **kw)
     assert torch.equal(optimize_sigma(model, x, 0.2, batch_size=11, **kw), ref)
     off = optimize_sigma(model, x, 0.2, batch_size=11, early_stop=False, tol=0.5, patience=1, **kw)
@@ -129,7 +129,7 @@ def test_early_stop_pinned_samples_stop_and_save_passes():
     # The reference update never decreases sigma: with a big step every sample reaches sigma_max within two steps,
     # and staying there is exact, so the early-stopped sigmas equal the full run's.
     x, steps, n_samples = torch.rand(10, 4), 30, 8
-    kw = dict(steps=steps, lr=0.2, n_samples=n_samples, sigma_max=0.3, update="reference", seed=5, batch_size=4)
+    kw = dict(steps=steps, lr=0.2, n_samples=n_samples, sigma_max=0.3, update="reference", random_state=5, batch_size=4)
     full_model, es_model = _Counting(Linear2()), _Counting(Linear2())
     full = optimize_sigma(full_model, x, 0.2, **kw)
     es = optimize_sigma(es_model, x, 0.2, early_stop=True, tol=0.0, patience=2, **kw)
@@ -142,7 +142,7 @@ def test_early_stop_pinned_samples_stop_and_save_passes():
 
 def test_early_stop_result_does_not_depend_on_the_batch():
     model, x = Linear2(), torch.rand(9, 4)
-    kw = dict(steps=15, lr=0.03, n_samples=8, sigma_min=0.1, sigma_max=0.4, seed=6, early_stop=True, tol=0.05)
+    kw = dict(steps=15, lr=0.03, n_samples=8, sigma_min=0.1, sigma_max=0.4, random_state=6, early_stop=True, tol=0.05)
     alone = torch.stack([optimize_sigma(model, x[i : i + 1], 0.2, batch_size=1, **kw)[0] for i in range(9)])
     pooled = optimize_sigma(model, x, 0.2, batch_size=5, **kw)  # refills mix samples at different steps
     part = optimize_sigma(model, x[3:], 0.2, batch_size=3, **kw)
@@ -168,12 +168,12 @@ def test_early_stop_is_within_tolerance_of_the_full_run_on_digits(one_thread):
         net = DigitsCNN(10)
     fit_model(
         net, x, y, 0.25, loss_fn=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(net.parameters(), lr=3e-3),
-        seed=1, nb_epochs=2, batch_size=32,
+        random_state=1, nb_epochs=2, batch_size=32,
     )  # fmt: skip
     full_model, es_model = _Counting(net), _Counting(net)
     x = x[:64]
-    full = optimize_sigma(full_model, x, 0.25, steps=20, seed=2)
-    es = optimize_sigma(es_model, x, 0.25, steps=20, seed=2, early_stop=True)
+    full = optimize_sigma(full_model, x, 0.25, steps=20, random_state=2)
+    es = optimize_sigma(es_model, x, 0.25, steps=20, random_state=2, early_stop=True)
     assert torch.all(es >= 0.25) and torch.all(es <= 1.0)
     diff = (es - full).abs()
     # the stated tolerance (docs/method.md): mean |d sigma| <= 0.01 sigma0, max |d sigma| <= 0.15 sigma0

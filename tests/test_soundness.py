@@ -41,12 +41,12 @@ from hypothesis import strategies as st
 from scipy.stats import binom, norm
 
 from art_certssbd import CertificationMemory, CertificationResult, CertSSBDEstimator, RABEstimator
+from art_certssbd.counts import certify_counts
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.stats import (
     ABSTAIN,
     BOUNDS,
-    certify_counts,
     lower_confidence_bound,
     radius,
     upper_confidence_bound,

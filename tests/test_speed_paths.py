@@ -175,12 +175,12 @@ def test_sigma_channels_last_copy_matches_and_leaves_the_model(one_thread):
     model = init_member(MnistCNN(2), 1).train()
     x, _ = _data(5)
     strides = [p.stride() for p in model.parameters()]
-    fast = optimize_sigma(model, x, 0.2, steps=4, n_samples=4, seed=2)
-    plain = optimize_sigma(lambda t: model(t), x, 0.2, steps=4, n_samples=4, seed=2)  # not a Module: no copy
+    fast = optimize_sigma(model, x, 0.2, steps=4, n_samples=4, random_state=2)
+    plain = optimize_sigma(lambda t: model(t), x, 0.2, steps=4, n_samples=4, random_state=2)  # not a Module: no copy
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
     assert model.training and [p.stride() for p in model.parameters()] == strides
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
-    torch.testing.assert_close(optimize_sigma(model, x, 0.2, steps=4, n_samples=4, seed=2, batch_size=5), fast)
+    torch.testing.assert_close(optimize_sigma(model, x, 0.2, steps=4, n_samples=4, random_state=2, batch_size=5), fast)
 
 
 # ---------------------------------------------------------------------------------------------------- memory

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import math
 
 import numpy as np
@@ -9,12 +11,11 @@ import pytest
 from scipy.stats import binom, binomtest, norm
 
 from art_certssbd import stats
+from art_certssbd.counts import certify_counts, certify_scores
 from art_certssbd.stats import (
     ABSTAIN,
     BOUNDS,
     certified_accuracy,
-    certify_counts,
-    certify_scores,
     clopper_pearson_lower,
     clopper_pearson_upper,
     hoeffding_lower,
@@ -239,3 +240,77 @@ def test_bad_input_raises_value_error_naming_parameter_and_value(call, pattern):
 def test_module_is_torch_free():
     source = open(stats.__file__, encoding="utf-8").read()
     assert "import torch" not in source and "statsmodels" not in source
+
+
+def test_stats_stands_below_the_certificate():
+    """stats is the bounds' module; the certificate (certification, counts) builds on it, never the other way."""
+    from art_certssbd import counts
+
+    imported = set()
+    for node in ast.walk(ast.parse(open(stats.__file__, encoding="utf-8").read())):  # imports anywhere in stats
+        if isinstance(node, ast.ImportFrom):
+            imported |= {node.module or ""} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    assert {"art_certssbd.certification", "art_certssbd.counts"}.isdisjoint(imported), imported
+    assert "art_certssbd._validation.check_n" in imported  # the walk sees the imports
+    assert "import torch" not in open(counts.__file__, encoding="utf-8").read()
+
+
+# --- the table of bounds ----------------------------------------------------------------------------------------------
+def test_bounds_are_the_names_of_the_table_and_the_table_is_read_only():
+    assert BOUNDS == tuple(stats.BOUND_TABLE) == ("clopper-pearson", "hoeffding", "anytime")
+    with pytest.raises(TypeError):
+        stats.BOUND_TABLE["wilson"] = stats.BOUND_TABLE["hoeffding"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.BOUND_TABLE["hoeffding"].anytime = True  # type: ignore[misc]
+    for bound in stats.BOUND_TABLE.values():
+        assert bound.description and "\n" not in bound.description
+
+
+def test_the_table_says_what_each_bound_assumes():
+    table = stats.BOUND_TABLE
+    assert (table["clopper-pearson"].lower, table["clopper-pearson"].upper) == (
+        clopper_pearson_lower,
+        clopper_pearson_upper,
+    )
+    assert (table["hoeffding"].lower, table["hoeffding"].upper) == (hoeffding_lower, hoeffding_upper)
+    assert (table["anytime"].lower, table["anytime"].upper) == (stats.anytime_lower, stats.anytime_upper)
+    assert [name for name, b in table.items() if b.binomial] == ["clopper-pearson"]
+    assert [name for name, b in table.items() if b.anytime] == ["anytime"]
+    assert [name for name, b in table.items() if b.allows_draws_per_model] == ["hoeffding"]
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_every_bound_of_the_table_goes_through_the_named_bounds(bound):
+    k, n, alpha = np.array([0, 3, 70, 100]), np.array([100, 10, 100, 100]), 0.05
+    spec = stats.BOUND_TABLE[bound]
+    low, high = lower_confidence_bound(k, n, alpha, bound), upper_confidence_bound(k, n, alpha, bound)
+    np.testing.assert_array_equal(low, spec.lower(k, n, alpha))
+    np.testing.assert_array_equal(high, spec.upper(k, n, alpha))
+    assert np.all((0 <= low) & (low <= k / n) & (k / n <= high) & (high <= 1))
+    assert max_radius(100, alpha, 1.0, bound) > 0
+    # a fractional vote total is refused exactly by the binomial (integer-count) bounds
+    if spec.binomial:
+        with pytest.raises(ValueError, match=r"^k must be integers in \[0, n\], got 2\.5$"):
+            lower_confidence_bound(2.5, 10, alpha, bound)
+    else:
+        assert 0 <= lower_confidence_bound(2.5, 10, alpha, bound) < 0.25
+
+
+def test_the_named_bounds_dispatch_through_the_table(monkeypatch):
+    """lower/upper_confidence_bound read BOUND_TABLE (no second list of names): a replaced entry is what they call."""
+    fake = stats.Bound(lambda k, n, a: "low", lambda k, n, a: "high", False, False, False, "fake")
+    monkeypatch.setattr(stats, "BOUND_TABLE", {**stats.BOUND_TABLE, "hoeffding": fake})
+    assert lower_confidence_bound(3, 10, 0.05, "hoeffding") == "low"
+    assert upper_confidence_bound(3, 10, 0.05, "hoeffding") == "high"
+    with pytest.raises(ValueError, match=r"^bound must be one of \('clopper-pearson', 'hoeffding', 'anytime'\)"):
+        lower_confidence_bound(3, 10, 0.05, "wilson")
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_certify_scores_rounds_down_exactly_for_binomial_bounds(bound):
+    # 0.7005 * 1000 = 700.5 votes: a binomial bound sees 700, the others the fractional total
+    _, _, p_frac = certify_scores(np.array([[0.7005, 0.2995]]), 1.0, 0.01, 1000, bound=bound)
+    _, _, p_whole = certify_scores(np.array([[0.7, 0.3]]), 1.0, 0.01, 1000, bound=bound)
+    assert (p_frac[0] == p_whole[0]) == stats.BOUND_TABLE[bound].binomial

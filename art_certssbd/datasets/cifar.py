@@ -96,7 +96,12 @@ def load_cifar_batch(path: str | os.PathLike) -> dict:
     return obj
 
 
-def _batch_dir(root: str | os.PathLike) -> Path:
+def batch_dir(root: str | os.PathLike) -> Path:
+    """The folder that holds the CIFAR-10 batch files: ``root`` itself, or its ``cifar-10-batches-py`` folder.
+
+    :param root: The ``cifar-10-batches-py`` directory, or the directory that contains it.
+    :return: The directory of ``batches.meta`` and the data batches.
+    """
     root = existing_dir(root)
     nested = root / CIFAR10_DIRNAME
     return nested if not (root / "batches.meta").is_file() and nested.is_dir() else root
@@ -111,7 +116,7 @@ def load_cifar10(root: str | os.PathLike, split: str = "train") -> tuple[np.ndar
     :return: ``(x, y)``: float32 ``(N, 3, 32, 32)`` RGB in [0, 1] and int64 ``(N,)`` labels, in file order.
     """
     check_split(split)
-    directory = _batch_dir(root)
+    directory = batch_dir(root)
     names = CIFAR10_TRAIN_FILES if split == "train" else CIFAR10_TEST_FILES
     paths = [directory / name for name in names]
     missing = [str(path) for path in paths if not path.is_file()]
@@ -142,7 +147,7 @@ def cifar10_class_names(root: str | os.PathLike) -> list[str]:
     :param root: The ``cifar-10-batches-py`` directory, or the directory that contains it.
     :return: For the real files, the names in :data:`CIFAR10_CLASSES`.
     """
-    path = _batch_dir(root) / "batches.meta"
+    path = batch_dir(root) / "batches.meta"
     meta = load_cifar_batch(path)
     names = meta.get(b"label_names")
     if not isinstance(names, list) or not all(isinstance(name, bytes | str) for name in names):

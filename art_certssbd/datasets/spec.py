@@ -132,7 +132,7 @@ def _load_fixed(spec: DataSpec, split: str) -> Dataset:
         return Dataset(*idx.load_fashion_mnist(spec.path, split), list(idx.FASHION_MNIST_CLASSES))
     if spec.kind == "cifar10":
         x, y = cifar.load_cifar10(spec.path, split)
-        meta = cifar._batch_dir(spec.path) / "batches.meta"
+        meta = cifar.batch_dir(spec.path) / "batches.meta"
         names = cifar.cifar10_class_names(spec.path) if meta.is_file() else list(cifar.CIFAR10_CLASSES)
         return Dataset(x, y, names)
     x, y, names = npz.load_npz(spec.path, split)

@@ -81,7 +81,10 @@ def _import_class(name: str):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
         else:
-            sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: modules beside the working directory
+            # `--model module:Class` names the user's module as `python -m` would: beside the working directory,
+            # which the console script's sys.path lacks. The only sys.path edit in the package (tests/test_layout.py):
+            # it reads the user's files, never the source tree's, and is undone right after the import.
+            sys.path.insert(0, str(Path.cwd()))
             try:
                 module = importlib.import_module(module_name)
             finally:

@@ -35,7 +35,7 @@ from art_certssbd.runs.build import build_estimator, build_model, estimator_para
 from art_certssbd.runs.config import toml_text
 from art_certssbd.runs.fit import stored_fit_options
 from art_certssbd.runs.options import INHERITED, UsageError, options_of
-from art_certssbd.runs.outputs import check_writable_parent, staged_directory
+from art_certssbd.runs.outputs import check_writable_parent, json_values, staged_directory
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,6 @@ def _split_summary(
 
 def _summary(resolved, settings, info, command, data, results, est, radii, certify_s) -> dict[str, Any]:
     from art_certssbd.experiment import environment
-    from art_certssbd.runs.fit import _plain
 
     target = settings["target"] if "triggered" in results else None
     ks = k_grid(len(est.train_sigma_)).tolist()
@@ -243,7 +242,7 @@ def _summary(resolved, settings, info, command, data, results, est, radii, certi
         "art_certssbd": __version__,
         "run": str(resolved["run"]),
         "method": settings["method"],
-        "options": _plain(resolved),
+        "options": json_values(resolved),
         "fit_options": info.get("options", {}),
         "data": {
             "source": str(resolved["data"]),
@@ -345,14 +344,13 @@ def _budget_lines(summary: dict[str, Any]) -> list[str]:
 
 def _write(tmp: Path, resolved, command, data, positions, results, est, summary) -> None:
     from art_certssbd.report import plot_curves, plot_sigma_histogram, write_csv, write_json, write_npz, write_text
-    from art_certssbd.runs.fit import _plain
 
     keys = ["run"] + [o.key for o in options_of("certify") if o.key != "quiet"]
     write_text(
         tmp / "config.toml",
         toml_text(
             "certify",
-            {k: _plain({"v": resolved.get(k)})["v"] for k in keys},
+            {k: json_values({"v": resolved.get(k)})["v"] for k in keys},
             comment=f"Written by {command!r} (art-certssbd {__version__}): every option, resolved.\n"
             "Repeat the run with: certssbd certify --config THIS_FILE",
         ),

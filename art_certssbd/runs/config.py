@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from art_certssbd.datasets.spec import DataSpec
-from art_certssbd.runs.options import _ALL, COMMANDS, PATH_KEYS, POSITIONAL, Option, UsageError, default, options_of
+from art_certssbd.runs.options import (
+    ALL_OPTIONS,
+    COMMANDS,
+    PATH_KEYS,
+    POSITIONAL,
+    Option,
+    UsageError,
+    default,
+    options_of,
+)
 from art_certssbd.runs.parsers import path
 
 
@@ -63,9 +72,9 @@ def read_config(file: Path, command: str) -> dict[str, Any]:
 
 def _lookup(file: Path, key: str, command: str | None) -> Option:
     """The option of a config key (``-`` or ``_`` in it); ``command=None``: any command's (a top-level key)."""
-    option = _ALL.get(key.replace("-", "_"))
+    option = ALL_OPTIONS.get(key.replace("-", "_"))
     if option is None or (command is not None and command not in option.commands):
-        valid = [k for k, o in _ALL.items() if command is None or command in o.commands]
+        valid = [k for k, o in ALL_OPTIONS.items() if command is None or command in o.commands]
         close = difflib.get_close_matches(key.replace("-", "_"), valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         where = f"in [{command}] " if command else ""

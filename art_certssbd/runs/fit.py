@@ -45,6 +45,7 @@ from art_certssbd.runs.outputs import (
     check_writable_parent,
     earlier_sessions,
     exclusive,
+    json_values,
     keep_damaged,
     runs_dir,
     write_sessions,
@@ -63,17 +64,12 @@ _NEW_OPTIONS = ("channels",)
 RESUME_CHECKED = ("vectorize",)
 
 
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    """JSON values (paths and data specs as strings, tuples as lists)."""
-    return json.loads(json.dumps(values, default=str))
-
-
 def identity(values: dict[str, Any]) -> dict[str, Any]:
     """The options that determine the fitted ensemble (without the SGA's early stop when it is off, so that runs
     written before it existed keep their names)."""
     off = values.get("sigma_tol") is None
     unset = {key for key in _NEW_OPTIONS if values.get(key) is None}
-    return _plain(
+    return json_values(
         {k: v for k, v in values.items() if k not in NOT_IDENTITY and not (off and k in _EARLY_STOP) and k not in unset}
     )
 
@@ -263,7 +259,7 @@ def _write_config(path: Path, resolved: dict, command: str) -> None:
     keys = [option.key for option in options_of("fit") if option.key not in ("quiet",)]
     text = toml_text(
         "fit",
-        {key: _plain({"v": resolved.get(key)})["v"] for key in keys},
+        {key: json_values({"v": resolved.get(key)})["v"] for key in keys},
         comment=f"Written by {command!r} (art-certssbd {__version__}): every option, resolved.\n"
         "Repeat the run with: certssbd fit --config THIS_FILE",
     )
@@ -281,7 +277,7 @@ def _write_summary(path, resolved, command, spec, data, is_poison, est, sessions
             "kind": "fit",
             "command": command,
             "art_certssbd": __version__,
-            "options": _plain(resolved),
+            "options": json_values(resolved),
             "data": {
                 "source": str(spec),
                 "split": "train",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from art_certssbd import stats
 from art_certssbd.datasets.spec import DATA_KINDS
 from art_certssbd.runs.parsers import (
     budgets,
@@ -35,6 +36,11 @@ from art_certssbd.runs.parsers import (
 COMMANDS = ("fit", "certify", "report")
 METHODS = ("cert-ssbd", "rab")
 TRIGGER_NAMES = ("none", "one-pixel", "four-pixel", "blending")
+#: Help of ``--bound`` (``certssbd demo``, ``fit``, ``certify``), read from the table of bounds: every bound certifies a
+#: fixed-size ensemble (``"anytime"`` more conservatively: it would also hold at any stopping time).
+BOUND_HELP = "confidence bound on the top class's vote probability: " + "; ".join(
+    f"{name}: {bound.description}" for name, bound in stats.BOUND_TABLE.items()
+)
 
 
 class UsageError(ValueError):
@@ -135,14 +141,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--nb-models", positive_int, "ensemble size M", F),
     Option("--scale", positive_float, "sigma0: RAB's sigma, Cert-SSBD's starting and minimum sigma", F),
     Option("--alpha", probability, "failure probability of each certificate", FC),
-    Option(
-        "--bound",
-        str,
-        "confidence bound on the top class's vote probability",
-        FC,
-        None,
-        ("clopper-pearson", "hoeffding"),
-    ),
+    Option("--bound", str, BOUND_HELP, FC, None, stats.BOUNDS),
     Option("--draws-per-model", positive_int, "test noise draws per member (> 1 needs --bound hoeffding)", F),
     Option("--noise", str, "training noise fixed per member, or fresh per batch", F, None, ("fixed", "fresh")),
     Option("--warmup-epochs", non_negative_int, "epochs of the base model the sigma optimiser uses", F),
@@ -229,7 +228,8 @@ POSITIONAL = {
     "run": Option("--run", path, "the fit directory to certify", C),
     "runs": Option("--runs", path, "certify (or fit) directories to compare", R),
 }
-_ALL = {**_BY_KEY, **POSITIONAL}
+#: Every option of every command by config key, the positional arguments included (what a config file may name).
+ALL_OPTIONS = {**_BY_KEY, **POSITIONAL}
 PATH_KEYS = ("output", "run", "runs")
 
 

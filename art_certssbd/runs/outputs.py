@@ -6,6 +6,7 @@
 * :func:`exclusive`: a lock file, so that two processes never write one fit's checkpoint at the same time.
 * :func:`earlier_sessions` / :func:`write_sessions`: the training time of each interrupted session of a fit.
 * :func:`keep_damaged`: member files a resume set aside, kept in the finished fit's ``damaged/``.
+* :func:`json_values`: options as JSON values, as the summaries of fit and certify record them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from art_certssbd._io import fsync_dir
 from art_certssbd.runs.options import UsageError
@@ -27,6 +29,11 @@ logger = logging.getLogger(__name__)
 RUNS_ENV = "ART_CERTSSBD_RUNS"
 #: In ``DIR.partial/``: the training time of each interrupted session (a SIGKILL's session is not counted).
 SESSIONS = "sessions.json"
+
+
+def json_values(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON values (paths and data specs as strings, tuples as lists)."""
+    return json.loads(json.dumps(values, default=str))
 
 
 def runs_dir() -> Path:

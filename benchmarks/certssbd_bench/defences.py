@@ -1,4 +1,4 @@
-"""Cert-SSBD beside ART's own defences, on the same poisoned data (``certssbd benchmark defences``).
+"""Cert-SSBD beside ART's own defences, on the same poisoned data (``python benchmarks/run.py defences``).
 
 For every setting (a task) and trigger: poison the training set once, then run each defence on it and measure on the
 same clean and triggered test sets:
@@ -375,13 +375,15 @@ def run_setting(setting: dict, trigger_name: str, cfg: dict, data_dir=None) -> d
 
         tic = time.perf_counter()
         k = cfg["dpa_partitions"]
-        dpa = DeepPartitionEnsemble(
-            _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:]),
-            hash_function=_hash_partition(k),
-            ensemble_size=k,
-            channels_first=True,
-            clip_values=(0.0, 1.0),
-        )
+        with torch.random.fork_rng(devices=[]):  # ART re-initialises each partition's copy from torch's generator
+            torch.manual_seed(cfg["random_state"])
+            dpa = DeepPartitionEnsemble(
+                _classifier(nb_classes, cfg, cfg["random_state"], x.shape[1:]),
+                hash_function=_hash_partition(k),
+                ensemble_size=k,
+                channels_first=True,
+                clip_values=(0.0, 1.0),
+            )
         _fit(dpa, x_p, y_hot, cfg, epochs=cfg["dpa_epochs"])
         votes, votes_t = dpa_votes(dpa.predict(xt, raw=True)), dpa_votes(dpa.predict(xt_trig, raw=True))
         record(
@@ -446,7 +448,8 @@ def run_defences_benchmark(cfg: dict, data_dir=None, on_run: Callable[[dict], No
 
 
 def run_defences_cli(args, command: str) -> dict:
-    """``certssbd benchmark defences``: validate, run (saving the JSON after every run), write Markdown and PNG."""
+    """``python benchmarks/run.py defences``: validate, run (saving the JSON after every run), write Markdown and
+    PNG."""
     from art_certssbd.report import write_json, write_text
     from certssbd_bench.command import check_overwrite
     from certssbd_bench.defences_report import plot_budget, plot_defences, render_defences

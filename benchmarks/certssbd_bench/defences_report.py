@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from certssbd_bench.command import reproduce
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,9 +28,9 @@ def environment_lines(results: dict) -> list[str]:
     if results.get("command"):
         lines += [
             "",
-            f"Reproduce with: `OMP_NUM_THREADS={threads} {results['command']}` at that commit, on the same kind of "
-            "CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of the "
-            "training and with it the trained networks).",
+            f"Reproduce with: `OMP_NUM_THREADS={threads} {reproduce(results['command'])}` at that commit, on the same "
+            "kind of CPU (the seeds are in the configuration; a different thread count or CPU changes the rounding of "
+            "the training and with it the trained networks).",
         ]
     return lines
 
@@ -54,9 +56,22 @@ def _summary(runs: list[dict]) -> list[str]:
     return lines
 
 
+def budget_rows(run: dict) -> list[tuple[int, float, bool, int]]:
+    """The distinct budgets of a run, each once in the order of first appearance: ``(k, delta, attack, j)`` with
+    ``attack`` true for the attack's own budget (``k`` = the number of poisoned samples, ``delta`` = their largest
+    trigger norm) and ``j`` the budget's index in the run's ``budget_certified_accuracy`` lists. A config may name the
+    same budget twice (``[1, 1.0]`` and ``[1, "trigger"]`` where the trigger's norm is 1): one row."""
+    attack = (run["nb_poisoned"], float(run["trigger_l2_max_poisoned"]))
+    first: dict[tuple[int, float], int] = {}
+    for j, (k, delta) in enumerate(run["budgets"]):
+        first.setdefault((int(k), float(delta)), j)
+    return [(k, delta, (k, delta) == attack, j) for (k, delta), j in first.items()]
+
+
 def _budget_table(run: dict) -> list[str]:
     """Certified accuracy in the attacker's units (k poisoned samples, trigger norm delta), for the methods that
-    recorded it; empty for results written before it was recorded."""
+    recorded it, one row per distinct budget (the attack's own labelled); empty for results written before it was
+    recorded."""
     names = [name for name, m in run["methods"].items() if "budget_certified_accuracy" in m]
     if not names or "budgets" not in run:
         return []
@@ -70,9 +85,10 @@ def _budget_table(run: dict) -> list[str]:
         "| k | delta | " + " | ".join(names) + " |",
         "|---:|---:|" + "---:|" * len(names),
     ]
-    for j, (k, delta) in enumerate(run["budgets"]):
+    for k, delta, attack, j in budget_rows(run):
+        label = " (the attack)" if attack else ""
         cells = " | ".join(f"{run['methods'][n]['budget_certified_accuracy'][j]:.3f}" for n in names)
-        lines.append(f"| {k} | {delta:.3g} | {cells} |")
+        lines.append(f"| {k}{label} | {delta:.3g}{label} | {cells} |")
     return lines
 
 

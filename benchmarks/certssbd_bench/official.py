@@ -34,6 +34,7 @@ from art_certssbd.estimator import CertSSBDEstimator
 from art_certssbd.experiment import environment
 from art_certssbd.official import certify_reference, load_sigma_file, official_certified_accuracy
 from art_certssbd.report import DEFAULT_RADII
+from certssbd_bench.command import reproduce
 from certssbd_bench.mnist import certify_with_bound
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def render_official(results: dict) -> str:
         f"{results['environment']['torch']}.",
     ]
     if results.get("command"):
-        lines += ["", f"Command: `{results['command']}`"]
+        lines += ["", f"Command: `{reproduce(results['command'])}`"]
     return "\n".join(lines)
 
 
