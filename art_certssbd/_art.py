@@ -73,7 +73,7 @@ KEEPS_FIT = frozenset(
 )
 
 
-_ENSEMBLE_PARAMS = [
+ENSEMBLE_PARAMS = [
     "nb_models",
     "scale",
     "alpha",
@@ -89,7 +89,7 @@ _ENSEMBLE_PARAMS = [
     "random_state",
     "verbose",
 ]
-_SIGMA_PARAMS = [
+SIGMA_PARAMS = [
     "sigma_steps",
     "sigma_lr",
     "sigma_samples",
@@ -121,7 +121,7 @@ def _numpy(t) -> np.ndarray:
 
 
 class ArtContractMixin:
-    """The ART calls of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
+    """The ART calls of :class:`~art_certssbd._shell.SmoothedEnsembleEstimator` beyond fit / predict / certify."""
 
     # ------------------------------------------------------------------------------------------------- networks
     @property

@@ -28,7 +28,7 @@ def caller_level() -> int:
 
 
 class CertifiableRadiusMixin:
-    """:attr:`max_certifiable_radius` and the warnings of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`."""
+    """:attr:`max_certifiable_radius` and the warnings of :class:`~art_certssbd._shell.SmoothedEnsembleEstimator`."""
 
     def _check_params(self) -> None:
         """ART's hook, after every other check: warn when the valid parameters can never certify."""

@@ -33,7 +33,7 @@ def _numpy(t) -> np.ndarray:
 
 class NetworkMixin:
     """``model``, the losses and gradients, and ``get_activations`` of
-    :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`."""
+    :class:`~art_certssbd._shell.SmoothedEnsembleEstimator`."""
 
     @property
     def model(self) -> torch.nn.Module:

@@ -11,7 +11,7 @@ from art_certssbd.saved import load_record, save_record
 
 
 class PersistenceMixin:
-    """``save``, ``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`:
+    """``save``, ``save_ensemble`` and ``load_ensemble`` for :class:`~art_certssbd._shell.SmoothedEnsembleEstimator`:
     the record ``fitted_`` (:class:`~art_certssbd.fitted.FittedEnsemble`) to and from disk."""
 
     def save(self, filename: str, path: str | None = None) -> None:

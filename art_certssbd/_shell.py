@@ -35,7 +35,7 @@ from art.estimators.certification.randomized_smoothing.randomized_smoothing impo
 from art.estimators.classification.pytorch import PyTorchClassifier
 
 from art_certssbd import chains
-from art_certssbd._art import _ENSEMBLE_PARAMS, _SIGMA_PARAMS, ArtContractMixin
+from art_certssbd._art import ENSEMBLE_PARAMS, SIGMA_PARAMS, ArtContractMixin
 from art_certssbd._certifiable import CertifiableRadiusMixin
 from art_certssbd._networks import NetworkMixin
 from art_certssbd._persistence import PersistenceMixin
@@ -49,7 +49,7 @@ from art_certssbd.sequential import AdaptiveResult, check_radius
 from art_certssbd.training import optimizer_factory_from
 
 
-class _SmoothedEnsembleEstimator(
+class SmoothedEnsembleEstimator(
     CertifiableRadiusMixin,
     ArtContractMixin,
     NetworkMixin,
@@ -59,7 +59,7 @@ class _SmoothedEnsembleEstimator(
 ):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
-    estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
+    estimator_params = PyTorchClassifier.estimator_params + ENSEMBLE_PARAMS
     # fixed sigma unless a subclass exposes the sigma parameters
     sigma_steps, sigma_lr, sigma_samples, sigma_bounds, sigma_update, use_memory = 0, 0.0, 1, None, "gradient", False
     sigma_tol, sigma_patience = None, 3
@@ -131,7 +131,7 @@ class _SmoothedEnsembleEstimator(
     # ------------------------------------------------------------------------------------- the chains' settings
     def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
         """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
-        keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
+        keys = ENSEMBLE_PARAMS + SIGMA_PARAMS + ["nb_classes", "input_shape"]
         params = {key: getattr(self, key) for key in keys}
         return chains.checkpoint_config(params, random_state=seed, x=x, y=y, batch_size=batch_size, nb_epochs=nb_epochs,
                                         model=self.base_model, optimizer=self._optimizer)  # fmt: skip

@@ -17,9 +17,9 @@ import warnings
 import numpy as np
 import torch
 
-from art_certssbd._art import _SIGMA_PARAMS
+from art_certssbd._art import SIGMA_PARAMS
 from art_certssbd._certifiable import caller_level
-from art_certssbd._shell import _SmoothedEnsembleEstimator
+from art_certssbd._shell import SmoothedEnsembleEstimator
 from art_certssbd._validation import check_choice, check_int, check_nonnegative, check_pair, check_positive
 from art_certssbd.ensemble import StackedEnsemble
 from art_certssbd.fitted import FittedEnsemble
@@ -29,7 +29,7 @@ from art_certssbd.official.files import load_official_ensemble
 from art_certssbd.sigma import SIGMA_UPDATES
 
 
-class CertSSBDEstimator(_SmoothedEnsembleEstimator):
+class CertSSBDEstimator(SmoothedEnsembleEstimator):
     """Cert-SSBD: a certified backdoor defence by randomized smoothing with sample-specific noise (Qiao et al.).
 
     ``fit`` warms up the wrapped model at ``scale``, optimises one sigma per training sample by stochastic gradient
@@ -104,7 +104,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     | Paper link: https://arxiv.org/abs/2504.21730
     """
 
-    estimator_params = _SmoothedEnsembleEstimator.estimator_params + _SIGMA_PARAMS
+    estimator_params = SmoothedEnsembleEstimator.estimator_params + SIGMA_PARAMS
 
     def __init__(
         self,
@@ -226,7 +226,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         :raises FileNotFoundError: ``directory`` does not exist.
         :raises ValueError: No or malformed checkpoints, or a bad parameter.
         """
-        unknown = sorted(set(sigma_params) - (set(_SIGMA_PARAMS) - {"use_memory"}))
+        unknown = sorted(set(sigma_params) - (set(SIGMA_PARAMS) - {"use_memory"}))
         if unknown:
             raise ValueError(f"unknown keyword arguments for from_official: {unknown}")
         sigma_params.setdefault("sigma_steps", 0)
@@ -268,7 +268,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         return estimator
 
 
-class RABEstimator(_SmoothedEnsembleEstimator):
+class RABEstimator(SmoothedEnsembleEstimator):
     """RAB (Weber et al.): the same smoothed ensemble with one fixed sigma (``scale``) for every training and test
     sample, and no memory; the baseline Cert-SSBD is compared with. Parameters as :class:`CertSSBDEstimator`
     without the ``sigma_*`` and ``use_memory`` ones; ``warmup_epochs`` defaults to 0 (no base model is needed).
@@ -285,4 +285,4 @@ def _signature(init, base) -> inspect.Signature:
     return inspect.Signature(params + list(own.values()))
 
 
-CertSSBDEstimator.__init__.__signature__ = _signature(CertSSBDEstimator.__init__, _SmoothedEnsembleEstimator.__init__)
+CertSSBDEstimator.__init__.__signature__ = _signature(CertSSBDEstimator.__init__, SmoothedEnsembleEstimator.__init__)
