@@ -15,8 +15,10 @@ ART's ``PyTorchClassifier`` assumes one network; this mixin gives each call its 
   optimiser; untrained for RAB), and it is what ``get_params``, ``set_params``, ``clone_for_refitting`` and
   ``sklearn.base.clone`` see as the parameter ``model``;
 * ``get_activations`` reads a trained member (``base_model`` is untrained for RAB);
-* ``save`` writes the whole ensemble (:meth:`save_ensemble`); pickle and ``copy.deepcopy`` work before and after use
-  and write no files (ART's pickling writes the model under ``ART_DATA_PATH``).
+* pickle and ``copy.deepcopy`` work before and after use and write no files (ART's pickling writes the model under
+  ``ART_DATA_PATH``); an estimator pickled before the fitted record (``fitted_``) loads into one.
+
+It reads the fitted state only through the record ``fitted_`` (:class:`~art_certssbd.fitted.FittedEnsemble`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,26 @@ from __future__ import annotations
 import copy
 import inspect
 import numbers
-import os
-import warnings
 
 import numpy as np
 import torch
 
-from art_certssbd._validation import check_choice, check_inputs, check_int, check_labels
-from art_certssbd.noise import add_noise
-from art_certssbd.smoothed_module import SmoothedEnsembleModule
+from art_certssbd import stats
+from art_certssbd._validation import (
+    check_bool,
+    check_choice,
+    check_input_shape,
+    check_int,
+    check_positive,
+    check_probability,
+)
+from art_certssbd.accelerators import check_accelerators
+from art_certssbd.certification import check_options
+from art_certssbd.datasets.generators import read_generator
+from art_certssbd.execution import Executor
+from art_certssbd.fitted import record_from_attributes
+from art_certssbd.memory import CertificationMemory
+from art_certssbd.training import NOISE_MODES
 
 #: Estimator parameters the fitted ensemble does not depend on: ``set_params`` of them keeps the fitted state.
 #: Changing any other one (``model``, ``loss``, ``optimizer``, ``input_shape``, ``nb_classes``, ``preprocessing``,
@@ -60,6 +73,34 @@ KEEPS_FIT = frozenset(
 )
 
 
+ENSEMBLE_PARAMS = [
+    "nb_models",
+    "scale",
+    "alpha",
+    "bound",
+    "draws_per_model",
+    "noise",
+    "warmup_epochs",
+    "vectorize",
+    "memory_budget",
+    "amp",
+    "compile",
+    "executor",
+    "random_state",
+    "verbose",
+]
+SIGMA_PARAMS = [
+    "sigma_steps",
+    "sigma_lr",
+    "sigma_samples",
+    "sigma_bounds",
+    "sigma_update",
+    "sigma_tol",
+    "sigma_patience",
+    "use_memory",
+]
+
+
 def _same(a, b) -> bool:
     """Whether a parameter keeps its value (identity, or equal values of numbers, strings, tuples and arrays)."""
     if a is b:
@@ -80,7 +121,7 @@ def _numpy(t) -> np.ndarray:
 
 
 class ArtContractMixin:
-    """The ART calls of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator` beyond fit / predict / certify."""
+    """The ART calls of :class:`~art_certssbd._shell.SmoothedEnsembleEstimator` beyond fit / predict / certify."""
 
     # ------------------------------------------------------------------------------------------------- networks
     @property
@@ -88,30 +129,6 @@ class ArtContractMixin:
         """The base network: the architecture of every member, the network of the sigma optimiser (warmed up at
         ``scale`` by Cert-SSBD's ``fit``, never trained by RAB's), and the parameter ``model`` of ``get_params``."""
         return self._model._model
-
-    @property
-    def model(self) -> torch.nn.Module:
-        """The network ART's attacks and defences read (some wrap it in a ``PyTorchClassifier`` of their own, e.g.
-        ``AutoProjectedGradientDescent`` with ``loss_type``, ``AutoAttack``, ``BrendelBethgeAttack``).
-
-        Once fitted (``fit``, ``from_official``, ``load_ensemble``): the smoothed ensemble as one differentiable
-        module, the log of the members' mean softmax score on the fixed test noise at ``scale``
-        (:class:`~art_certssbd.smoothed_module.SmoothedEnsembleModule`), built anew on each access. Before: the base
-        network (:attr:`base_model`), with a ``UserWarning``, since an attack built on it attacks a network that is
-        not the smoothed classifier (for RAB an untrained one). Read :attr:`base_model` for the base network itself.
-        """
-        if not hasattr(self, "ensemble_"):
-            warnings.warn(
-                f"model of an unfitted {type(self).__name__} is its base network (for RAB an untrained one), not the "
-                "smoothed ensemble: an ART attack or defence built on it attacks that network; fit the estimator "
-                "first (or read base_model for the base network itself)",
-                UserWarning,
-                stacklevel=2,
-            )
-            return self.base_model
-        return SmoothedEnsembleModule(
-            self.ensemble_, self._noise_fn(), self.scale, self.draws_per_model, self.vectorize
-        ).eval()
 
     # ---------------------------------------------------------------------------------------------- parameters
     def _param(self, key: str):
@@ -187,20 +204,18 @@ class ArtContractMixin:
         # validated: now the side effects on the model and the fitted state
         if "model" in changed or "device_type" in changed:
             self._model.to(self._device)
-        if not hasattr(self, "ensemble_"):
+        record = self.__dict__.get("fitted_")
+        if record is None:
             return
         reset = sorted(key for key in changed if key not in KEEPS_FIT)
         if reset:
-            for name in [name for name in vars(self) if name.endswith("_") and not name.startswith("_")]:
-                delattr(self, name)
+            del self.fitted_
             self._reset_by = reset
             return
         if "device_type" in changed:
-            self.ensemble_.to(self._device)
+            record.members.to(self._device)
         if "use_memory" in changed:
-            from art_certssbd.memory import CertificationMemory
-
-            self.memory_ = CertificationMemory() if self.use_memory else None
+            self.fitted_ = record.replace(memory=CertificationMemory() if self.use_memory else None)
 
     def _set_param(self, key: str, value) -> None:
         """Set one parameter: through its property setter, the instance attribute behind a read-only property, ART's
@@ -228,6 +243,61 @@ class ArtContractMixin:
         else:
             setattr(self, key, value)
 
+    # ------------------------------------------------------------------------------------------ parameter checks
+    @property
+    def sample_size(self) -> int:
+        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``); once fitted, with the
+        fitted number of members (fewer than ``nb_models`` when a growth rule stopped the ensemble)."""
+        fitted = self.__dict__.get("fitted_")
+        return (self.nb_models if fitted is None else fitted.nb_models) * self.draws_per_model
+
+    @sample_size.setter
+    def sample_size(self, value) -> None:
+        if value is not None:  # ART's constructor argument: refused with a pointer to nb_models
+            raise ValueError(
+                f"sample_size={value!r} cannot be set: ART's sample size (noise draws per input) is, for a smoothed "
+                "ensemble, its number of votes nb_models * draws_per_model (each member votes on its own fixed noise): "
+                "set nb_models (and draws_per_model) instead"
+            )
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_int(self.nb_classes, "nb_classes", minimum=2)
+        check_input_shape(self.input_shape)
+        check_choice(self.device_type, "device_type", ("cpu", "gpu"))
+        check_bool(self.vectorize, "vectorize")
+        check_bool(self.use_memory, "use_memory")
+        check_int(self.nb_models, "nb_models")
+        check_int(self.draws_per_model, "draws_per_model")
+        check_positive(self.scale, "scale")
+        check_probability(self.alpha, "alpha")
+        check_choice(self.bound, "bound", stats.BOUNDS)
+        check_options(self.bound, self.draws_per_model)  # draws_per_model > 1 needs bound="hoeffding"
+        check_choice(self.noise, "noise", NOISE_MODES)
+        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        check_int(self.memory_budget, "memory_budget")
+        Executor(self.executor)  # refuses an unknown executor
+        check_accelerators(self._device, self.amp, self.compile)
+        self._check_sigma_params()  # RAB: fixed sigma; CertSSBDEstimator checks its sigma_* parameters
+        if self.random_state is not None:
+            check_int(self.random_state, "random_state", minimum=0)
+        if self._use_amp:
+            raise ValueError("use_amp=True (ART's apex mixed precision) is not supported: use amp='bf16' or 'fp16'")
+        if self.preprocessing_defences or self.postprocessing_defences:
+            raise ValueError(
+                "preprocessing_defences and postprocessing_defences are not supported: the smoothing noise must reach "
+                "the model unchanged for the certificate to hold"
+            )
+        for op in self.preprocessing_operations:
+            if not (np.all(np.asarray(getattr(op, "mean", 1)) == 0) and np.all(np.asarray(getattr(op, "std", 0)) == 1)):
+                raise ValueError(
+                    f"preprocessing={op!r} is not supported: the noise is added to the raw input, so put any "
+                    "normalisation inside the model (e.g. as its first layer)"
+                )
+
+    def _check_sigma_params(self) -> None:
+        """Check the sigma optimiser's parameters (none here: RAB's sigma is ``scale``)."""
+
     # ------------------------------------------------------------------------------------------------- fitting
     def fit_generator(self, generator, nb_epochs: int = 20, verbose: bool | None = None, **kwargs) -> None:
         """Fit the ensemble on all the data of an ART ``DataGenerator``, collected once (one call of :meth:`fit`).
@@ -247,154 +317,11 @@ class ArtContractMixin:
 
         if not isinstance(generator, DataGenerator):
             raise ValueError(f"generator must be an art.data_generators.DataGenerator, got {type(generator).__name__}")
-        x, y = _collect(generator)
+        x, y = read_generator(generator)
         kwargs.setdefault("batch_size", int(generator.batch_size))
         self.fit(x, y, nb_epochs=nb_epochs, verbose=verbose, **kwargs)
 
-    # ---------------------------------------------------------------------------------------- losses, gradients
-    def _labels(self, y, nb_samples: int) -> torch.Tensor:
-        return torch.from_numpy(check_labels(_numpy(y), nb_samples, self.nb_classes)).to(self._device)
-
-    def _smoothed_loss(self, x_t: torch.Tensor, y_t: torch.Tensor, backward: bool) -> torch.Tensor | None:
-        """``mean_k loss(f_k(x + scale * e_k), y)`` over the members (chunked; with ``backward`` each chunk's part is
-        back-propagated into ``x_t.grad`` and nothing is returned)."""
-        nb_models = self.ensemble_.nb_models
-        chunk, total = max(1, 8192 // len(x_t)), None
-        for m0 in range(0, nb_models, chunk):
-            m1 = min(m0 + chunk, nb_models)
-            eps = self._noise_fn()(range(m0, m1), 1, tuple(x_t.shape[1:]))[:, 0]
-            logits = self.ensemble_.logits(
-                add_noise(x_t.unsqueeze(0), self.scale, eps.unsqueeze(1)), m0, m1, self.vectorize
-            )
-            part = sum(self._loss(logits[m], y_t) for m in range(m1 - m0)) / nb_models
-            if backward:
-                part.backward()
-            else:
-                total = part if total is None else total + part
-        return total
-
-    def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
-        """Gradient w.r.t. ``x`` of the ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the smoothed
-        surrogate ART's evasion attacks need), with the members' fixed test noise at ``scale``.
-
-        :param x: Inputs, shape ``(N, *input_shape)`` (numpy, or a tensor as ART's PyTorch attacks pass).
-        :param y: Labels in any format ART accepts (indices ``(N,)`` / ``(N, 1)``, one-hot, soft or all-zero rows:
-               a ``(N, nb_classes)`` matrix is read as its row-wise argmax, as ART does).
-        :return: Gradients of the same shape and kind as ``x``.
-        """
-        self._check_fitted()
-        as_tensor = isinstance(x, torch.Tensor)
-        x_np = check_inputs(_numpy(x), self.input_shape, None)
-        y_t = self._labels(y, len(x_np))
-        x_t = torch.from_numpy(x_np).to(self._device).requires_grad_(True)
-        self._smoothed_loss(x_t, y_t, backward=True)
-        return x_t.grad.to(x.device) if as_tensor else x_t.grad.cpu().numpy()
-
-    def compute_loss(self, x, y, reduction: str = "none", **kwargs):
-        """The ensemble's expected loss ``mean_k loss(f_k(x + scale * e_k), y)`` (the quantity :meth:`loss_gradient`
-        differentiates), per input or reduced.
-
-        :param x: Inputs, shape ``(N, *input_shape)`` (numpy, or a tensor: then a tensor is returned).
-        :param y: Labels in any format ART accepts (see :meth:`loss_gradient`).
-        :param reduction: ``"none"`` (shape ``(N,)``), ``"mean"`` or ``"sum"``.
-        """
-        self._check_fitted()
-        check_choice(reduction, "reduction", ("none", "mean", "sum"))
-        as_tensor = isinstance(x, torch.Tensor)
-        x_np = check_inputs(_numpy(x), self.input_shape, None)
-        y_t = self._labels(y, len(x_np))
-        x_t = x.to(self._device) if as_tensor else torch.from_numpy(x_np).to(self._device)
-        previous = self._loss.reduction
-        self._loss.reduction = reduction
-        try:
-            with torch.set_grad_enabled(as_tensor and torch.is_grad_enabled()):
-                loss = self._smoothed_loss(x_t, y_t, backward=False)
-        finally:
-            self._loss.reduction = previous
-        return loss if as_tensor else loss.detach().cpu().numpy()
-
-    def class_gradient(self, x, label=None, training_mode: bool = False, **kwargs):
-        """Not available for a smoothed ensemble, as in ART's ``PyTorchRandomizedSmoothing``: the smoothed classifier
-        is a vote count, without class scores to differentiate; attacks that need class gradients (DeepFool, JSMA,
-        ...) cannot run against it, those built on :meth:`loss_gradient` (FGM, PGD, ...) can.
-
-        :raises NotImplementedError: Always.
-        """
-        raise NotImplementedError(
-            f"class_gradient is not available for {type(self).__name__} (a smoothed vote has no class gradient, as in "
-            "ART's PyTorchRandomizedSmoothing); use loss_gradient"
-        )
-
-    # ------------------------------------------------------------------------------------------- activations
-    def get_activations(
-        self, x, layer: int | str | None = None, batch_size: int = 128, framework: bool = False, member: int = 0
-    ):
-        """Output of layer ``layer`` of a trained ensemble member on the inputs ``x`` themselves (no smoothing noise).
-
-        ART's detectors (``ActivationDefence``, ``SpectralSignatureDefense``) read these. An ensemble has no single
-        network: ``model`` is the base network of the sigma optimiser (untrained for RAB, warmed up at ``scale`` for
-        Cert-SSBD), so the activations come from member ``member`` (default 0), which was trained on the whole
-        (possibly poisoned) training set under its own noise. Layer names and indices are those of ``layer_names``
-        (the members share ``model``'s architecture).
-
-        :param x: Inputs, shape ``(N, *input_shape)`` (numpy; a tensor when ``framework=True``).
-        :param layer: Index into ``layer_names`` or a layer name.
-        :param batch_size: Inputs per pass.
-        :param framework: Return a tensor attached to the graph (the inputs must then be a tensor or are converted).
-        :param member: Index of the member whose activations are returned.
-        """
-        self._check_fitted()
-        member = check_int(member, "member", minimum=0)
-        if member >= self.ensemble_.nb_models:
-            raise ValueError(f"member must be in [0, {self.ensemble_.nb_models - 1}] (nb_models), got {member}")
-        names = list(self._layer_names)
-        if isinstance(layer, str):
-            if layer not in names:
-                raise ValueError(f"layer {layer!r} is not one of layer_names {names}")
-            name = layer
-        elif isinstance(layer, int | np.integer) and not isinstance(layer, bool) and -len(names) <= layer < len(names):
-            name = names[layer]
-        else:
-            raise ValueError(f"layer must be an index into layer_names (0..{len(names) - 1}) or a name, got {layer!r}")
-        module = self.ensemble_.member(member)
-        last: dict[str, torch.Tensor] = {}  # a module called twice in forward (a shared ReLU): its last output, as ART
-
-        def keep(mod, args, out) -> None:
-            last["out"] = out
-
-        hook = dict(module.named_modules())[name].register_forward_hook(keep)
-        try:
-            if framework:
-                x_t = x if isinstance(x, torch.Tensor) else torch.from_numpy(check_inputs(x, self.input_shape))
-                module(x_t.to(self._device))
-                return last["out"]
-            x_np = check_inputs(_numpy(x), self.input_shape)
-            batch_size = check_int(batch_size, "batch_size")
-            outputs = []
-            with torch.no_grad():
-                for start in range(0, len(x_np), batch_size):
-                    module(torch.from_numpy(x_np[start : start + batch_size]).to(self._device))
-                    outputs.append(last["out"].detach().cpu().numpy())
-        finally:
-            hook.remove()
-        return np.concatenate(outputs)
-
-    # ----------------------------------------------------------------------------------------- saving, pickling
-    def save(self, filename: str, path: str | None = None) -> None:
-        """Save the whole fitted ensemble (members, base model, sigmas, seeds) to the directory ``path/filename``
-        with :meth:`save_ensemble`; ``path`` defaults to ART's ``config.ART_DATA_PATH``, as in ART. Load it back with
-        ``estimator.load_ensemble(os.path.join(path, filename))`` on an estimator of the same parameters. (ART's
-        ``PyTorchClassifier.save`` writes one network's ``state_dict``, which would lose the ensemble.)
-
-        :param filename: Name of the directory to write.
-        :param path: Folder to write it in (default ``art.config.ART_DATA_PATH``).
-        """
-        if path is None:
-            from art import config
-
-            path = config.ART_DATA_PATH
-        self.save_ensemble(os.path.join(path, filename))
-
+    # ------------------------------------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
         """Pickle the estimator in memory, members included (ART's version writes the model under
         ``ART_DATA_PATH`` and reloads it from there); the model wrapper, a local class, is rebuilt on unpickling."""
@@ -405,43 +332,8 @@ class ArtContractMixin:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        if "ensemble_" in state:  # pickled before the fitted record: the same fitted state, as one record
+            state = record_from_attributes(state)
         self.__dict__.update(state)
         self._device = torch.device(state["_device"])
         self._model = self._make_model_wrapper(state["_model"])
-
-
-def _collect(generator) -> tuple[np.ndarray, np.ndarray]:
-    """All ``(x, y)`` of an ART data generator, read once."""
-    from art.data_generators import NumpyDataGenerator, PyTorchDataGenerator
-
-    if isinstance(generator, NumpyDataGenerator):
-        return np.asarray(generator.x), np.asarray(generator.y)
-    if isinstance(generator, PyTorchDataGenerator):
-        from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
-
-        loader = generator.iterator
-        plain = type(loader.sampler) is SequentialSampler or (
-            type(loader.sampler) is RandomSampler
-            and not loader.sampler.replacement
-            and loader.sampler._num_samples is None
-        )
-        if plain and not isinstance(loader.dataset, IterableDataset) and loader.batch_size is not None:
-            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
-        batches = [tuple(batch)[:2] for batch in loader]
-    else:
-        if generator.size is None:
-            raise ValueError(f"{type(generator).__name__} has size None: fit_generator needs the number of samples")
-        batches, seen = [], 0
-        while seen < generator.size:  # get_batch loops over the data indefinitely
-            batch = tuple(generator.get_batch())[:2]
-            if len(batch[0]) == 0:
-                break
-            batches.append(batch)
-            seen += len(batch[0])
-    if not batches:
-        raise ValueError(f"{type(generator).__name__} yielded no data")
-    x = np.concatenate([_numpy(b[0]) for b in batches])
-    y = np.concatenate([_numpy(b[1]) for b in batches])
-    if not isinstance(generator, PyTorchDataGenerator) and generator.size is not None:
-        x, y = x[: generator.size], y[: generator.size]
-    return x, y

@@ -28,7 +28,12 @@ def caller_level() -> int:
 
 
 class CertifiableRadiusMixin:
-    """:attr:`max_certifiable_radius` and the warnings of :class:`~art_certssbd._shell._SmoothedEnsembleEstimator`."""
+    """:attr:`max_certifiable_radius` and the warnings of :class:`~art_certssbd._shell.SmoothedEnsembleEstimator`."""
+
+    def _check_params(self) -> None:
+        """ART's hook, after every other check: warn when the valid parameters can never certify."""
+        super()._check_params()
+        self._warn_if_never_certifies()
 
     def _radius_ceiling(self, sigma, nb_votes: int | None = None, alpha: float | None = None):
         """The largest radius ``nb_votes`` votes (default: all, :attr:`sample_size`) can certify at ``sigma`` and

@@ -1,27 +1,30 @@
-"""The shared ART shell of :class:`CertSSBDEstimator` and :class:`RABEstimator`.
+"""The shared ART shell of :class:`CertSSBDEstimator` and :class:`RABEstimator`: ART's API over the chains.
 
-Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`) that
-chain the pure pieces of the package::
+Both are ART randomized-smoothing classifiers (:class:`RandomizedSmoothingMixin` + :class:`PyTorchClassifier`). The
+layout, from the framework down::
 
-    fit:     pipeline.train_smoothed_ensemble: warm-up of the wrapped model at sigma0
-             -> sigma.optimize_sigma on every training sample -> training.train_members (M models on
-             x_i + sigma_i * b_k, noise.MemberStreams), checkpointed member by member (checkpoint)
-    certify: sigma.optimize_sigma on every test input -> ensemble.vote (x + sigma_x * e_k, noise.fixed_test_noise)
-             -> certification.certify_votes (top class, bound, abstain, paper and conservative radius)
-             -> memory.apply_memory (storage-update step); predict answers as certify with update_memory=False
-    certify_adaptive: the same votes in looks -> sequential.run_sequential -> sequential.apply_memory_adaptive
+    estimator.py      CertSSBDEstimator (adds the sigma_* parameters), RABEstimator (this shell, fixed sigma)
+    _shell.py         the parameters (one constructor), fit / predict / certify / certify_adaptive -> chains
+    _art.py           the parameters' contract: checks, get/set_params, clone, fit_generator, pickle
+    _networks.py      ART's calls on a network: model, loss_gradient, compute_loss, get_activations
+    _persistence.py   save / save_ensemble / load_ensemble -> saved.py (the checkpoint format) <-> FittedEnsemble
+    _certifiable.py   max_certifiable_radius and the "can never certify" warnings (after every _check_params)
+    chains.py         the algorithm without ART: the fit, certify, predict and adaptive chains over the record
+    execution.py      Executor (local / Ray / streamed, decided once per call), SigmaSearch, VoteSettings
+    fitted.py         FittedEnsemble, the one fitted record (``fitted_``); the fitted attributes read it
 
-Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``) and the paper
-in the core (``sigma``, ``n``, ``p_a_lower``).
+The mixins share no private methods: each reads the fitted state through the record (``require_fitted(self)``) and
+the parameters through their public attributes; ``_check_params`` is ART's cooperative hook.
+
+The shell holds no algorithm: it checks ART's arguments, builds the chains' settings from its parameters and keeps
+the record. Parameter names follow ART in the shell (``scale`` = sigma0, ``alpha``, ``nb_classes``, ``nb_models``)
+and the paper in the core (``sigma``, ``n``, ``p_a_lower``).
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import logging
 import os
 import warnings
 from typing import Any
@@ -31,82 +34,32 @@ import torch
 from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
 from art.estimators.classification.pytorch import PyTorchClassifier
 
-from art_certssbd import stats
-from art_certssbd._art import ArtContractMixin
-from art_certssbd._certifiable import CertifiableRadiusMixin, caller_level
+from art_certssbd import chains
+from art_certssbd._art import ENSEMBLE_PARAMS, SIGMA_PARAMS, ArtContractMixin
+from art_certssbd._certifiable import CertifiableRadiusMixin
+from art_certssbd._networks import NetworkMixin
 from art_certssbd._persistence import PersistenceMixin
-from art_certssbd._validation import (
-    NOT_FITTED,
-    NotFittedError,
-    check_bool,
-    check_choice,
-    check_input_shape,
-    check_inputs,
-    check_int,
-    check_labels,
-    check_nonnegative,
-    check_pair,
-    check_positive,
-    check_probability,
-)
-from art_certssbd.accelerators import check_accelerators
-from art_certssbd.budget import attach_budgets, check_budgets
-from art_certssbd.certification import certify_votes
+from art_certssbd._validation import check_bool, check_inputs, check_int, check_labels
+from art_certssbd.budget import check_budgets
 from art_certssbd.checkpoint import EnsembleCheckpoint
-from art_certssbd.ensemble import StackedEnsemble, vote
-from art_certssbd.growth import Growth
-from art_certssbd.memory import CertificationMemory, apply_memory
-from art_certssbd.noise import derive_seed, fixed_test_noise
-from art_certssbd.pipeline import train_smoothed_ensemble
-from art_certssbd.ray_backend import import_ray, resolve_executor
-from art_certssbd.sequential import (
-    AdaptiveResult,
-    apply_memory_adaptive,
-    check_looks,
-    check_radius,
-    look_schedule,
-    run_sequential,
-)
-from art_certssbd.sigma import SIGMA_UPDATES, optimize_sigma
-from art_certssbd.streaming import SavedEnsemble, shifted_noise, stream_votes
-from art_certssbd.training import NOISE_MODES, optimizer_factory_from
-
-logger = logging.getLogger(__name__)
-
-_ENSEMBLE_PARAMS = [
-    "nb_models",
-    "scale",
-    "alpha",
-    "bound",
-    "draws_per_model",
-    "noise",
-    "warmup_epochs",
-    "vectorize",
-    "memory_budget",
-    "amp",
-    "compile",
-    "executor",
-    "random_state",
-    "verbose",
-]
-_SIGMA_PARAMS = [
-    "sigma_steps",
-    "sigma_lr",
-    "sigma_samples",
-    "sigma_bounds",
-    "sigma_update",
-    "sigma_tol",
-    "sigma_patience",
-    "use_memory",
-]
+from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
+from art_certssbd.fitted import fitted_attribute, require_fitted
+from art_certssbd.growth import Growth, check_growth
+from art_certssbd.sequential import AdaptiveResult, check_radius
+from art_certssbd.training import optimizer_factory_from
 
 
-class _SmoothedEnsembleEstimator(
-    ArtContractMixin, PersistenceMixin, CertifiableRadiusMixin, RandomizedSmoothingMixin, PyTorchClassifier
+class SmoothedEnsembleEstimator(
+    CertifiableRadiusMixin,
+    ArtContractMixin,
+    NetworkMixin,
+    PersistenceMixin,
+    RandomizedSmoothingMixin,
+    PyTorchClassifier,
 ):
     """The shared shell; see :class:`CertSSBDEstimator` for the parameters."""
 
-    estimator_params = PyTorchClassifier.estimator_params + _ENSEMBLE_PARAMS
+    estimator_params = PyTorchClassifier.estimator_params + ENSEMBLE_PARAMS
     # fixed sigma unless a subclass exposes the sigma parameters
     sigma_steps, sigma_lr, sigma_samples, sigma_bounds, sigma_update, use_memory = 0, 0.0, 1, None, "gradient", False
     sigma_tol, sigma_patience = None, 3
@@ -140,137 +93,58 @@ class _SmoothedEnsembleEstimator(
         random_state=None,
         verbose=False,
         sample_size=None,
-        **sigma_params,
     ):
         self.nb_models, self.draws_per_model, self.bound, self.noise = nb_models, draws_per_model, bound, noise
         self.warmup_epochs, self.vectorize, self.memory_budget = warmup_epochs, vectorize, memory_budget
         self.amp, self.compile, self.executor = amp, compile, executor
         self.random_state, self.verbose = random_state, verbose
-        for key, value in sigma_params.items():
-            setattr(self, key, value)
-        super().__init__(
-            model=model,
-            loss=loss,
-            input_shape=input_shape,
-            nb_classes=nb_classes,
-            optimizer=optimizer,
-            channels_first=channels_first,
-            clip_values=clip_values,
-            preprocessing_defences=preprocessing_defences,
-            postprocessing_defences=postprocessing_defences,
-            preprocessing=preprocessing,
-            device_type=device_type,
-            sample_size=sample_size,
-            scale=scale,
-            alpha=alpha,
-        )
+        super().__init__(model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
+                         channels_first=channels_first, clip_values=clip_values,
+                         preprocessing_defences=preprocessing_defences, postprocessing_defences=postprocessing_defences,
+                         preprocessing=preprocessing, device_type=device_type, sample_size=sample_size, scale=scale,
+                         alpha=alpha)  # fmt: skip
         self._check_params()
 
-    # ------------------------------------------------------------------------------------------------ parameters
-    @property
-    def sample_size(self) -> int:
-        """Votes per input, ``nb_models * draws_per_model`` (read-only; ART's name for ``n``); once fitted, with the
-        fitted number of members (fewer than ``nb_models`` when a growth rule stopped the ensemble)."""
-        fitted = getattr(self, "ensemble_", None)
-        return (self.nb_models if fitted is None else fitted.nb_models) * self.draws_per_model
+    # -------------------------------------------------------------------------------------------- fitted state
+    ensemble_ = fitted_attribute("members", "The members (a StackedEnsemble, or a SavedEnsemble read from disk).")
+    train_sigma_ = fitted_attribute("train_sigma", "The training sigmas sigma_j.")
+    random_state_ = fitted_attribute("random_state", "The run's seed.")
+    test_noise_seeds_ = fitted_attribute("test_noise_seeds", "Member k's test-noise seed.")
+    nb_models_ = fitted_attribute(
+        "nb_models", "The fitted number of members (fewer than nb_models after a growth rule)."
+    )
+    growth_history_ = fitted_attribute("growth_history", "The growth rule's history (None: an ensemble of fixed size).")
+    train_noise_copies_ = fitted_attribute("train_noise_copies", "Noisy copies of each training sample one member saw.")
+    memory_ = fitted_attribute("memory", "The storage-update memory (None with use_memory=False).")
 
-    @sample_size.setter
-    def sample_size(self, value) -> None:
-        if value is not None:  # ART's constructor argument: refused with a pointer to nb_models
-            raise ValueError(
-                f"sample_size={value!r} cannot be set: ART's sample size (noise draws per input) is, for a smoothed "
-                "ensemble, its number of votes nb_models * draws_per_model (each member votes on its own fixed noise): "
-                "set nb_models (and draws_per_model) instead"
-            )
+    def certificate_options(self) -> dict[str, Any]:
+        """Step 6's options, from the parameters and the fitted state: the keyword arguments of
+        :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
+        ``train_sigma_min``, ``noise_copies``; :meth:`FittedEnsemble.certificate_options
+        <art_certssbd.fitted.FittedEnsemble.certificate_options>`), e.g. to certify stored vote counts again with
+        another bound::
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_int(self.nb_classes, "nb_classes", minimum=2)
-        check_input_shape(self.input_shape)
-        check_choice(self.device_type, "device_type", ("cpu", "gpu"))
-        check_bool(self.vectorize, "vectorize")
-        check_bool(self.use_memory, "use_memory")
-        check_int(self.nb_models, "nb_models")
-        check_int(self.draws_per_model, "draws_per_model")
-        check_positive(self.scale, "scale")
-        check_probability(self.alpha, "alpha")
-        check_choice(self.bound, "bound", stats.BOUNDS)
-        if self.draws_per_model > 1 and self.bound != "hoeffding":
-            raise ValueError(
-                f"draws_per_model={self.draws_per_model} needs bound='hoeffding' (the draws of one member are not "
-                f"independent, so a binomial bound over them is invalid), got bound={self.bound!r}"
-            )
-        check_choice(self.noise, "noise", NOISE_MODES)
-        check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        check_int(self.memory_budget, "memory_budget")
-        resolve_executor(self.executor)
-        check_accelerators(self._device, self.amp, self.compile)
-        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
-        check_int(self.sigma_steps, "sigma_steps", minimum=0)
-        check_int(self.sigma_samples, "sigma_samples")
-        if self.sigma_steps:
-            check_positive(self.sigma_lr, "sigma_lr")
-        if self.sigma_tol is not None:
-            check_nonnegative(self.sigma_tol, "sigma_tol")
-        check_int(self.sigma_patience, "sigma_patience")
-        if self.sigma_bounds is not None:
-            low, high = check_pair(self.sigma_bounds, "sigma_bounds")
-            if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
-                raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
-            if self.sigma_steps and low < self.scale:
-                warnings.warn(
-                    f"sigma_bounds={self.sigma_bounds!r} starts below scale={self.scale!r}: the sigma optimiser may "
-                    "give samples less noise than sigma0 (by default sigma0 is the minimum), which shrinks the "
-                    "conservative radius and weakens the smoothing of a trigger",
-                    UserWarning,
-                    stacklevel=caller_level(),
-                )
-        if self.random_state is not None:
-            check_int(self.random_state, "random_state", minimum=0)
-        if self._use_amp:
-            raise ValueError("use_amp=True (ART's apex mixed precision) is not supported: use amp='bf16' or 'fp16'")
-        if self.preprocessing_defences or self.postprocessing_defences:
-            raise ValueError(
-                "preprocessing_defences and postprocessing_defences are not supported: the smoothing noise must reach "
-                "the model unchanged for the certificate to hold"
-            )
-        for op in self.preprocessing_operations:
-            if not (np.all(np.asarray(getattr(op, "mean", 1)) == 0) and np.all(np.asarray(getattr(op, "std", 0)) == 1)):
-                raise ValueError(
-                    f"preprocessing={op!r} is not supported: the noise is added to the raw input, so put any "
-                    "normalisation inside the model (e.g. as its first layer)"
-                )
-        self._warn_if_never_certifies()  # valid, but every input would abstain
+            certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
+        """
+        return require_fitted(self).certificate_options(self.alpha, self.bound, self.draws_per_model)
+
+    # ------------------------------------------------------------------------------------- the chains' settings
+    def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
+        """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
+        keys = ENSEMBLE_PARAMS + SIGMA_PARAMS + ["nb_classes", "input_shape"]
+        params = {key: getattr(self, key) for key in keys}
+        return chains.checkpoint_config(params, random_state=seed, x=x, y=y, batch_size=batch_size, nb_epochs=nb_epochs,
+                                        model=self.base_model, optimizer=self._optimizer)  # fmt: skip
+
+    def _search(self, executor: Executor) -> SigmaSearch:
+        """The sigma optimiser's settings, from the parameters."""
+        return SigmaSearch(self.scale, self.sigma_steps, self.sigma_lr, self.sigma_samples, self.sigma_bounds,
+                           self.sigma_update, self.sigma_tol, self.sigma_patience, self.amp, executor)  # fmt: skip
+
+    def _vote_settings(self) -> VoteSettings:
+        return VoteSettings(self.nb_classes, self.draws_per_model, self.vectorize, self.amp, self.compile)
 
     # ------------------------------------------------------------------------------------------------- fitting
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "ensemble_"):
-            reset_by = getattr(self, "_reset_by", None)
-            reason = f" (set_params of {', '.join(reset_by)} reset the fitted ensemble)" if reset_by else ""
-            raise NotFittedError(NOT_FITTED.format(name=type(self).__name__) + reason)
-
-    def _config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict[str, Any]:
-        """Everything that determines the fitted ensemble (stored in, and checked against, a checkpoint)."""
-        data = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-        keys = _ENSEMBLE_PARAMS + _SIGMA_PARAMS + ["nb_classes", "input_shape"]
-        # these do not change the fitted ensemble
-        speed_only = ("verbose", "vectorize", "memory_budget", "compile", "executor")
-        config = {key: getattr(self, key) for key in keys if key not in speed_only}
-        if self.amp is None:  # float32: the config (and checkpoints) as before amp reached the training
-            del config["amp"]
-        if self.sigma_tol is None:  # the full SGA run: the config (and checkpoints) as before these options existed
-            del config["sigma_tol"], config["sigma_patience"]
-        config.update(
-            random_state=seed,
-            batch_size=batch_size,
-            nb_epochs=nb_epochs,
-            data_sha256=data,
-            model=type(self.base_model).__name__,
-            optimizer=type(self._optimizer).__name__,
-            optimizer_defaults={k: repr(v) for k, v in self._optimizer.defaults.items()},
-        )
-        return config
-
     def fit(
         self,
         x: np.ndarray,
@@ -313,233 +187,63 @@ class _SmoothedEnsembleEstimator(
         if np.unique(y).size < 2:
             raise ValueError(f"y must hold at least two classes, got only class {int(y[0])}")
         batch_size, nb_epochs = check_int(batch_size, "batch_size"), check_int(nb_epochs, "nb_epochs")
-        if growth is not None:
-            if not isinstance(growth, Growth):
-                raise ValueError(f"growth must be a Growth or None, got {type(growth).__name__}")
-            if self.bound != "anytime":
-                raise ValueError(
-                    f"growth needs bound='anytime', got bound={self.bound!r}: the ensemble's size then depends on its "
-                    "votes, and only a confidence sequence certifies at such a stopping time"
-                )
-            check_inputs(growth.x_val, self.input_shape, self.clip_values, name="growth.x_val")
-            check_labels(growth.y_val, len(growth.x_val), self.nb_classes, name="growth.y_val")
+        growth = check_growth(growth, self.bound, self.input_shape, self.clip_values, self.nb_classes)
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
-        self._check_output(x[:1])
-        seed = self.random_state
-        if seed is None and checkpoint_dir is not None:  # resuming with random_state=None: the checkpoint's seed
-            seed = EnsembleCheckpoint(checkpoint_dir).config.get("random_state")
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**63)
+        chains.check_output(self.base_model, x[:1], self.nb_classes, self.input_shape, self._device)
+        seed = chains.run_seed(self.random_state, checkpoint_dir)
         store = (
             None
             if checkpoint_dir is None
-            else EnsembleCheckpoint(checkpoint_dir, self._config(seed, x, y, batch_size, nb_epochs))
+            else EnsembleCheckpoint(checkpoint_dir, self._checkpoint_config(seed, x, y, batch_size, nb_epochs))
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
-        base, train_sigma, ensemble = train_smoothed_ensemble(
+        base, record = chains.fit(
             self.base_model,
             x_t,
             y_t,
             random_state=seed,
-            sigma_fn=lambda model, inputs, sigma_seed: self._sigma(model, inputs, sigma_seed, verbose),
+            search=self._search(Executor(self.executor)),
+            votes=self._vote_settings(),
             nb_models=self.nb_models,
-            scale=self.scale,
+            noise=self.noise,
             warmup_epochs=self.warmup_epochs,
             loss_fn=self._loss,
             optimizer_factory=optimizer_factory_from(self._optimizer),
             nb_epochs=nb_epochs,
             batch_size=batch_size,
-            noise=self.noise,
-            vectorize=self.vectorize,
-            amp=self.amp,
             members_per_chunk=max(1, self.memory_budget // max(1, x.nbytes)) if self.vectorize else 1,
             store=store,
-            member_runner=self._member_runner(verbose),
-            wave_size=None if growth is None else growth.wave_size,
-            stop=None if growth is None else self._growth_rule(growth, seed, nb_epochs, history := []),
+            growth=growth,
+            alpha=self.alpha,
+            use_memory=self.use_memory,
             verbose=verbose,
         )
-
         # Everything succeeded: commit the fitted state.
-        logger.info(
-            "Fitted %d members; training sigma in [%.4f, %.4f].",
-            ensemble.nb_models,
-            train_sigma.min(),
-            train_sigma.max(),
-        )
         self.base_model.load_state_dict(base.state_dict())
         self.base_model.eval()
-        self.ensemble_ = ensemble.to(self._device)
-        self.train_sigma_ = train_sigma.cpu().numpy()
-        self.random_state_ = seed
-        self.test_noise_seeds_ = [derive_seed(seed, "test_noise", k) for k in range(ensemble.nb_models)]
-        self.nb_models_ = ensemble.nb_models
-        self.growth_history_ = history if growth is not None else None
-        # noisy copies of each training sample per member: the certificate shrinks by their square root
-        self.train_noise_copies_ = nb_epochs if self.noise == "fresh" else 1
-        self.memory_ = CertificationMemory() if self.use_memory else None
+        self.fitted_ = record
         self.__dict__.pop("_reset_by", None)  # a set_params reset, now refitted
 
-    def _check_output(self, x: np.ndarray) -> None:
-        was_training = self.base_model.training
-        try:
-            with torch.no_grad():
-                out = self.base_model.eval()(torch.from_numpy(x).to(self._device))
-        except RuntimeError as err:  # e.g. a layer sized for another input shape
-            raise ValueError(f"model cannot process inputs of input_shape={tuple(self.input_shape)}: {err}") from err
-        finally:
-            self.base_model.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.nb_classes:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model returns outputs of shape {shape}, expected (N, nb_classes={self.nb_classes})")
-
-    def _sigma(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool) -> torch.Tensor:
-        """Step 1 / 4 of the method: per-sample sigma by SGA (``scale`` everywhere when ``sigma_steps == 0``),
-        locally or sharded over Ray tasks (the same sigmas)."""
-        low, high = self.sigma_bounds if self.sigma_bounds is not None else (None, None)
-        options = dict(
-            steps=self.sigma_steps,
-            lr=self.sigma_lr,
-            n_samples=self.sigma_samples,
-            sigma_min=low,
-            sigma_max=high,
-            update=self.sigma_update,
-            random_state=seed,
-            amp=self.amp,
-        )
-        if self.sigma_tol is not None:  # per-sample early stop; None keeps the full run, bitwise as before
-            options.update(early_stop=True, tol=float(self.sigma_tol), patience=int(self.sigma_patience))
-        executor = resolve_executor(self.executor)
-        if executor is not None and self.sigma_steps > 0:
-            return executor.optimize_sigma(model, x, sigma0=self.scale, verbose=verbose, **options)
-        return optimize_sigma(model, x, self.scale, verbose=verbose, **options)
-
-    def _growth_rule(self, growth: Growth, seed: int, nb_epochs: int, history: list):
-        """The ``stop`` of :func:`~art_certssbd.pipeline.train_smoothed_ensemble` for ``growth``: after each wave the
-        new members vote on the validation inputs (added to the earlier votes), the ``"anytime"`` certificate gives
-        the certified accuracy at ``growth.radius``, appended to ``history``; the rule decides."""
-        x_val = torch.from_numpy(check_inputs(growth.x_val, self.input_shape, self.clip_values)).to(self._device)
-        y_val = check_labels(growth.y_val, len(x_val), self.nb_classes)
-        seeds = [derive_seed(seed, "test_noise", k) for k in range(self.nb_models)]
-        noise_fn = functools.partial(fixed_test_noise, seeds, device=self._device)
-        done = {"size": 0, "counts": None, "sigma": None}
-
-        def stop(base, train_sigma, states, size) -> bool:
-            if done["sigma"] is None:  # the validation inputs' sigma, as certify computes a test input's
-                done["sigma"] = self._sigma(base, x_val, derive_seed(seed, "sigma_test"), False)
-            first = done["size"]
-            block = StackedEnsemble.from_state_dicts(self.base_model, [states[k] for k in range(first, size)])
-            block.to(self._device)
-            votes = vote(block, x_val, done["sigma"], functools.partial(shifted_noise, noise_fn, first),
-                         self.nb_classes, draws_per_model=self.draws_per_model, vectorize=self.vectorize)  # fmt: skip
-            done["counts"] = votes if done["counts"] is None else done["counts"] + votes
-            done["size"] = size
-            counts = done["counts"].cpu().numpy()
-            sigma_val = done["sigma"].cpu().numpy().astype(np.float64)
-            copies = nb_epochs if self.noise == "fresh" else 1
-
-            def accuracy(votes) -> float:
-                result = certify_votes(votes, sigma_val, alpha=self.alpha, bound="anytime",
-                                       train_sigma_min=float(train_sigma.min()), noise_copies=copies)  # fmt: skip
-                return float(result.certified_accuracy(y_val, [growth.radius], growth.conservative)[0])
-
-            # now, and what nb_models members would certify if the vote fractions stayed as they are
-            now = accuracy(counts)
-            projected = accuracy(np.round(counts * (self.nb_models / size)).astype(np.int64))
-            history.append({"nb_models": size, "certified_accuracy": now, "projected_accuracy": projected})
-            logger.info("Growth: %d members, certified accuracy %.4f at r = %g (projected at %d: %.4f).",
-                        size, now, growth.radius, self.nb_models, projected)  # fmt: skip
-            return growth.settled(history)
-
-        return stop
-
-    def _member_runner(self, verbose: bool):
-        """How ``fit`` trains the members: ``None`` locally, or the Ray executor's task runner."""
-        executor = resolve_executor(self.executor)
-        if executor is None:
-            return None
-        import_ray()  # without Ray, fail here, before the warm-up's work
-        return lambda *args, **kwargs: executor.train_members(*args, verbose=verbose, **kwargs)
-
-    def _noise_fn(self):
-        """The members' fixed test noise ``e_{k, j}`` as a picklable function ``(members, draws, shape) -> noise`` of
-        shape ``(len(members), draws, *shape)``."""
-        return functools.partial(fixed_test_noise, self.test_noise_seeds_, device=self._device)
-
     # ---------------------------------------------------------------------------------------------- prediction
+    def _test_sigma(self, x_t: torch.Tensor, verbose: bool, search: SigmaSearch) -> torch.Tensor:
+        """Test step 4: the sigma of each test input (:func:`~art_certssbd.chains.test_sigma`)."""
+        return chains.test_sigma(require_fitted(self), self.base_model, x_t, search, verbose)
+
     def _votes(self, x: np.ndarray, n: int | None, batch_size: int, verbose: bool):
-        """Validate ``x`` and return ``(sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
-        self._check_fitted()
+        """Validate ``x`` and return ``(x, sigma_x, counts)`` as numpy arrays (test steps 4 and 5)."""
+        record = require_fitted(self)
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
-        if n is not None and not 1 <= check_int(n, "n") <= self.sample_size:
-            raise ValueError(
-                f"n must be in [1, {self.sample_size}], got n={n!r}: n counts votes and the ensemble has "
-                f"{self.sample_size} (nb_models={self.nb_models} x draws_per_model={self.draws_per_model}); unlike "
-                "ART's certify(x, n), n is not a Monte-Carlo sample size that can grow: refit with more members"
-            )
-        if n is not None and n % self.draws_per_model:
-            raise ValueError(f"n must be a multiple of draws_per_model={self.draws_per_model}, got {n!r}")
+        chains.check_vote_count(n, self.sample_size, self.nb_models, self.draws_per_model)
         batch_size = check_int(batch_size, "batch_size")
         if len(x) == 0:  # an empty batch: empty results, as ART's
             return x, np.zeros(0), np.zeros((0, self.nb_classes), dtype=np.int64)
+        executor = Executor(self.executor, record.members)  # decided once for both steps
         x_t = torch.from_numpy(x).to(self._device)
-        sigma_x = self._test_sigma(x_t, verbose)
-        counts = self._count_votes(x_t, sigma_x, nb_votes=n, batch_size=batch_size, verbose=verbose)
+        sigma_x = self._test_sigma(x_t, verbose, self._search(executor))
+        counts = chains.count_votes(record, x_t, sigma_x, executor, self._vote_settings(), nb_votes=n,
+                                    batch_size=batch_size, verbose=verbose)  # fmt: skip
         return x, sigma_x.cpu().numpy().astype(np.float64), counts.cpu().numpy()
-
-    def _test_sigma(self, x_t: torch.Tensor, verbose: bool) -> torch.Tensor:
-        """Test step 4: the sigma of each test input (its own seeded stream, the same for every call)."""
-        return self._sigma(self.base_model, x_t, derive_seed(self.random_state_, "sigma_test"), verbose)
-
-    def _count_votes(self, x_t, sigma_t, *, start_vote=0, nb_votes=None, batch_size=256, verbose=False):
-        """Test step 5: the members' votes ``start_vote .. nb_votes - 1`` on ``x_t`` (a ``(N, C)`` int64 tensor)."""
-        args = (self.ensemble_, x_t, sigma_t, self._noise_fn(), self.nb_classes)
-        options = dict(
-            draws_per_model=self.draws_per_model,
-            start_vote=start_vote,
-            nb_votes=nb_votes,
-            batch_size=batch_size,
-            vectorize=self.vectorize,
-            amp=self.amp,
-            compile=self.compile,
-            verbose=verbose,
-        )
-        executor = resolve_executor(self.executor)
-        if executor is not None:  # blocks of members vote as Ray tasks (in memory or read from a saved ensemble)
-            return executor.vote(*args, **options)
-        if isinstance(self.ensemble_, SavedEnsemble):  # blocks of members read from disk within memory_budget
-            return stream_votes(*args, **options)
-        return vote(*args, **options)
-
-    def certificate_options(self) -> dict[str, Any]:
-        """Step 6's options, from the parameters and the fitted state: the keyword arguments of
-        :func:`art_certssbd.certification.certify_votes` (``alpha``, ``bound``, ``draws_per_model``,
-        ``train_sigma_min``, ``noise_copies``), e.g. to certify stored vote counts again with another bound::
-
-            certify_votes(result.votes, result.sigma, **{**est.certificate_options(), "bound": "hoeffding"})
-        """
-        if getattr(self, "growth_history_", None) is not None and self.bound != "anytime":
-            raise ValueError(
-                f"this ensemble was grown until a stopping rule (fit with growth=...), so only bound='anytime' "
-                f"certifies it, got bound={self.bound!r}: set_params(bound='anytime')"
-            )
-        copies = getattr(self, "train_noise_copies_", None)
-        if copies is None:  # only an older save or pickle (fit, from_official and load_ensemble record it)
-            if self.noise != "fixed":
-                raise ValueError(
-                    f"this ensemble was trained with noise={self.noise!r}, and how many noisy copies of each training "
-                    "sample a member saw (nb_epochs) is not recorded in its fitted state: the certified radius "
-                    "depends on it (it shrinks by sqrt(nb_epochs)), so certify and predict refuse it; refit it"
-                )
-            copies = 1
-        return {
-            "alpha": self.alpha,
-            "bound": self.bound,
-            "draws_per_model": self.draws_per_model,
-            "train_sigma_min": float(np.min(self.train_sigma_)),
-            "noise_copies": copies,
-        }
 
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
         """Smoothed prediction, in ART's format: one-hot rows, all-zero rows where the ensemble abstains.
@@ -558,17 +262,9 @@ class _SmoothedEnsembleEstimator(
         is_abstain = kwargs.get("is_abstain")  # None: True; anything else but a bool raises, as in ART
         is_abstain = True if is_abstain is None else check_bool(is_abstain, "is_abstain")
         x, sigma_x, counts = self._votes(x, None, batch_size, verbose)
-        if not is_abstain:
-            pred = counts.argmax(axis=1)
-            if self.memory_ is not None:  # inside a stored region of another label: that region's label
-                pred = self.memory_.query(x, pred, np.zeros(len(pred)))[0]
-        else:  # abstains exactly where certify does; with the memory, certify's trimmed class (nothing is stored)
-            result = certify_votes(counts, sigma_x, **self.certificate_options())
-            pred = apply_memory(self.memory_, x, result, update=False).pred
-        out = np.zeros((len(pred), self.nb_classes), dtype=np.float32)
-        keep = pred != stats.ABSTAIN
-        out[np.flatnonzero(keep), pred[keep]] = 1.0
-        return out
+        return chains.predict(self.fitted_, x, sigma_x, counts, alpha=self.alpha, bound=self.bound,
+                              draws_per_model=self.draws_per_model, is_abstain=is_abstain,
+                              nb_classes=self.nb_classes)  # fmt: skip
 
     def certify(
         self,
@@ -617,19 +313,16 @@ class _SmoothedEnsembleEstimator(
                  (holding the training sigmas, for the budget certificate).
         """
         verbose = self.verbose if verbose is None else verbose
-        self._check_fitted()
+        require_fitted(self)
         budgets = check_budgets(budgets, len(self.train_sigma_))  # before any work: a refused call changes nothing
         if budgets and not return_details:
             raise ValueError("budgets needs return_details=True (the decisions are result.budget_certified)")
         x, sigma_x, counts = self._votes(x, n, batch_size, verbose)
         self._warn_if_never_certifies(n, "certify: ")
-        # Step 6: the certificate (top class, bound, abstain, paper and conservative radius), in one place.
-        result = certify_votes(counts, sigma_x, n=n, **self.certificate_options())
-        # Step 7: the storage-update step trims against (and, with update_memory, adds to) the certified regions.
-        result = apply_memory(self.memory_, x, result, update=update_memory)
-        if return_details:  # the budget certificate: the training sigmas and the decisions for budgets
-            return attach_budgets(result, self.train_sigma_, budgets)
-        return result.pred, result.radius
+        result = chains.certify(self.fitted_, x, sigma_x, counts, alpha=self.alpha, bound=self.bound,
+                                draws_per_model=self.draws_per_model, n=n, update_memory=update_memory,
+                                budgets=budgets, details=return_details)  # fmt: skip
+        return result if return_details else (result.pred, result.radius)
 
     def certify_adaptive(
         self,
@@ -679,53 +372,20 @@ class _SmoothedEnsembleEstimator(
         :param verbose: Progress bars (default: the estimator's ``verbose``).
         :return: An :class:`~art_certssbd.sequential.AdaptiveResult` (``certified``, ``pred``, ``votes_used``, ...).
         """
-        self._check_fitted()
+        record = require_fitted(self)
         radius = check_radius(radius)
         update_memory = check_bool(update_memory, "update_memory")
         verbose = self.verbose if verbose is None else verbose
-        options = self.certificate_options()  # alpha, bound, draws_per_model, train_sigma_min, noise_copies
-        default_alpha = options.pop("alpha")
-        alpha = default_alpha if alpha is None else alpha
-        draws, total = self.draws_per_model, self.ensemble_.nb_models * self.draws_per_model
+        record.check_bound(self.bound)  # a grown ensemble refuses any bound but "anytime", before any work
+        alpha = self.alpha if alpha is None else alpha
         x = check_inputs(x, self.input_shape, self.clip_values, allow_empty=True)
         batch_size = check_int(batch_size, "batch_size")
-        if looks is None and self.bound == "anytime":  # a confidence sequence: look after every vote
-            looks = np.arange(1, total + 1)
-        elif looks is None:  # with several draws per member the looks fall on member boundaries
-            first = max(1, -(-check_int(first_look, "first_look") // draws))
-            looks = draws * look_schedule(self.ensemble_.nb_models, first, growth)
-        looks = check_looks(looks, total, draws)
+        looks = chains.adaptive_looks(looks, record.nb_models, self.draws_per_model, self.bound, first_look, growth)
+        executor = Executor(self.executor, record.members)  # decided once for every look
         x_t = torch.from_numpy(x).to(self._device)
-        sigma_t = self._test_sigma(x_t, verbose)
-
-        def draw(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
-            rows = torch.from_numpy(idx).to(x_t.device)
-            counts = self._count_votes(x_t[rows], sigma_t[rows], start_vote=start, nb_votes=stop, batch_size=batch_size)
-            return counts.cpu().numpy()
-
-        sigma = sigma_t.cpu().numpy().astype(np.float64)
-        self._warn_if_out_of_reach(sigma, radius, int(looks[-1]), alpha)
-        result = run_sequential(
-            draw,
-            len(x),
-            sigma,
-            radius,
-            alpha,
-            looks,
-            spending=spending,
-            futility_alpha=futility_alpha,
-            conservative=conservative,
-            nb_classes=self.nb_classes,
-            **options,
-        )
-        # the storage-update step on the answers (nothing when use_memory=False)
-        return apply_memory_adaptive(
-            self.memory_,
-            x,
-            result,
-            sigma,
-            train_sigma_min=options["train_sigma_min"],
-            noise_copies=options["noise_copies"],
-            conservative=conservative,
-            update=update_memory,
-        )
+        sigma_t = self._test_sigma(x_t, verbose, self._search(executor))
+        self._warn_if_out_of_reach(sigma_t.cpu().numpy().astype(np.float64), radius, int(looks[-1]), alpha)
+        return chains.certify_adaptive(record, x, x_t, sigma_t, executor, self._vote_settings(), radius=radius,
+                                       alpha=alpha, bound=self.bound, looks=looks, spending=spending,
+                                       futility_alpha=futility_alpha, conservative=conservative,
+                                       batch_size=batch_size, update_memory=update_memory)  # fmt: skip

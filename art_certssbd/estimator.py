@@ -1,33 +1,35 @@
 """ART estimators: :class:`CertSSBDEstimator` (sample-specific sigma) and :class:`RABEstimator` (fixed sigma).
 
-Both are ART randomized-smoothing classifiers (``RandomizedSmoothingMixin`` + ``PyTorchClassifier``); the shared
-shell, which chains the pure pieces of the package, is in :mod:`art_certssbd._shell` (with :mod:`art_certssbd._art`,
-the rest of the ART contract, and :mod:`art_certssbd._persistence`, saving and loading).
+Both are ART randomized-smoothing classifiers (``RandomizedSmoothingMixin`` + ``PyTorchClassifier``) over the
+shared shell :mod:`art_certssbd._shell` (the layout is drawn there): :class:`RABEstimator` is the shell itself (one
+fixed sigma, ``scale``), :class:`CertSSBDEstimator` adds the sigma optimiser's parameters and the memory. The
+algorithm lives in :mod:`art_certssbd.chains`, the fitted state in :class:`~art_certssbd.fitted.FittedEnsemble`.
 
 | Paper link: https://arxiv.org/abs/2504.21730 (Cert-SSBD), https://arxiv.org/abs/2003.08904 (RAB)
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 
 import numpy as np
 import torch
 
-from art_certssbd._shell import _SIGMA_PARAMS, _SmoothedEnsembleEstimator
-from art_certssbd._validation import check_int
+from art_certssbd._art import SIGMA_PARAMS
+from art_certssbd._certifiable import caller_level
+from art_certssbd._shell import SmoothedEnsembleEstimator
+from art_certssbd._validation import check_choice, check_int, check_nonnegative, check_pair, check_positive
 from art_certssbd.ensemble import StackedEnsemble
+from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.models import BinaryLogitAdapter, MnistCNN
 from art_certssbd.official.files import load_official_ensemble
+from art_certssbd.sigma import SIGMA_UPDATES
 
 
-def _arguments(frame_locals: dict) -> dict:
-    """The constructor's arguments, to forward to the shared shell unchanged."""
-    return {key: value for key, value in frame_locals.items() if key not in ("self", "__class__")}
-
-
-class CertSSBDEstimator(_SmoothedEnsembleEstimator):
+class CertSSBDEstimator(SmoothedEnsembleEstimator):
     """Cert-SSBD: a certified backdoor defence by randomized smoothing with sample-specific noise (Qiao et al.).
 
     ``fit`` warms up the wrapped model at ``scale``, optimises one sigma per training sample by stochastic gradient
@@ -102,37 +104,12 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
     | Paper link: https://arxiv.org/abs/2504.21730
     """
 
-    estimator_params = _SmoothedEnsembleEstimator.estimator_params + _SIGMA_PARAMS
+    estimator_params = SmoothedEnsembleEstimator.estimator_params + SIGMA_PARAMS
 
     def __init__(
         self,
-        model,
-        loss,
-        input_shape,
-        nb_classes,
-        optimizer=None,
-        channels_first=True,
-        clip_values=None,
-        preprocessing_defences=None,
-        postprocessing_defences=None,
-        preprocessing=(0.0, 1.0),
-        device_type="gpu",
-        *,
-        nb_models=100,
-        scale=0.12,
-        alpha=0.001,
-        bound="clopper-pearson",
-        draws_per_model=1,
-        noise="fixed",
+        *args,
         warmup_epochs=2,
-        vectorize=True,
-        memory_budget=2**30,
-        amp=None,
-        compile=False,
-        executor="local",
-        random_state=None,
-        verbose=False,
-        sample_size=None,
         sigma_steps=30,
         sigma_lr=5e-3,
         sigma_samples=16,
@@ -141,8 +118,36 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         sigma_tol=None,
         sigma_patience=3,
         use_memory=True,
+        **kwargs,
     ):
-        super().__init__(**_arguments(locals()))
+        # the sigma parameters first: the shell's constructor ends with _check_params, which reads them
+        self.sigma_steps, self.sigma_lr, self.sigma_samples = sigma_steps, sigma_lr, sigma_samples
+        self.sigma_bounds, self.sigma_update, self.sigma_tol = sigma_bounds, sigma_update, sigma_tol
+        self.sigma_patience, self.use_memory = sigma_patience, use_memory
+        super().__init__(*args, warmup_epochs=warmup_epochs, **kwargs)
+
+    def _check_sigma_params(self) -> None:
+        """Check the sigma optimiser's parameters (called by ``_check_params``)."""
+        check_choice(self.sigma_update, "sigma_update", SIGMA_UPDATES)
+        check_int(self.sigma_steps, "sigma_steps", minimum=0)
+        check_int(self.sigma_samples, "sigma_samples")
+        if self.sigma_steps:
+            check_positive(self.sigma_lr, "sigma_lr")
+        if self.sigma_tol is not None:
+            check_nonnegative(self.sigma_tol, "sigma_tol")
+        check_int(self.sigma_patience, "sigma_patience")
+        if self.sigma_bounds is not None:
+            low, high = check_pair(self.sigma_bounds, "sigma_bounds")
+            if not (check_positive(low, "sigma_bounds[0]") <= self.scale <= check_positive(high, "sigma_bounds[1]")):
+                raise ValueError(f"sigma_bounds must satisfy low <= scale <= high, got {self.sigma_bounds!r}")
+            if self.sigma_steps and low < self.scale:
+                warnings.warn(
+                    f"sigma_bounds={self.sigma_bounds!r} starts below scale={self.scale!r}: the sigma optimiser may "
+                    "give samples less noise than sigma0 (by default sigma0 is the minimum), which shrinks the "
+                    "conservative radius and weakens the smoothing of a trigger",
+                    UserWarning,
+                    stacklevel=caller_level(),
+                )
 
     @classmethod
     def from_official(
@@ -221,7 +226,7 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         :raises FileNotFoundError: ``directory`` does not exist.
         :raises ValueError: No or malformed checkpoints, or a bad parameter.
         """
-        unknown = sorted(set(sigma_params) - (set(_SIGMA_PARAMS) - {"use_memory"}))
+        unknown = sorted(set(sigma_params) - (set(SIGMA_PARAMS) - {"use_memory"}))
         if unknown:
             raise ValueError(f"unknown keyword arguments for from_official: {unknown}")
         sigma_params.setdefault("sigma_steps", 0)
@@ -252,17 +257,18 @@ class CertSSBDEstimator(_SmoothedEnsembleEstimator):
         )
         model.load_state_dict(states[0])
         model.to(estimator._device).eval()
-        estimator.ensemble_ = StackedEnsemble.from_state_dicts(template, states).to(estimator._device)
-        estimator.train_sigma_ = np.array([scale], dtype=np.float32)
-        estimator.random_state_ = random_state
-        estimator.test_noise_seeds_ = list(seeds)
-        estimator.nb_models_ = len(states)
-        estimator.train_noise_copies_ = copies  # an assumption about the official training (see above)
-        estimator.memory_ = CertificationMemory() if use_memory else None
+        estimator.fitted_ = FittedEnsemble(
+            StackedEnsemble.from_state_dicts(template, states).to(estimator._device),
+            np.array([scale], dtype=np.float32),  # a stand-in (see above)
+            random_state=random_state,
+            train_noise_copies=copies,  # an assumption about the official training (see above)
+            test_noise_seeds=list(seeds),
+            memory=CertificationMemory() if use_memory else None,
+        )
         return estimator
 
 
-class RABEstimator(_SmoothedEnsembleEstimator):
+class RABEstimator(SmoothedEnsembleEstimator):
     """RAB (Weber et al.): the same smoothed ensemble with one fixed sigma (``scale``) for every training and test
     sample, and no memory; the baseline Cert-SSBD is compared with. Parameters as :class:`CertSSBDEstimator`
     without the ``sigma_*`` and ``use_memory`` ones; ``warmup_epochs`` defaults to 0 (no base model is needed).
@@ -270,34 +276,13 @@ class RABEstimator(_SmoothedEnsembleEstimator):
     | Paper link: https://arxiv.org/abs/2003.08904
     """
 
-    def __init__(
-        self,
-        model,
-        loss,
-        input_shape,
-        nb_classes,
-        optimizer=None,
-        channels_first=True,
-        clip_values=None,
-        preprocessing_defences=None,
-        postprocessing_defences=None,
-        preprocessing=(0.0, 1.0),
-        device_type="gpu",
-        *,
-        nb_models=100,
-        scale=0.12,
-        alpha=0.001,
-        bound="clopper-pearson",
-        draws_per_model=1,
-        noise="fixed",
-        warmup_epochs=0,
-        vectorize=True,
-        memory_budget=2**30,
-        amp=None,
-        compile=False,
-        executor="local",
-        random_state=None,
-        verbose=False,
-        sample_size=None,
-    ):
-        super().__init__(**_arguments(locals()))
+
+def _signature(init, base) -> inspect.Signature:
+    """``base``'s parameters with ``init``'s keyword-only ones over them (new defaults, new parameters at the end):
+    the signature ``init`` forwards to ``base`` with, for ``inspect``, scikit-learn-style tools and the docs."""
+    own = {p.name: p for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    params = [own.pop(p.name, p) for p in inspect.signature(base).parameters.values()]
+    return inspect.Signature(params + list(own.values()))
+
+
+CertSSBDEstimator.__init__.__signature__ = _signature(CertSSBDEstimator.__init__, SmoothedEnsembleEstimator.__init__)

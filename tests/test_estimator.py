@@ -163,7 +163,7 @@ def test_vectorised_and_loop_paths_agree(digits):
 
 
 def test_memory_persists_across_calls_and_query_does_not_store(fitted, digits):
-    fitted.memory_ = type(fitted.memory_)()
+    fitted.fitted_ = fitted.fitted_.replace(memory=type(fitted.memory_)())
     fitted.certify(digits[2][:10], update_memory=False)
     assert len(fitted.memory_) == 0
     pred, _ = fitted.certify(digits[2][:10])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from unittest import mock
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from art_certssbd import memory as memory_module
+from art_certssbd.fitted import FittedEnsemble
 from art_certssbd.memory import CertificationMemory, apply_memory
 from art_certssbd.result import CertificationResult
 
@@ -130,7 +132,8 @@ def test_certify_reports_the_trimmed_conservative_radius_of_a_relabelled_input()
     # The same defect through the estimator (votes fixed: 100 of 100 for one class, sigma_x 0.5, training sigma
     # min 0.1). On 477d0a2 x2 came back relabelled with its own conservative radius 0.180.
     est = digits_estimator(nb_models=100, scale=0.5, alpha=0.001, use_memory=True)
-    est.ensemble_, est.train_sigma_, est.memory_ = None, np.array([0.1, 0.5]), CertificationMemory()
+    members = types.SimpleNamespace(nb_models=100)  # never votes: the votes are fixed below
+    est.fitted_ = FittedEnsemble(members, np.array([0.1, 0.5]), 0, train_noise_copies=1, memory=CertificationMemory())
     x = np.zeros((2, 1, 8, 8), dtype=np.float32)
     x[1, 0, 0, 0] = 0.3
 

@@ -145,7 +145,7 @@ def run_official_benchmark(
             est.ensemble_,
             torch.from_numpy(xs),
             sig_t,
-            est._noise_fn(),
+            est.fitted_.test_noise(est._device),
             2,
             batch_size=batch_size,
             vectorize=False,
