@@ -520,8 +520,10 @@ def test_malformed_benchmark_config_exits_2_before_any_work(tmp_path, capsys):
     config = {"name": "bad", "runs": [{"nb_models": 2}, {"nb_models": 3}, {"alpha": 1.5}]}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
+    from certssbd_bench.command import main as benchmark_main  # python benchmarks/run.py mnist ...
+
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", "mnist", "--config", str(path), "--output", str(tmp_path / "out")])
+        benchmark_main(["mnist", "--config", str(path), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert rf"{path} runs[2]: alpha must be in (0, 1), got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and json.loads(path.read_text()) == config

@@ -518,7 +518,7 @@ def test_wrong_fit_input_exits_2_naming_the_option_and_leaves_nothing(args, need
         ("classes = true", "classes = True: expected a list, got a boolean"),
         ("nb_models = true", "nb_models = True: expected a positive integer, got a boolean"),
         ("alpha = {a = 1}", "expected a number in (0, 1), got a table"),
-        ("bound = false", "bound = False: expected one of clopper-pearson, hoeffding, got a boolean"),
+        ("bound = false", "bound = False: expected one of clopper-pearson, hoeffding, anytime, got a boolean"),
         ("channels = 2", "channels = 2: expected 1 (grey) or 3 (RGB), got '2'"),
         ("nb_models = ", "not valid TOML"),
         ("[training]\nx = 1", "unknown key 'training'"),
