@@ -38,6 +38,7 @@ What the radii cover, and what they condition on, is stated in ``docs/guarantees
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,6 +60,7 @@ __all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats
     "certify_at_level",
     "certify_top_class",
     "certify_votes",
+    "CertificateOptions",
     "check_options",
     "max_certifiable_radius",
     "min_ensemble_size",
@@ -72,9 +74,22 @@ __all__ = [  # ABSTAIN and BOUNDS are importable from here too (defined in stats
 _DRAWS_BOUNDS = " or ".join(f"bound={name!r}" for name, b in stats.BOUND_TABLE.items() if b.allows_draws_per_model)
 
 
+class CertificateOptions(NamedTuple):
+    """The options of a certificate other than its level, validated (:func:`check_options` builds it)."""
+
+    #: One of :data:`BOUNDS`.
+    bound: str = "clopper-pearson"
+    #: Test noise draws per member D.
+    draws_per_model: int = 1
+    #: E, the noisy copies of each training sample one member saw (radii divided by ``sqrt(E)``).
+    noise_copies: int = 1
+    #: ``min_j sigma_j`` of the training samples (the conservative radius), or ``None``.
+    train_sigma_min: float | None = None
+
+
 def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, train_sigma_min=None):
-    """Validate the certificate's options; return them normalised ``(bound, draws_per_model, noise_copies,
-    train_sigma_min)``.
+    """Validate the certificate's options; return them normalised as a :class:`CertificateOptions`
+    ``(bound, draws_per_model, noise_copies, train_sigma_min)``.
 
     :raises ValueError: An unknown ``bound``; ``draws_per_model > 1`` with a bound whose
         :attr:`~art_certssbd.stats.Bound.allows_draws_per_model` is false (only ``"hoeffding"``'s is true: the draws
@@ -91,7 +106,7 @@ def check_options(bound: str, draws_per_model: int = 1, noise_copies: int = 1, t
         )
     if train_sigma_min is not None:
         train_sigma_min = float(check_positive_array(train_sigma_min, "train_sigma_min"))
-    return bound, draws_per_model, noise_copies, train_sigma_min
+    return CertificateOptions(bound, draws_per_model, noise_copies, train_sigma_min)
 
 
 def selection_level(
@@ -178,36 +193,29 @@ def _check_counts(counts, n):
     return counts, np.broadcast_to(n, totals.shape).astype(np.int64)
 
 
-def certify_at_level(
-    counts,
-    sigma,
-    *,
-    level: float,
-    bound: str = "clopper-pearson",
-    draws_per_model: int = 1,
-    train_sigma_min=None,
-    noise_copies: int = 1,
-    n=None,
-) -> CertificationResult:
+def certify_at_level(counts, sigma, *, level: float, options: CertificateOptions, n=None) -> CertificationResult:
     """Steps 1-4 of the module docstring with the top class bounded at ``level`` as given (no split).
 
     :func:`certify_votes` calls it at :func:`selection_level`; the sequential test calls it at each look's level
-    (levels that add up to the selection level). Arguments as in :func:`certify_votes`.
+    (levels that add up to the selection level). ``options`` from :func:`check_options`; the other arguments as in
+    :func:`certify_votes`.
     """
     level = check_alpha(level)
-    bound, draws, copies, sigma_min = check_options(bound, draws_per_model, noise_copies, train_sigma_min)
+    if not isinstance(options, CertificateOptions):
+        raise TypeError(f"options must be a CertificateOptions (from check_options), got {options!r}")
     counts, n = _check_counts(counts, n)
     sigma = check_sigma_rows(sigma, counts.shape[0]).astype(float)
     # Step 1: the top class, lowest index on ties.
     top = counts.argmax(axis=1)
     k = counts[np.arange(len(top)), top]
-    return certify_top_class(top, k, n, sigma, counts, level, bound, draws, sigma_min, copies)
+    return certify_top_class(top, k, n, sigma, counts, level, options)
 
 
-def certify_top_class(top, k, n, sigma, votes, level, bound, draws_per_model, train_sigma_min, noise_copies):
+def certify_top_class(top, k, n, sigma, votes, level, options: CertificateOptions) -> CertificationResult:
     """Steps 2-4 for a top class already chosen: ``k`` of ``n`` votes (``k`` may be fractional with a bound that is
     not :attr:`~art_certssbd.stats.Bound.binomial`, for soft votes); arguments validated by the caller
     (:func:`certify_at_level`, :func:`art_certssbd.counts.certify_scores`)."""
+    bound, draws_per_model, noise_copies, train_sigma_min = options
     # Step 2: the top class's lower confidence bound (Hoeffding over the members when a member votes several times).
     p_a_lower = np.asarray(vote_bound(k, n, level, bound, draws_per_model), dtype=float).reshape(-1)
     # Step 3: abstain unless p_a_lower > 1/2.
@@ -261,20 +269,11 @@ def certify_votes(
     :param n: Votes per input (scalar or ``(N,)``, at least the row sums; default the row sums).
     :return: A :class:`~art_certssbd.result.CertificationResult` (``pred_before_memory`` equals ``pred``).
     """
-    bound, draws, copies, sigma_min = check_options(bound, draws_per_model, noise_copies, train_sigma_min)
+    options = check_options(bound, draws_per_model, noise_copies, train_sigma_min)
     counts = np.asarray(counts)
     nb_classes = counts.shape[1] if counts.ndim == 2 and counts.shape[1] >= 1 else 1
-    level = selection_level(alpha, nb_classes, draws, bound=bound)
-    return certify_at_level(
-        counts,
-        sigma,
-        level=level,
-        bound=bound,
-        draws_per_model=draws,
-        train_sigma_min=sigma_min,
-        noise_copies=copies,
-        n=n,
-    )
+    level = selection_level(alpha, nb_classes, options.draws_per_model, bound=options.bound)
+    return certify_at_level(counts, sigma, level=level, options=options, n=n)
 
 
 def max_certifiable_radius(

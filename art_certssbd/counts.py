@@ -13,7 +13,7 @@ import numpy as np
 
 from art_certssbd import stats
 from art_certssbd._validation import check_alpha, check_n, check_sigma_rows, first_bad
-from art_certssbd.certification import certify_top_class, certify_votes, selection_level
+from art_certssbd.certification import CertificateOptions, certify_top_class, certify_votes, selection_level
 
 __all__ = ["certify_counts", "certify_scores"]
 
@@ -78,5 +78,5 @@ def certify_scores(mean_scores, sigma, alpha: float, n, bound: str = "hoeffding"
     if stats.BOUND_TABLE[bound].binomial:
         k = np.minimum(np.floor(k + _COUNT_SLACK), float(n))
     level = selection_level(alpha, scores.shape[1], soft=True)
-    result = certify_top_class(top, k, n, sigma, scores * n, level, bound, 1, None, 1)
+    result = certify_top_class(top, k, n, sigma, scores * n, level, CertificateOptions(bound))
     return result.pred, result.radius, result.p_a_lower

@@ -236,11 +236,11 @@ def run_sequential(
     alpha = check_alpha(alpha)
     if futility_alpha is not None:
         futility_alpha = check_alpha(futility_alpha)
-    bound, draws, copies, sigma_min = certification.check_options(bound, draws_per_model, noise_copies, train_sigma_min)
+    options = certification.check_options(bound, draws_per_model, noise_copies, train_sigma_min)
+    bound, draws, copies, sigma_min = options
     nb_inputs = _check_int(nb_inputs, "nb_inputs", minimum=0)
     looks = check_looks(looks, None, draws)
     sigma = check_sigma_rows(sigma, nb_inputs).astype(float)
-    options = dict(bound=bound, draws_per_model=draws, train_sigma_min=sigma_min, noise_copies=copies)
     # the sigma of the radius tested, and the top-class probability that reaches r with it
     sigma_r = certification.noise_sigma(
         sigma, train_sigma_min=sigma_min, noise_copies=copies, conservative=conservative
@@ -261,7 +261,9 @@ def run_sequential(
         counts[active] += new
         used[active] = n_t
         # Step 2: the certificate at this look's level; certify where its radius reaches r.
-        result = certification.certify_at_level(counts[active], sigma[active], level=levels[t], n=int(n_t), **options)
+        result = certification.certify_at_level(
+            counts[active], sigma[active], level=levels[t], options=options, n=int(n_t)
+        )
         rad = result.radius_conservative if conservative else result.radius
         certify = (result.pred != ABSTAIN) & (rad >= radius)
         # Step 3: abstain where certification is implausible (futility) or impossible at any later look.

@@ -162,15 +162,17 @@ def test_a_tie_abstains_and_the_tie_level_is_half_alpha():
 
 
 def test_certify_at_level_uses_the_level_as_given():
-    res = certification.certify_at_level([[80, 20]], 1.0, level=0.05)
+    res = certification.certify_at_level([[80, 20]], 1.0, level=0.05, options=certification.CertificateOptions())
     assert res.p_a_lower[0] == pytest.approx(_cp_lower(80, 100, 0.05))
     assert res.radius[0] == pytest.approx(norm.ppf(_cp_lower(80, 100, 0.05)))  # one noise copy by default
-    res = certification.certify_at_level([[80, 20, 0]], 1.0, level=0.05, bound="hoeffding", draws_per_model=4)
+    res = certification.certify_at_level(
+        [[80, 20, 0]], 1.0, level=0.05, options=certification.check_options("hoeffding", 4)
+    )
     assert res.p_a_lower[0] == pytest.approx(_hoeffding(0.8, 25, 0.05))
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got 0"):
-        certification.certify_at_level([[80, 20]], 1.0, level=0)
+        certification.certify_at_level([[80, 20]], 1.0, level=0, options=certification.CertificateOptions())
     with pytest.raises(ValueError, match=r"sigma must be a scalar or have shape \(1,\), got shape \(2,\)"):
-        certification.certify_at_level([[80, 20]], [1.0, 2.0], level=0.05)
+        certification.certify_at_level([[80, 20]], [1.0, 2.0], level=0.05, options=certification.CertificateOptions())
 
 
 def test_several_draws_and_classes_bound_at_alpha_over_c():
@@ -447,7 +449,9 @@ def test_futility_stops_only_when_the_upper_bound_is_strictly_below_p_r():
 
 def test_a_bound_of_exactly_one_half_abstains():
     # Hoeffding: 6 of 8 votes, margin sqrt(ln(e) / 16) = 1/4, so the bound is 0.75 - 0.25 = 1/2 exactly
-    res = certification.certify_at_level([[6, 2]], 1.0, level=float(np.exp(-1)), bound="hoeffding")
+    res = certification.certify_at_level(
+        [[6, 2]], 1.0, level=float(np.exp(-1)), options=certification.check_options("hoeffding")
+    )
     assert res.p_a_lower[0] == 0.5
     assert res.pred[0] == ABSTAIN and res.radius[0] == 0 and res.radius_conservative[0] == 0
 
@@ -522,3 +526,10 @@ def test_the_anytime_bounds_through_the_dispatchers_take_soft_votes():
         assert stats.upper_confidence_bound(k, 10, 0.05, "anytime") == confseq.upper(k, 10, 0.05)
         assert stats.lower_confidence_bound(k, 10, 0.05, "anytime") == confseq.lower(k, 10, 0.05)
     assert stats.upper_confidence_bound(7, 10, 0.05, "anytime") > stats.upper_confidence_bound(7, 10, 0.05)
+
+
+def test_certify_at_level_refuses_options_that_were_not_checked():
+    with pytest.raises(TypeError, match=r"options must be a CertificateOptions \(from check_options\), got"):
+        certification.certify_at_level([[80, 20]], 1.0, level=0.05, options={"bound": "hoeffding"})
+    # the NamedTuple's defaults are the certificate's documented defaults
+    assert certification.CertificateOptions() == certification.check_options("clopper-pearson")
