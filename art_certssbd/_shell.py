@@ -129,12 +129,15 @@ class SmoothedEnsembleEstimator(
         return require_fitted(self).certificate_options(self.alpha, self.bound, self.draws_per_model)
 
     # ------------------------------------------------------------------------------------- the chains' settings
-    def _checkpoint_config(self, seed: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int) -> dict:
+    def _checkpoint_config(
+        self, random_state: int, x: np.ndarray, y: np.ndarray, batch_size: int, nb_epochs: int
+    ) -> dict:
         """:func:`~art_certssbd.chains.checkpoint_config` of this estimator's parameters."""
         keys = ENSEMBLE_PARAMS + SIGMA_PARAMS + ["nb_classes", "input_shape"]
         params = {key: getattr(self, key) for key in keys}
-        return chains.checkpoint_config(params, random_state=seed, x=x, y=y, batch_size=batch_size, nb_epochs=nb_epochs,
-                                        model=self.base_model, optimizer=self._optimizer)  # fmt: skip
+        return chains.checkpoint_config(params, random_state=random_state, x=x, y=y, batch_size=batch_size,
+                                        nb_epochs=nb_epochs, model=self.base_model,
+                                        optimizer=self._optimizer)  # fmt: skip
 
     def _search(self, executor: Executor) -> SigmaSearch:
         """The sigma optimiser's settings, from the parameters."""
@@ -191,18 +194,18 @@ class SmoothedEnsembleEstimator(
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         chains.check_output(self.base_model, x[:1], self.nb_classes, self.input_shape, self._device)
-        seed = chains.run_seed(self.random_state, checkpoint_dir)
+        random_state = chains.run_seed(self.random_state, checkpoint_dir)  # None resolved: a checkpoint's or fresh
         store = (
             None
             if checkpoint_dir is None
-            else EnsembleCheckpoint(checkpoint_dir, self._checkpoint_config(seed, x, y, batch_size, nb_epochs))
+            else EnsembleCheckpoint(checkpoint_dir, self._checkpoint_config(random_state, x, y, batch_size, nb_epochs))
         )
         x_t, y_t = torch.from_numpy(x).to(self._device), torch.from_numpy(y).to(self._device)
         base, record = chains.fit(
             self.base_model,
             x_t,
             y_t,
-            random_state=seed,
+            random_state=random_state,
             search=self._search(Executor(self.executor)),
             votes=self._vote_settings(),
             nb_models=self.nb_models,

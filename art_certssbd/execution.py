@@ -61,7 +61,7 @@ class SigmaSearch:
     amp: str | None
     executor: Executor
 
-    def run(self, model: torch.nn.Module, x: torch.Tensor, seed: int, verbose: bool = False) -> torch.Tensor:
+    def run(self, model: torch.nn.Module, x: torch.Tensor, random_state: int, verbose: bool = False) -> torch.Tensor:
         """Per-sample sigma by SGA (``scale`` everywhere when ``steps == 0``), here or sharded over Ray tasks (the
         same sigmas); ``tol=None`` runs every step, bitwise as before early stopping existed."""
         low, high = self.bounds if self.bounds is not None else (None, None)
@@ -69,8 +69,8 @@ class SigmaSearch:
         ray = self.executor.ray
         run = ray.optimize_sigma if ray is not None and self.steps > 0 else optimize_sigma  # the same sigmas
         return run(model, x, sigma0=self.scale, steps=self.steps, lr=self.lr, n_samples=self.samples, sigma_min=low,
-                   sigma_max=high, update=self.update, random_state=seed, amp=self.amp, early_stop=early, tol=tol,
-                   patience=int(self.patience), verbose=verbose)  # fmt: skip
+                   sigma_max=high, update=self.update, random_state=random_state, amp=self.amp, early_stop=early,
+                   tol=tol, patience=int(self.patience), verbose=verbose)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "art_certssbd"
 #: The ART shell: the estimator classes and what only they use. Everything else in the package sits below it (the
 #: method's steps, the official loaders) or above it (the applications built on the estimators). A module that
 #: imports ART's estimator framework (``art.estimators``) is an adapter, so it counts as shell too (see _shell()).
-SHELL = {"estimator", "_shell", "_art", "_networks", "_persistence"}
+SHELL = {"estimator", "_shell", "_art", "_networks", "_persistence", "_certifiable"}
 APPLICATIONS = {"__init__", "__main__", "defence", "experiment", "cli", "runs"}
 #: Source-tree folders and test helpers that must never be imported by the installed package.
 NOT_SHIPPED = {"certssbd_bench", "benchmarks", "tests", "examples", "helpers", "simulation", "cli_files", "conftest"}
@@ -124,15 +124,42 @@ def test_no_core_module_imports_the_shell_or_an_application():
 
 
 #: Size limits of issue 23: no module much over 400 lines; the ART adapter (the shell's private modules, not the
-#: public estimator classes) clearly smaller than the 1,150 lines it had before the fitted record and the chains.
-MODULE_LINES, ADAPTER_LINES = 425, 1_000
+#: public estimator classes) smaller than at e46f52c, where _shell, _art and _persistence had 1,150 lines of which 820
+#: were code (not docstrings, comments or blank lines), before the fitted record and the chains; the 94 lines of
+#: _certifiable (the "can never certify" warnings) came after.
+MODULE_LINES, ADAPTER_LINES, ADAPTER_CODE_LINES = 425, 1_100, 650
+
+
+def _code_lines(source: str) -> int:
+    """Lines that are neither blank, a comment nor part of a docstring."""
+    docstrings = set()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstrings |= set(range(first.lineno, first.end_lineno + 1))
+    lines = enumerate(source.splitlines(), start=1)
+    return sum(1 for i, line in lines if line.strip() and not line.strip().startswith("#") and i not in docstrings)
+
+
+def test_code_lines_skips_docstrings_comments_and_blanks():
+    source = 'def f():\n    """Doc\n    string."""\n\n    # comment\n    return 1\n'
+    assert _code_lines(source) == 2
 
 
 def test_modules_stay_small_and_the_adapter_thin():
-    lines = {module: len(path.read_text().splitlines()) for module, path in MODULES.items()}
+    sources = {module: path.read_text() for module, path in MODULES.items()}
+    lines = {module: len(source.splitlines()) for module, source in sources.items()}
     assert {m: n for m, n in lines.items() if n > MODULE_LINES} == {}
-    adapter = {m: lines[m] for m in SHELL - {"estimator"}}
-    assert sum(adapter.values()) <= ADAPTER_LINES, adapter
+    adapter = sorted(SHELL - {"estimator"})
+    assert sum(lines[m] for m in adapter) <= ADAPTER_LINES, {m: lines[m] for m in adapter}
+    code = {m: _code_lines(sources[m]) for m in adapter}
+    assert sum(code.values()) <= ADAPTER_CODE_LINES, code
 
 
 def test_the_package_imports_nothing_from_the_source_tree():
