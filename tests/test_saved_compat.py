@@ -16,7 +16,8 @@ answers, so a load that changes anything else still fails:
 * ``p_a_lower`` of the ``"anytime"`` bound (9a24c08): ``confseq.lower`` now tests membership as ``log_evidence``
   computes it, so the returned end is outside the confidence sequence to the last bit; it moved by at most 1e-16.
 
-The recorded numbers come from one machine (``written_by`` in ``expected.npz``: torch version, CPU capability).
+The recorded numbers come from one machine (``written_by`` in ``expected.npz``: torch version, CPU capability, CPU
+model).
 Elsewhere torch's CPU kernels may round differently: the float answers are then compared to 1e-5 (relative) and
 the integer ones (classes, votes, seeds) still exactly; what was read from disk (the memory as saved) is compared
 exactly everywhere.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,14 @@ RESULT_FIELDS = ("pred", "radius", "radius_conservative", "sigma", "p_a_lower", 
 MEMORY_FIELDS = ("centers", "labels", "radii", "radii_conservative", "sigmas")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows: kernels may round differently on another CPU."""
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        return names[0] if names else platform.processor()
+    return platform.processor()
+
+
 def _cpu_capability() -> str | None:
     return getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
 
@@ -49,8 +59,13 @@ def _cpu_capability() -> str | None:
 with np.load(DATA / "expected.npz") as _data:
     EXPECTED = {key: _data[key] for key in _data.files}
 WRITTEN_BY = json.loads(str(EXPECTED["written_by"]))
-#: The torch and CPU kernels that wrote the recorded numbers: only there are float answers compared bit for bit.
-SAME_KERNELS = WRITTEN_BY["torch"] == torch.__version__ and WRITTEN_BY["cpu_capability"] == _cpu_capability()
+#: The torch version, CPU kernels and CPU model that wrote the recorded numbers: only there are float answers
+#: compared bit for bit.
+SAME_KERNELS = (WRITTEN_BY["torch"], WRITTEN_BY["cpu_capability"], WRITTEN_BY.get("cpu_model")) == (
+    torch.__version__,
+    _cpu_capability(),
+    _cpu_model(),
+)
 
 
 @pytest.fixture(autouse=True)

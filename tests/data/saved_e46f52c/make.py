@@ -32,6 +32,7 @@ after that certify (``memory_after__*``), and ``nomem__*``: the answers of the s
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import platform
@@ -64,6 +65,14 @@ ENSEMBLES = {
 }
 RESULT_FIELDS = ("pred", "radius", "radius_conservative", "sigma", "p_a_lower", "votes", "pred_before_memory")
 MEMORY_FIELDS = ("centers", "labels", "radii", "radii_conservative", "sigmas")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows: kernels may round differently on another CPU."""
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        return names[0] if names else platform.processor()
+    return platform.processor()
 
 
 def net() -> nn.Module:
@@ -164,6 +173,7 @@ def main(target: Path) -> None:
                 "torch": torch.__version__,
                 "numpy": np.__version__,
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "cpu_model": cpu_model(),
                 "machine": platform.machine(),
                 "python": platform.python_version(),
             }
