@@ -26,8 +26,8 @@ exactly everywhere.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +39,19 @@ from art_certssbd import CertSSBDEstimator, RABEstimator
 from art_certssbd.checkpoint import MANIFEST, EnsembleCheckpoint
 
 DATA = Path(__file__).resolve().parent / "data" / "saved_e46f52c"
-NAMES = ("certssbd_memory", "rab", "certssbd_fresh", "rab_grown")
-RESULT_FIELDS = ("pred", "radius", "radius_conservative", "sigma", "p_a_lower", "votes", "pred_before_memory")
-MEMORY_FIELDS = ("centers", "labels", "radii", "radii_conservative", "sigmas")
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows: kernels may round differently on another CPU."""
-    with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        return names[0] if names else platform.processor()
-    return platform.processor()
+def _load_make():
+    """make.py, the fixture's writer, as a module: its names (ensembles, fields, network, CPU model) are the test's."""
+    spec = importlib.util.spec_from_file_location("saved_e46f52c_make", DATA / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines names only; main() runs under __main__
+    return module
+
+
+MAKE = _load_make()
+NAMES = tuple(MAKE.ENSEMBLES)
+RESULT_FIELDS, MEMORY_FIELDS = MAKE.RESULT_FIELDS, MAKE.MEMORY_FIELDS
 
 
 def _cpu_capability() -> str | None:
@@ -64,7 +66,7 @@ WRITTEN_BY = json.loads(str(EXPECTED["written_by"]))
 SAME_KERNELS = (WRITTEN_BY["torch"], WRITTEN_BY["cpu_capability"], WRITTEN_BY.get("cpu_model")) == (
     torch.__version__,
     _cpu_capability(),
-    _cpu_model(),
+    MAKE.cpu_model(),
 )
 
 
@@ -73,16 +75,11 @@ def _one_thread(one_thread):
     """make.py recorded on one torch thread."""
 
 
-def net() -> nn.Module:
-    """The members' architecture, as in make.py."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
-
-
 def estimator(name: str, **overrides):
     """A new estimator of the parameters ``name`` was saved with (recorded by make.py)."""
     params = {**json.loads(str(EXPECTED[f"{name}__params"])), **overrides}
     cls = {"CertSSBDEstimator": CertSSBDEstimator, "RABEstimator": RABEstimator}[params.pop("cls")]
-    model = net()
+    model = MAKE.net()
     return cls(model, nn.CrossEntropyLoss(), (1, 8, 8), 10, optimizer=torch.optim.Adam(model.parameters(), lr=0.03),
                clip_values=(0.0, 1.0), device_type="cpu", **params)  # fmt: skip
 
