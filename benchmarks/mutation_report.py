@@ -101,7 +101,11 @@ def prepare(workdir: Path) -> None:
 def run(workdir: Path, max_children: int, names: list[str]) -> float:
     start = time.monotonic()
     exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # One torch/OpenMP thread: mutmut forks each mutant's pytest from a process that has run the tests once, and a
+    # forked child that enters an OpenMP pool started before the fork hangs idle (a conv2d in a growth test did). An
+    # idle hang uses no CPU, so the conftest's CPU limit never ends it; mutmut's wall-clock limit then reports it as
+    # ``timeout``, i.e. killed, which would count a mutant as killed that no test saw.
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run([exe, "run", "--max-children", str(max_children), *names], cwd=workdir, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"mutmut run failed with exit code {proc.returncode}")
