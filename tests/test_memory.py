@@ -738,3 +738,29 @@ def test_a_huge_radius_whose_ulp_swallows_the_screen_margin_is_still_found():
     mem.update(np.zeros((1, 2)), [0], [1e20])
     pred, radius = mem.query(np.ones((1, 2)), [1], [0.5])
     assert list(pred) == [0] and radius[0] == 1e20 - np.sqrt(2)
+
+
+def test_check_invariant_finds_an_overlap_among_the_last_rows_of_many_chunks():
+    """Ten regions in chunks of two, the only overlapping pair (labels 0 and 1) the last two: every chunk of rows
+    and of columns is visited (a loop over ``range(chunk_size)`` instead of the chunk starts misses them)."""
+    x = np.stack([np.arange(10) * 10.0, np.zeros(10)], axis=1)
+    x[9] = x[8] + [1.0, 0.0]
+    labels, radii = np.array([0] * 9 + [1]), np.full(10, 0.75)
+    mem = CertificationMemory(chunk_size=2)
+    mem._append(x, labels, radii, radii / 2, np.ones(10))
+    assert not mem.check_invariant(atol=0.0)
+    mem = CertificationMemory(chunk_size=2)
+    mem._append(x[:9], labels[:9], radii[:9], radii[:9] / 2, np.ones(9))  # without the last ball: no overlap
+    assert mem.check_invariant(atol=0.0)
+
+
+def test_the_buffers_grow_geometrically_only_when_full():
+    """Regions of 4 features added one at a time: the capacity stays 1,024 until the 1,025th region, then doubles
+    (growing on any other condition, e.g. more regions than features, would reallocate and double at each call)."""
+    mem = CertificationMemory()
+    for i in range(6):
+        mem.update(np.full((1, 4), 10.0 * i), [i % 2], [1.0])
+        assert mem._centers.shape == (1024, 4)
+    mem.update(np.arange(1019 * 4, dtype=float).reshape(1019, 4) * 100 + 1e4, np.zeros(1019, dtype=int),
+               np.full(1019, 1.0))  # fmt: skip
+    assert len(mem) == 1025 and mem._centers.shape == (2048, 4)
