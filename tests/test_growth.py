@@ -3,6 +3,10 @@ it needs, resume, save/load, and its soundness under the stopping rule by simula
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +16,9 @@ from scipy.stats import norm
 from art_certssbd import RABEstimator
 from art_certssbd.certification import certify_votes
 from art_certssbd.datasets import load_digits
-from art_certssbd.growth import Growth
+from art_certssbd.ensemble import StackedEnsemble, resolve_backend, vote
+from art_certssbd.growth import Growth, check_growth, growth_rule
+from art_certssbd.noise import derive_seed, fixed_test_noise
 from art_certssbd.stats import ABSTAIN
 
 SMALL = dict(scale=0.25, alpha=0.05, random_state=2, bound="anytime")
@@ -180,3 +186,198 @@ def test_certificates_after_a_vote_driven_stop_err_at_most_alpha():
     slack = 3 * np.sqrt(alpha * (1 - alpha) / trials)
     assert rate["anytime"] <= alpha + slack, rate
     assert rate["clopper-pearson"] > 1.5 * alpha, rate  # a fixed-n bound at a vote-driven size: the test can fail
+
+
+# --- check_growth and growth_rule on small hand-made inputs (mutation testing: the wiring of the rule) -------------
+
+
+def test_check_growth_converts_the_validation_set_and_keeps_the_rule():
+    x = np.array([[[0.0, 0.5]], [[1.0, 0.25]]], dtype=np.float64)  # input_shape (1, 2)
+    growth = Growth(x, np.array([[0, 1, 0], [1, 0, 0]]), radius=0.3, wave_size=3, tol=0.02, patience=4, target=0.9,
+                    conservative=True)  # fmt: skip
+    checked = check_growth(growth, "anytime", (1, 2), (0.0, 1.0), 3)
+    assert checked.x_val.dtype == np.float32 and np.array_equal(checked.x_val, x)  # check_inputs' float32 copy
+    assert checked.y_val.dtype == np.int64 and checked.y_val.tolist() == [1, 0]  # one-hot rows as class indices
+    assert (checked.radius, checked.wave_size, checked.tol, checked.patience, checked.target, checked.conservative) == (
+        0.3, 3, 0.02, 4, 0.9, True)  # fmt: skip
+    assert growth.x_val.dtype == np.float64 and growth.y_val.ndim == 2  # the user's Growth is left as it was
+    assert check_growth(None, "hoeffding", (1, 2), None, 3) is None
+
+
+def test_check_growth_refuses_naming_the_parameter():
+    x, y = np.array([[0.0, 0.5], [1.0, 0.25]]), np.array([0, 2])
+    with pytest.raises(ValueError, match=r"^growth must be a Growth or None, got int$"):
+        check_growth(5, "anytime", (2,), None, 3)
+    message = (
+        "growth needs bound='anytime', got bound='hoeffding': the ensemble's size then depends on its votes, and only "
+        "a confidence sequence certifies at such a stopping time"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check_growth(Growth(x, y, radius=0.1), "hoeffding", (2,), None, 3)
+    with pytest.raises(ValueError, match=r"^growth\.x_val has values outside clip_values=\(0\.0, 1\.0\): min 0\.0, "):
+        check_growth(Growth(x * 2, y, radius=0.1), "anytime", (2,), (0.0, 1.0), 3)
+    with pytest.raises(ValueError, match=r"^growth\.x_val must have shape \(N, 3\)"):
+        check_growth(Growth(x, y, radius=0.1), "anytime", (3,), None, 3)
+    with pytest.raises(ValueError, match=r"^growth\.y_val has labels outside \[0, 1\] \(nb_classes=2\): \[2\]$"):
+        check_growth(Growth(x, y, radius=0.1), "anytime", (2,), (0.0, 1.0), 2)
+
+
+def _linear_members(nb_models):
+    """A 2-input, 3-class linear template and ``nb_models`` member states around one separating weight."""
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.tensor([[2.0, 0.0], [0.0, 2.0], [-2.0, -2.0]])
+    states = [
+        {"weight": weight + 0.5 * torch.randn(3, 2, generator=generator),
+         "bias": 0.2 * torch.randn(3, generator=generator)}
+        for _ in range(nb_models)
+    ]  # fmt: skip
+    return torch.nn.Linear(2, 3), states
+
+
+class _Search:
+    """Stands in for the sigma optimiser (:class:`~art_certssbd.execution.SigmaSearch`): records its calls and
+    returns fixed per-input sigmas."""
+
+    def __init__(self, sigma):
+        self.sigma, self.calls = sigma, []
+
+    def run(self, model, x, random_state, verbose=False):
+        self.calls.append({"model": model, "x": x, "random_state": random_state, "verbose": verbose})
+        return self.sigma.clone()
+
+
+class _States:
+    """Member states by index that records which members are read (a lazy loader's view)."""
+
+    def __init__(self, states):
+        self.states, self.read = states, []
+
+    def __getitem__(self, k):
+        self.read.append(k)
+        return self.states[k]
+
+
+@pytest.mark.parametrize("vectorize, conservative, noise_copies", [(True, True, 2), (False, False, 1)])
+def test_the_growth_rule_certifies_the_votes_of_the_members_so_far(monkeypatch, caplog, vectorize, conservative,
+                                                                    noise_copies):  # fmt: skip
+    """After each wave the history holds the anytime certificate (alpha, the training sigmas' minimum, the noise copies,
+    the watched radius and radius kind) of the validation votes of members 0 .. size-1 with their own test noise
+    (derive_seed(random_state, "test_noise", k)), and of those votes scaled to nb_models; checked against vote and
+    certify_votes called here on the whole ensemble so far."""
+    from art_certssbd import growth as growth_module
+
+    nb_models, rs, alpha, radius, device = 60, 7, 0.1, 0.1, torch.device("cpu")
+    template, states = _linear_members(nb_models)
+    x_val = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [0.6, 0.5], [0.3, 0.1], [0.1, 0.3], [1.5, 0.2],
+                      [-0.3, -0.2], [0.2, 1.2], [0.0, 0.0]], dtype=np.float32)  # fmt: skip
+    y_val = np.array([0, 1, 2, 0, 0, 1, 0, 2, 1, 0])
+    sigma, train_sigma = torch.linspace(0.2, 0.8, 10), torch.tensor([0.5, 0.15, 0.9])
+    growth = Growth(x_val, y_val, radius=radius, wave_size=20, tol=0.1, patience=2, conservative=conservative)
+    sizes = growth.waves(nb_models)
+    assert sizes == [20, 40, 60]
+
+    # the reference: each wave's votes are those of the whole ensemble so far, in one call
+    seeds = [derive_seed(rs, "test_noise", k) for k in range(nb_models)]
+    sigma64 = sigma.double().numpy()
+    sigma_min = float(np.float32(0.15))  # the smallest training sigma, as float32 holds it
+
+    def reference_accuracy(counts):
+        result = certify_votes(counts, sigma64, alpha=alpha, bound="anytime", train_sigma_min=sigma_min,
+                               noise_copies=noise_copies)  # fmt: skip
+        return float(result.certified_accuracy(y_val, [radius], conservative)[0]), result
+
+    expected_counts, expected = [], []
+    for size in sizes:
+        members = StackedEnsemble.from_state_dicts(template, states[:size])
+        own_noise = functools.partial(fixed_test_noise, seeds, device=device)
+        counts = vote(members, torch.from_numpy(x_val), sigma, own_noise, 3).numpy()
+        scaled = np.round(counts * nb_models / size).astype(np.int64)
+        (now, result), (projected, _) = reference_accuracy(counts), reference_accuracy(scaled)
+        expected_counts += [counts, scaled]
+        expected.append({"nb_models": size, "certified_accuracy": now, "projected_accuracy": projected})
+        if size == 20:  # the case tells the settings apart: a wrong radius, radius kind or bound changes the history
+            assert now != float(result.certified_accuracy(y_val, [0.0], conservative)[0])
+            if conservative:
+                assert now != float(result.certified_accuracy(y_val, [radius], False)[0])
+    assert expected[0]["certified_accuracy"] != expected[0]["projected_accuracy"]
+
+    # what the rule hands on: recorded on the way, passed through unchanged
+    certified, noise_devices, backends, moved = [], [], [], []
+
+    def certify_spy(counts, sigma, **kwargs):
+        certified.append((np.array(counts), np.array(sigma), kwargs))
+        return certify_votes(counts, sigma, **kwargs)
+
+    def noise_spy(seeds, members, draws, shape, device):
+        noise_devices.append((list(seeds), device))
+        return fixed_test_noise(seeds, members, draws, shape, device)
+
+    def vote_spy(*args, **kwargs):
+        call = inspect.signature(vote).bind(*args, **kwargs)
+        call.apply_defaults()
+        backends.append((call.arguments["backend"], call.arguments["vectorize"]))
+        return vote(*args, **kwargs)
+
+    def to_spy(self, target):
+        moved.append(target)
+        return original_to(self, target)
+
+    original_to = StackedEnsemble.to
+    monkeypatch.setattr(growth_module, "certify_votes", certify_spy)
+    monkeypatch.setattr(growth_module, "fixed_test_noise", noise_spy)
+    monkeypatch.setattr(growth_module, "vote", vote_spy)
+    monkeypatch.setattr(StackedEnsemble, "to", to_spy)
+
+    search, lazy, history, base = _Search(sigma), _States(states), [], torch.nn.Linear(2, 3)
+    stop = growth_rule(growth, template=template, device=device, random_state=rs, nb_models=nb_models, search=search,
+                       nb_classes=3, draws_per_model=1, vectorize=vectorize, alpha=alpha, noise_copies=noise_copies,
+                       history=history)  # fmt: skip
+    with caplog.at_level("INFO", logger="art_certssbd.growth"):
+        decisions = [stop(base, train_sigma, lazy, size) for size in sizes]
+
+    assert history == expected
+    assert decisions == [growth.settled(expected[: i + 1]) for i in range(len(sizes))] == [False, False, True]
+    assert caplog.messages == [
+        f"Growth: {h['nb_models']} members, certified accuracy {h['certified_accuracy']:.4f} at r = 0.1 (projected at "
+        f"60: {h['projected_accuracy']:.4f})."
+        for h in expected
+    ]
+    # each member is read once, in its wave; the validation sigma is searched once, with the base model and its seed
+    assert lazy.read == list(range(nb_models))
+    assert len(search.calls) == 1 and search.calls[0]["model"] is base and not search.calls[0]["verbose"]
+    assert torch.equal(search.calls[0]["x"], torch.from_numpy(x_val))
+    assert search.calls[0]["random_state"] == derive_seed(rs, "sigma_test")
+    # the votes certified, the sigmas and the certificate's options
+    assert len(certified) == 2 * len(sizes)
+    for (counts, sigma_seen, kwargs), reference in zip(certified, expected_counts, strict=True):
+        np.testing.assert_array_equal(counts, reference)
+        assert sigma_seen.dtype == np.float64 and np.array_equal(sigma_seen, sigma64)
+        assert kwargs == {"alpha": alpha, "bound": "anytime", "train_sigma_min": sigma_min,
+                          "noise_copies": noise_copies}  # fmt: skip
+    # the members' own test noise on the rule's device, the blocks on that device, the backend vectorize chooses
+    assert noise_devices and all(s == seeds and d == device for s, d in noise_devices)
+    assert moved == [device] * len(sizes)
+    assert [resolve_backend(b, device, v) for b, v in backends] == ["sequential" if vectorize else "loop"] * len(sizes)
+
+
+def test_the_growth_rule_sends_the_validation_inputs_to_its_device():
+    """The validation inputs reach the sigma search on ``device`` (the meta device: any device other than numpy's)."""
+
+    class Searched(Exception):
+        pass
+
+    seen = []
+
+    class Search:
+        def run(self, model, x, random_state, verbose=False):
+            seen.append(x.device)
+            raise Searched
+
+    template, _ = _linear_members(1)
+    growth = Growth(np.zeros((2, 2), dtype=np.float32), np.zeros(2, dtype=np.int64), radius=0.1)
+    stop = growth_rule(growth, template=template, device=torch.device("meta"), random_state=0, nb_models=2,
+                       search=Search(), nb_classes=3, draws_per_model=1, vectorize=True, alpha=0.1, noise_copies=1,
+                       history=[])  # fmt: skip
+    with pytest.raises(Searched):
+        stop(template, torch.ones(2), [], 1)
+    assert seen == [torch.device("meta")]
