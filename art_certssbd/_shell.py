@@ -41,6 +41,7 @@ from art_certssbd._networks import NetworkMixin
 from art_certssbd._persistence import PersistenceMixin
 from art_certssbd._validation import check_bool, check_inputs, check_int, check_labels
 from art_certssbd.budget import check_budgets
+from art_certssbd.certification import check_options
 from art_certssbd.checkpoint import EnsembleCheckpoint
 from art_certssbd.execution import Executor, SigmaSearch, VoteSettings
 from art_certssbd.fitted import fitted_attribute, require_fitted
@@ -191,6 +192,7 @@ class SmoothedEnsembleEstimator(
             raise ValueError(f"y must hold at least two classes, got only class {int(y[0])}")
         batch_size, nb_epochs = check_int(batch_size, "batch_size"), check_int(nb_epochs, "nb_epochs")
         growth = check_growth(growth, self.bound, self.input_shape, self.clip_values, self.nb_classes)
+        check_options(self.bound, self.draws_per_model)  # again: an attribute set directly skips _check_params
         if self._optimizer is None:
             raise ValueError("optimizer is None: an optimizer is needed to train the ensemble")
         chains.check_output(self.base_model, x[:1], self.nb_classes, self.input_shape, self._device)

@@ -253,6 +253,17 @@ def test_fit_without_optimizer(data):
     assert_unchanged(est, snap)
 
 
+def test_fit_checks_a_draws_per_model_set_directly_against_the_bound(fitted, data):
+    """``_check_params`` runs in the constructor and ``set_params``; an attribute set directly is checked by ``fit``
+    before any work (a grown ensemble's rule would otherwise bound dependent draws as independent votes)."""
+    est = make(bound="anytime")
+    est.draws_per_model = 2
+    snap = snapshot(est)
+    with pytest.raises(ValueError, match=r"draws_per_model=2 needs bound='hoeffding' .*, got bound='anytime'"):
+        est.fit(data[0], data[1], nb_epochs=1)
+    assert_unchanged(est, snap)
+
+
 def test_input_shape_the_model_cannot_process(data):
     net = Flat()
     est = make(net, input_shape=(1, 9, 9))
