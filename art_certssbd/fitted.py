@@ -17,15 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from art_certssbd._validation import NOT_FITTED, NotFittedError
+from art_certssbd._validation import NOT_FITTED, NotFittedError, check_int
 from art_certssbd.memory import CertificationMemory
 from art_certssbd.noise import derive_seed, fixed_test_noise
-
-
-def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,7 +56,7 @@ class FittedEnsemble:
                 "(1 for noise='fixed', nb_epochs for noise='fresh') sets the certified radius, so a fitted ensemble "
                 "without it cannot certify"
             )
-        _count(self.train_noise_copies, "train_noise_copies")
+        check_int(self.train_noise_copies, "train_noise_copies")
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an integer, got {self.random_state!r}")
         sigma = np.asarray(self.train_sigma)

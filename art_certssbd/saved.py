@@ -27,11 +27,10 @@ from art_certssbd.training import init_member
 
 
 def _as_saved(store: EnsembleCheckpoint, directory) -> dict:
-    """The config of a saved ensemble for a fit's training checkpoint: what ``fit`` derives from its own config."""
+    """The config of a saved ensemble for a fit's training checkpoint: what ``fit`` derives from its own config (the
+    test-noise seeds are the record's default, derived from ``random_state``)."""
     config = store.config
-    seed, nb_models, members = config.get("random_state"), config.get("nb_models"), store.finished_members()
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise CheckpointError(f"{str(directory)!r}: random_state {seed!r} is not an integer")
+    nb_models, members = config.get("nb_models"), store.finished_members()
     if len(members) != nb_models or not store.has("train_sigma"):
         raise ValueError(
             f"{str(directory)!r} is an unfinished fit's checkpoint ({len(members)} of nb_models={nb_models} members"
@@ -41,7 +40,6 @@ def _as_saved(store: EnsembleCheckpoint, directory) -> dict:
     return {
         **config,
         "grown": False,  # a fit grown by a rule stops short of nb_models and is refused above
-        "test_noise_seeds": torch.tensor([derive_seed(seed, "test_noise", k) for k in range(nb_models)]),
         "train_noise_copies": config.get("nb_epochs") if config.get("noise") == "fresh" else 1,
     }
 
@@ -88,6 +86,9 @@ def load_record(directory: str | os.PathLike, template: torch.nn.Module, *, nb_c
     """
     store = EnsembleCheckpoint.open(directory, kind=None)
     training = store.kind == "training"
+    seed = store.config.get("random_state")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CheckpointError(f"{str(directory)!r}: random_state {seed!r} is not an integer")
     config = _as_saved(store, directory) if training else store.config
     if config.get("nb_classes") != nb_classes or list(config.get("input_shape", [])) != list(input_shape):
         raise ValueError(
@@ -114,16 +115,16 @@ def load_record(directory: str | os.PathLike, template: torch.nn.Module, *, nb_c
         ensemble = SavedEnsemble(directory, template, memory_budget)
     else:
         ensemble = StackedEnsemble.from_state_dicts(template, [store.load_member(k) for k in members])
-    base = store.load("base") if store.has("base") else _initial_base(template, config["random_state"])
+    base = store.load("base") if store.has("base") else _initial_base(template, seed)
     StackedEnsemble.from_state_dicts(template, [base])  # refuses a base model of another architecture
     train_sigma = store.load("train_sigma")
-    seeds = config["test_noise_seeds"] if training else store.load("test_noise_seeds")
+    seeds = None if training else store.load("test_noise_seeds")  # a fit's checkpoint: the record derives them
     if not isinstance(train_sigma, torch.Tensor) or train_sigma.dim() != 1 or not bool((train_sigma > 0).all()):
         raise CheckpointError(f"{str(directory)!r}: train_sigma is not a 1-D tensor of positive sigmas")
-    if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (len(members),) or seeds.is_floating_point():
+    if seeds is not None and (
+        not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (len(members),) or seeds.is_floating_point()
+    ):
         raise CheckpointError(f"{str(directory)!r}: test_noise_seeds is not {len(members)} integer seeds")
-    if isinstance(config.get("random_state"), bool) or not isinstance(config.get("random_state"), int):
-        raise CheckpointError(f"{str(directory)!r}: random_state {config.get('random_state')!r} is not an integer")
     memory = _load_memory(store, directory, input_shape) if store.has("memory") else None
     copies = config.get("train_noise_copies")
     if copies is None:  # a save written before the count was recorded: known only for noise="fixed"
@@ -137,9 +138,9 @@ def load_record(directory: str | os.PathLike, template: torch.nn.Module, *, nb_c
     record = FittedEnsemble(
         ensemble.to(device),
         train_sigma.numpy(),
-        random_state=config["random_state"],
+        random_state=seed,
         train_noise_copies=copies,
-        test_noise_seeds=[int(s) for s in seeds],
+        test_noise_seeds=None if seeds is None else [int(s) for s in seeds],
         growth_history=[] if grown else None,  # (the history itself is not saved; [] marks a grown ensemble)
         memory=(CertificationMemory() if memory is None else memory) if use_memory else None,
     )

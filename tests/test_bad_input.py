@@ -424,6 +424,18 @@ def test_load_an_unfinished_training_checkpoint(data, tmp_path):
     _load_fails(tmp_path / "ck", ValueError, r"unfinished fit's checkpoint .*: resume it with fit\(")
 
 
+@pytest.mark.parametrize("seed", ["7", True, 7.0, None])
+def test_load_refuses_a_random_state_that_is_not_an_integer(saved, data, tmp_path, seed):
+    """Both kinds, a save and a finished fit's checkpoint, refuse it before any member is read."""
+    shutil.copytree(saved, tmp_path / "ens")
+    make().fit(data[0][:60], data[1][:60], nb_epochs=1, checkpoint_dir=tmp_path / "ck")
+    for directory in (tmp_path / "ens", tmp_path / "ck"):
+        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest["config"]["random_state"] = seed
+        (directory / MANIFEST).write_text(json.dumps(manifest))
+        _load_fails(directory, CheckpointError, rf"random_state {seed!r} is not an integer")
+
+
 def test_load_a_file_of_another_kind(tmp_path):
     CertificationMemory().save(tmp_path / "memory.npz")
     path = tmp_path / "memory.npz"
